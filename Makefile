@@ -1,0 +1,36 @@
+# bayespk: `make demo` fits the bundled theophylline model; `make test` runs the tests.
+# Both create .venv (Python >= 3.12) when it is missing.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@set -e; \
+	if [ ! -x "$(PY)" ]; then \
+	  interp=$$(bash .ci/find-python); \
+	  echo "creating $(VENV) with $$interp"; \
+	  "$$interp" -m venv $(VENV); \
+	fi; \
+	$(PY) -m pip install -q --upgrade pip; \
+	$(PY) -m pip install -q -e ".[test]"; \
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bayespk fit models/theophylline_1cmt_oral.toml --out runs/theophylline
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_fit.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,26 @@
+"""bayespk: Bayesian population PK/PD modeling on PyMC.
+
+>>> import bayespk as bpk
+>>> ds = bpk.read_nonmem(bpk.datasets.path("theophylline"))
+>>> model = bpk.PopulationModel("models/theophylline_1cmt_oral.toml", ds)  # doctest: +SKIP
+>>> fit = model.fit()                                                      # doctest: +SKIP
+>>> fit.summary()                                                          # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from bayespk.data import bundled as datasets
+from bayespk.data.nonmem import Dataset, read_nonmem
+from bayespk.errors import BayesPKError, ConvergenceWarning, DataError, SpecError
+from bayespk.fit import Fit, fit, load
+from bayespk.model import PopulationModel, Prior, Spec
+
+try:
+    __version__ = version("bayespk")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "PopulationModel", "Prior",
+    "Spec", "SpecError", "datasets", "fit", "load", "read_nonmem",
+]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Model evaluation: parameter tables, convergence diagnostics, plots."""

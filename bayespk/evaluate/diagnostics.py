@@ -1,0 +1,118 @@
+"""Parameter table and convergence diagnostics, read from a fit's DataTree.
+
+Thresholds follow Vehtari et al. (2021, Bayesian Analysis 16:667): R-hat
+above 1.01 or bulk/tail ESS below 100 per chain (400 for 4 chains) means the
+draws cannot be trusted yet; any divergent transition signals a geometry the
+sampler did not explore; E-BFMI below 0.3 flags poor energy exploration.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayespk.errors import ConvergenceWarning
+
+__all__ = ["summary_table", "convergence", "check_convergence", "SUMMARY_COLUMNS", "RHAT_MAX", "ESS_PER_CHAIN"]
+
+SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "r_hat", "ess_bulk", "ess_tail"]
+RHAT_MAX = 1.01
+ESS_PER_CHAIN = 100
+BFMI_MIN = 0.3
+
+
+def _scalar_names(posterior: xr.Dataset, names: list[str]) -> list[str]:
+    return [n for n in names if n in posterior.data_vars]
+
+
+def summary_table(posterior: xr.Dataset, names: list[str]) -> pd.DataFrame:
+    """One row per population parameter (vector parameters get ``name[level]`` rows).
+
+    Columns: ``parameter, mean, sd, q5, median, q95, r_hat, ess_bulk, ess_tail``.
+    """
+    rows = []
+    ds = posterior[_scalar_names(posterior, names)]
+    diags = {"r_hat": az.rhat(ds), "ess_bulk": az.ess(ds, method="bulk"), "ess_tail": az.ess(ds, method="tail")}
+    for name in ds.data_vars:
+        extra = [d for d in ds[name].dims if d not in ("chain", "draw")]
+        arrays = {"draws": ds[name], **{k: v[name] for k, v in diags.items()}}
+        if extra:
+            arrays = {k: v.stack(item=extra) for k, v in arrays.items()}
+            labels = [f"{name}[{','.join(map(str, np.atleast_1d(v)))}]" for v in arrays["draws"]["item"].values]
+            entries = [(lab, {k: v.isel(item=i) for k, v in arrays.items()}) for i, lab in enumerate(labels)]
+        else:
+            entries = [(name, arrays)]
+        for label, a in entries:
+            values = np.asarray(a["draws"]).ravel()
+            q5, q50, q95 = np.quantile(values, [0.05, 0.5, 0.95])
+            rows.append({
+                "parameter": label, "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)),
+                "q5": q5, "median": q50, "q95": q95,
+                **{k: float(a[k]) for k in diags},
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def convergence(tree: xr.DataTree, free_names: list[str]) -> dict:
+    """Divergences, worst R-hat/ESS over all free variables (etas included), E-BFMI."""
+    post = tree["posterior"].to_dataset()[_scalar_names(tree["posterior"].to_dataset(), free_names)]
+    stats = tree["sample_stats"].to_dataset()
+    n_chains = post.sizes["chain"]
+    n_draws = post.sizes["draw"]
+    rhat = az.rhat(post)
+    ess_b = az.ess(post, method="bulk")
+    ess_t = az.ess(post, method="tail")
+
+    def worst(ds, fn):
+        vals = {k: float(fn(ds[k].values)) for k in ds.data_vars}
+        key = (max if fn is np.nanmax else min)(vals, key=vals.get)
+        return vals[key], key
+
+    max_rhat, rhat_at = worst(rhat, np.nanmax)
+    min_bulk, bulk_at = worst(ess_b, np.nanmin)
+    min_tail, tail_at = worst(ess_t, np.nanmin)
+    div = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    energy = stats["energy"].values if "energy" in stats else None
+    if energy is not None:
+        bfmi = np.square(np.diff(energy, axis=1)).mean(axis=1) / np.var(energy, axis=1)
+        min_bfmi = float(np.min(bfmi))
+    else:
+        min_bfmi = float("nan")
+    return {
+        "chains": n_chains,
+        "draws": n_draws,
+        "divergences": div,
+        "max_r_hat": max_rhat,
+        "max_r_hat_parameter": rhat_at,
+        "min_ess_bulk": min_bulk,
+        "min_ess_bulk_parameter": bulk_at,
+        "min_ess_tail": min_tail,
+        "min_ess_tail_parameter": tail_at,
+        "min_bfmi": min_bfmi,
+    }
+
+
+def check_convergence(diag: dict, warn: bool = True) -> list[str]:
+    """Problems found in ``diag`` (from :func:`convergence`), warned as ConvergenceWarning."""
+    problems = []
+    ess_min = ESS_PER_CHAIN * diag["chains"]
+    if diag["divergences"] > 0:
+        problems.append(f"{diag['divergences']} divergent transitions; raise target_accept or reparameterize")
+    if not diag["max_r_hat"] <= RHAT_MAX:
+        problems.append(f"R-hat {diag['max_r_hat']:.3f} > {RHAT_MAX} (worst: {diag['max_r_hat_parameter']}); "
+                        "run longer chains")
+    if not diag["min_ess_bulk"] >= ess_min:
+        problems.append(f"bulk ESS {diag['min_ess_bulk']:.0f} < {ess_min} (worst: "
+                        f"{diag['min_ess_bulk_parameter']}); draw more samples")
+    if not diag["min_ess_tail"] >= ess_min:
+        problems.append(f"tail ESS {diag['min_ess_tail']:.0f} < {ess_min} (worst: "
+                        f"{diag['min_ess_tail_parameter']}); draw more samples")
+    if diag["min_bfmi"] < BFMI_MIN:
+        problems.append(f"E-BFMI {diag['min_bfmi']:.2f} < {BFMI_MIN}; the posterior has hard-to-explore tails")
+    if warn and problems:
+        warnings.warn("convergence check failed:\n  " + "\n  ".join(problems), ConvergenceWarning, stacklevel=3)
+    return problems

@@ -1,0 +1,306 @@
+"""Sampling a PopulationModel, and the Fit that holds the result.
+
+A :class:`Fit` is an ArviZ DataTree (groups ``posterior``, ``sample_stats``,
+``observed_data``, ``constant_data``, ``log_likelihood`` and ``records`` — the
+validated dataset itself) plus the resolved :class:`~bayespk.model.spec.Spec`.
+Everything downstream (tables, plots, predictions) reads only these, so a fit
+saved with :meth:`Fit.save` and read back with :func:`load` behaves the same.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import warnings
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import xarray as xr
+
+from bayespk.errors import BayesPKError, SpecError
+from bayespk.evaluate.diagnostics import check_convergence, convergence, summary_table
+from bayespk.model.population import PopulationModel
+from bayespk.model.spec import Spec
+
+__all__ = ["Fit", "fit", "load"]
+
+SPEC_ATTR = "bayespk_spec"
+FORMAT_VERSION = 1
+
+
+def fit(
+    model: PopulationModel,
+    *,
+    sampler: str | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    seed: int | None = None,
+    target_accept: float | None = None,
+    progress: bool = True,
+) -> "Fit":
+    """Sample the posterior of ``model`` and check convergence.
+
+    Options left as ``None`` come from the spec's ``[sampler]`` table. When no
+    seed is given anywhere, one is drawn and recorded, so every run can be
+    repeated exactly.
+
+    Parameters
+    ----------
+    model : PopulationModel
+    sampler : {"nutpie", "pymc"}
+        nutpie (default; Rust NUTS on a numba-compiled log-density) or PyMC's NUTS.
+    draws, tune, chains : int
+    seed : int
+    target_accept : float
+    progress : bool
+        Show a progress bar while sampling.
+
+    Returns
+    -------
+    Fit
+        With convergence already checked: a :class:`~bayespk.errors.ConvergenceWarning`
+        is emitted when divergences, R-hat, ESS or E-BFMI are poor.
+    """
+    spec = model.spec.with_sampler(name=sampler, draws=draws, tune=tune, chains=chains, seed=seed,
+                                   target_accept=target_accept)
+    if spec.sampler.seed is None:
+        spec = spec.with_sampler(seed=int(np.random.SeedSequence().entropy % (2**31)))
+    s = spec.sampler
+    pm_model = model.build()
+    t0 = time.perf_counter()
+    if s.name == "nutpie":
+        try:
+            import nutpie
+        except ImportError:  # pragma: no cover - nutpie is a dependency
+            raise SpecError("sampler 'nutpie' is not installed; pip install nutpie, or use sampler='pymc'") from None
+        compiled = nutpie.compile_pymc_model(pm_model)
+        t_compile = time.perf_counter() - t0
+        tree = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
+                             target_accept=s.target_accept, progress_bar=progress, save_warmup=False)
+    else:
+        t_compile = float("nan")
+        with pm_model:
+            tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
+                             random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
+                             compute_convergence_checks=False, nuts_sampler="pymc")
+    wall = time.perf_counter() - t0
+    tree = _clean_tree(tree)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pm.compute_log_likelihood(tree, model=pm_model, progressbar=False)
+    _add_data_groups(tree, model)
+    info = {
+        "sampler": s.name,
+        "seed": s.seed,
+        "wall_seconds": round(wall, 3),
+        "compile_seconds": round(t_compile, 3),
+        "versions": _versions(),
+    }
+    tree.attrs.update({
+        SPEC_ATTR: json.dumps(spec.to_dict()),
+        "bayespk_run": json.dumps(info),
+        "bayespk_data_summary": json.dumps(model.data.summary.to_dict()),
+        "bayespk_format": FORMAT_VERSION,
+    })  # fmt: skip
+    result = Fit(tree, spec)
+    check_convergence(result.diagnostics(), warn=True)
+    return result
+
+
+class Fit:
+    """A fitted population model: the DataTree and the resolved spec.
+
+    Attributes
+    ----------
+    tree : xarray.DataTree
+    spec : Spec
+    """
+
+    def __init__(self, tree: xr.DataTree, spec: Spec):
+        self.tree = tree
+        self.spec = spec
+
+    # ----------------------------------------------------------- contents
+    @property
+    def posterior(self) -> xr.Dataset:
+        return self.tree["posterior"].to_dataset()
+
+    @property
+    def population_parameters(self) -> list[str]:
+        """Names of the population parameters in the order they are reported."""
+        names = list(self.spec.parameters)
+        names += [f"omega_{p}" for p, ps in self.spec.parameters.items() if ps.iiv is not None]
+        names += [c.name for c in self.spec.covariates if not c.fixed]
+        names += list(self.spec.error.names)
+        return names
+
+    @property
+    def free_parameters(self) -> list[str]:
+        """Population parameters and the standardized etas: every sampled quantity."""
+        return self.population_parameters + [f"z_{p}" for p, ps in self.spec.parameters.items()
+                                             if ps.iiv is not None]
+
+    def summary(self) -> pd.DataFrame:
+        """Posterior summary of the population parameters (natural scale typical values).
+
+        Columns: ``parameter, mean, sd, q5, median, q95, r_hat, ess_bulk, ess_tail``.
+        """
+        return summary_table(self.posterior, self.population_parameters)
+
+    def diagnostics(self) -> dict:
+        """Convergence diagnostics over all free variables, plus run information."""
+        d = convergence(self.tree, self.free_parameters)
+        d["problems"] = check_convergence(d, warn=False)
+        d.update(self.run_info)
+        return d
+
+    @property
+    def run_info(self) -> dict:
+        return json.loads(self.tree.attrs.get("bayespk_run", "{}"))
+
+    @cached_property
+    def model(self) -> PopulationModel:
+        """The PopulationModel rebuilt from the stored spec and records."""
+        records = self.tree["records"].to_dataset().to_dataframe().reset_index(drop=True)
+        from bayespk.data.nonmem import read_nonmem
+
+        data = read_nonmem(records.drop(columns="ROW"), aliases=None)
+        data.table["ROW"] = records["ROW"].to_numpy()
+        data.source = self.spec.data.path or "<records>"
+        return PopulationModel(self.spec, data)
+
+    # ----------------------------------------------------------- predictions
+    def predict(self, grid: np.ndarray | None = None, *, draws: int | None = 200, seed: int = 0) -> xr.Dataset:
+        """Individual (``IPRED``) and typical-subject (``PRED``) predictions per posterior draw.
+
+        Parameters
+        ----------
+        grid : array, optional
+            Times at which to evaluate every subject (default: the observations).
+        draws : int or None
+            Thin the posterior to about this many draws (None: all).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``IPRED`` and ``PRED`` with dims (chain, draw, obs) and coords
+            ``ID`` and ``TIME`` on ``obs``.
+        """
+        post = self.posterior
+        if draws is not None:
+            per_chain = -(-draws // post.sizes["chain"])
+            post = post.isel(draw=slice(None, None, max(1, post.sizes["draw"] // per_chain)))
+        pm_model, design = self.model.build_prediction(grid=grid)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = pm.sample_posterior_predictive(
+                xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
+                var_names=["IPRED", "PRED"], random_seed=seed, progressbar=False,
+            )
+        pp = out["posterior_predictive"].to_dataset()
+        ids = design.subject_ids[design.obs_subject]
+        return pp.assign_coords(ID=("obs", ids), TIME=("obs", design.obs_time))
+
+    # ----------------------------------------------------------- plots
+    def plot_individual(self, ids=None, **kwargs):
+        """Observed points with the posterior median and interval of each subject's curve."""
+        from bayespk.evaluate.plots import plot_individual
+
+        return plot_individual(self, ids=ids, **kwargs)
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the DataTree (with the spec in its attributes) to a netCDF file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tree.to_netcdf(path, engine="h5netcdf")
+        return path
+
+    def write_run(self, run_dir: str | Path) -> Path:
+        """Write a run directory: spec.toml, fit.nc, summary.csv, diagnostics.json."""
+        run = Path(run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        self.spec.write(run / "spec.toml")
+        self.save(run / "fit.nc")
+        self.summary().to_csv(run / "summary.csv", index=False)
+        (run / "diagnostics.json").write_text(json.dumps(self.diagnostics(), indent=2, default=_json_default))
+        return run
+
+    def __repr__(self) -> str:
+        d = self.posterior.sizes
+        return f"Fit({self.spec.name!r}, {d['chain']} chains x {d['draw']} draws)"
+
+
+def load(path: str | Path) -> Fit:
+    """Read a fit written by :meth:`Fit.save` (a ``fit.nc`` file or a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "fit.nc"
+    if not path.is_file():
+        raise BayesPKError(f"{path}: no such fit file")
+    tree = xr.open_datatree(path, engine="h5netcdf").load()
+    if SPEC_ATTR not in tree.attrs:
+        raise BayesPKError(f"{path}: not a bayespk fit (no {SPEC_ATTR} attribute)")
+    spec = Spec.from_dict(json.loads(tree.attrs[SPEC_ATTR]))
+    return Fit(tree, spec)
+
+
+# ------------------------------------------------------------------ helpers
+def _clean_tree(tree: xr.DataTree) -> xr.DataTree:
+    """Keep posterior and sample_stats; drop object-typed stats netCDF cannot hold."""
+    keep = {}
+    for g in ("posterior", "sample_stats"):
+        ds = tree[g].to_dataset()
+        ds = ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object])
+        keep[g] = xr.DataTree(ds)
+    out = xr.DataTree(children=keep)
+    out.attrs.update(tree.attrs)
+    return out
+
+
+def _add_data_groups(tree: xr.DataTree, model: PopulationModel) -> None:
+    d = model.design
+    obs = {"obs": np.arange(d.n_obs)}
+    tree["observed_data"] = xr.DataTree(xr.Dataset({"DV": ("obs", d.obs_dv)}, coords=obs))
+    const = xr.Dataset(
+        {
+            "SUBJECT": ("obs", d.subject_ids[d.obs_subject]),
+            "TIME": ("obs", d.obs_time),
+            "ROW": ("obs", d.obs_row),
+            "CENS": ("obs", d.obs_cens),
+            "LIMIT": ("obs", d.obs_limit),
+        },
+        coords=obs | {"ID": d.subject_ids},
+    )
+    for c in model.spec.covariates:
+        if c.column not in const:
+            const[c.column] = ("ID", np.asarray(model._covariates[c.name]["values"]))
+    tree["constant_data"] = xr.DataTree(const)
+    records = model.data.table.copy()
+    tree["records"] = xr.DataTree(xr.Dataset.from_dataframe(records.reset_index(drop=True).rename_axis("row")))
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("bayespk", "pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "xarray"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    out["platform"] = sys.platform
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(type(o))

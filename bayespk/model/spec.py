@@ -1,0 +1,426 @@
+"""Model specifications: the model as data (TOML file or Python objects).
+
+A :class:`Spec` says which dataset, which structural model, the parameters
+with their priors and inter-individual variability (IIV), covariate effects,
+the residual error model and the sampler settings. It is parsed strictly:
+an unknown or misspelt key is an error naming the key, never ignored.
+
+The spec a fit ran with is stored *resolved*: every default filled in and the
+data path made absolute, so ``spec.toml`` in a run directory reproduces the
+run exactly. See the README for the format and the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from bayespk.errors import SpecError
+from bayespk.model.priors import Prior
+from bayespk.structural import STRUCTURES
+
+__all__ = [
+    "Spec",
+    "ParameterSpec",
+    "CovariateSpec",
+    "ErrorSpec",
+    "SamplerSpec",
+    "DataSpec",
+    "ERROR_MODELS",
+    "EFFECTS",
+    "DEFAULT_IIV",
+]
+
+ERROR_MODELS = {
+    "additive": ("sigma_add",),
+    "proportional": ("sigma_prop",),
+    "combined": ("sigma_add", "sigma_prop"),
+    "lognormal": ("sigma_log",),
+}
+EFFECTS = ("power", "exponential", "linear", "categorical")
+BLQ_METHODS = ("M3", "drop")
+SAMPLERS = ("nutpie", "pymc")
+DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
+DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
+DEFAULT_TYPICAL_LOG_SD = 1.0
+
+
+def _check_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
+    if not isinstance(d, dict):
+        raise SpecError(f"{where}: expected a table, got {d!r}")
+    for k in d:
+        if k not in allowed:
+            raise SpecError(f"{where}: unknown key {k!r}; allowed keys: {', '.join(allowed)}")
+
+
+def _number(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise SpecError(f"{where}: expected a finite number, got {v!r}")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the dataset is, and declared column renames."""
+
+    path: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict, base_dir: Path | None) -> "DataSpec":
+        _check_keys(d, ("path", "aliases"), "[data]")
+        path = d.get("path")
+        if path is not None:
+            if not isinstance(path, str):
+                raise SpecError(f"[data] path: expected a string, got {path!r}")
+            p = Path(path).expanduser()
+            if not p.is_absolute() and base_dir is not None:
+                p = (base_dir / p).resolve()
+            path = str(p)
+        aliases = d.get("aliases", {})
+        if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+            raise SpecError("[data] aliases: expected a table of column = \"NONMEM name\"")
+        return cls(path=path, aliases=dict(aliases))
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.path is not None:
+            out["path"] = self.path
+        if self.aliases:
+            out["aliases"] = dict(self.aliases)
+        return out
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A structural parameter: prior of its typical value, and its IIV (or none).
+
+    The individual value is ``typical * covariate effects * exp(eta)`` with
+    ``eta ~ Normal(0, omega)`` (non-centered); ``iiv`` is the prior of omega,
+    the SD of eta on the log scale. ``iiv=None`` means no IIV.
+    """
+
+    name: str
+    typical: Prior
+    iiv: Prior | None = DEFAULT_IIV
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "ParameterSpec":
+        where = f"[parameters.{name}]"
+        _check_keys(d, ("typical", "guess", "iiv"), where)
+        if "typical" in d and "guess" in d:
+            raise SpecError(f"{where}: give either 'typical' (a prior) or 'guess' (a value), not both")
+        if "typical" in d:
+            typical = Prior.from_dict(d["typical"], f"{where} typical")
+        elif "guess" in d:
+            guess = _number(d["guess"], f"{where} guess")
+            if guess <= 0:
+                raise SpecError(f"{where} guess: must be > 0 (typical values are positive), got {guess:g}")
+            typical = Prior("LogNormal", mu=round(math.log(guess), 6), sigma=DEFAULT_TYPICAL_LOG_SD)
+        else:
+            raise SpecError(
+                f"{where}: needs 'typical' (a prior, e.g. {{ dist = \"LogNormal\", mu = -3, sigma = 1 }}) "
+                "or 'guess' (a typical value; the prior is then LogNormal(log(guess), 1))"
+            )
+        if typical.support not in ("positive",):
+            raise SpecError(f"{where} typical: the typical value of {name} must be positive; "
+                            f"use a positive distribution such as LogNormal, not {typical.dist}")
+        iiv_raw = d.get("iiv", True)
+        if iiv_raw is True:
+            iiv = DEFAULT_IIV
+        elif iiv_raw is False:
+            iiv = None
+        else:
+            iiv = Prior.from_dict(iiv_raw, f"{where} iiv")
+            if iiv.support != "positive":
+                raise SpecError(f"{where} iiv: omega is an SD and needs a positive prior, not {iiv.dist}")
+        return cls(name=name, typical=typical, iiv=iiv)
+
+    def to_dict(self) -> dict:
+        return {"typical": self.typical.to_dict(), "iiv": self.iiv.to_dict() if self.iiv else False}
+
+
+@dataclass(frozen=True)
+class CovariateSpec:
+    """A covariate effect multiplying one parameter.
+
+    ========== =============================== ==========================
+    effect     factor on the parameter          default coefficient prior
+    ========== =============================== ==========================
+    power      (x / reference) ** theta         Normal(0, 1)
+    exponential exp(theta * (x - reference))    Normal(0, 1/|reference|)
+    linear     1 + theta * (x - reference)      Normal(0, 1/|reference|)
+    categorical exp(theta[level]), 0 at the     Normal(0, 1) per level
+               reference level
+    ========== =============================== ==========================
+
+    ``coefficient`` is a number (fixed) or a :class:`Prior`. For categorical
+    effects ``reference`` is the reference level (default: the lowest).
+    """
+
+    parameter: str
+    column: str
+    effect: str
+    reference: float | str | None = None
+    coefficient: float | Prior | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.parameter}_{self.column}"
+
+    @property
+    def fixed(self) -> bool:
+        return isinstance(self.coefficient, float)
+
+    def default_prior(self) -> Prior:
+        if self.effect in ("exponential", "linear") and isinstance(self.reference, float) and self.reference:
+            return Prior("Normal", mu=0.0, sigma=round(1.0 / abs(self.reference), 6))
+        return Prior("Normal", mu=0.0, sigma=1.0)
+
+    @classmethod
+    def from_dict(cls, d: dict, i: int) -> "CovariateSpec":
+        where = f"[[covariates]] #{i + 1}"
+        _check_keys(d, ("parameter", "column", "effect", "reference", "coefficient"), where)
+        for k in ("parameter", "column", "effect"):
+            if k not in d or not isinstance(d[k], str):
+                raise SpecError(f"{where}: '{k}' is required (a string)")
+        effect = d["effect"]
+        if effect not in EFFECTS:
+            raise SpecError(f"{where} effect: {effect!r} is not one of {', '.join(EFFECTS)}")
+        ref = d.get("reference")
+        if effect == "categorical":
+            if ref is not None and not isinstance(ref, (str, int, float)):
+                raise SpecError(f"{where} reference: expected a level, got {ref!r}")
+            ref = None if ref is None else (float(ref) if not isinstance(ref, str) else ref)
+        else:
+            if ref is None:
+                raise SpecError(f"{where} reference: a {effect} effect needs a reference value "
+                                f"(e.g. the median {d['column'].upper()})")
+            ref = _number(ref, f"{where} reference")
+            if effect == "power" and ref <= 0:
+                raise SpecError(f"{where} reference: a power effect needs a reference > 0, got {ref:g}")
+        coef = d.get("coefficient")
+        if coef is not None:
+            coef = Prior.from_dict(coef, f"{where} coefficient") if isinstance(coef, dict) else _number(
+                coef, f"{where} coefficient")
+        return cls(parameter=d["parameter"], column=d["column"].upper(), effect=effect, reference=ref,
+                   coefficient=coef)
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"parameter": self.parameter, "column": self.column, "effect": self.effect}
+        if self.reference is not None:
+            out["reference"] = self.reference
+        if self.coefficient is not None:
+            out["coefficient"] = self.coefficient.to_dict() if isinstance(self.coefficient, Prior) else self.coefficient
+        return out
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """Residual error model and the treatment of BLQ observations.
+
+    ``model``: additive ``y ~ N(f, sigma_add)``; proportional
+    ``y ~ N(f, sigma_prop * f)``; combined ``y ~ N(f, sqrt(sigma_add^2 +
+    (sigma_prop f)^2))``; lognormal ``log y ~ N(log f, sigma_log)``.
+    ``blq``: ``"M3"`` (censored likelihood P(Y < LLOQ), the default) or
+    ``"drop"`` (BLQ rows left out of the likelihood, counted in the summary).
+    """
+
+    model: str = "proportional"
+    priors: dict[str, Prior] = field(default_factory=dict)
+    blq: str = "M3"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ERROR_MODELS[self.model]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ErrorSpec":
+        _check_keys(d, ("model", "blq", "sigma_add", "sigma_prop", "sigma_log"), "[error]")
+        model = d.get("model", "proportional")
+        if model not in ERROR_MODELS:
+            raise SpecError(f"[error] model: {model!r} is not one of {', '.join(ERROR_MODELS)}")
+        blq = d.get("blq", "M3")
+        if blq not in BLQ_METHODS:
+            raise SpecError(f"[error] blq: {blq!r} is not one of {', '.join(BLQ_METHODS)}")
+        priors = {}
+        for k in ("sigma_add", "sigma_prop", "sigma_log"):
+            if k in d:
+                if k not in ERROR_MODELS[model]:
+                    raise SpecError(f"[error] {k}: not a parameter of the {model} error model "
+                                    f"(which has {', '.join(ERROR_MODELS[model])})")
+                priors[k] = Prior.from_dict(d[k], f"[error] {k}")
+                if priors[k].support != "positive":
+                    raise SpecError(f"[error] {k}: an SD needs a positive prior, not {priors[k].dist}")
+        return cls(model=model, priors=priors, blq=blq)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "blq": self.blq, **{k: p.to_dict() for k, p in self.priors.items()}}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Sampler settings. ``name`` is ``nutpie`` (default) or ``pymc``."""
+
+    name: str = "nutpie"
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    seed: int | None = None
+    target_accept: float = 0.9
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplerSpec":
+        _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept"), "[sampler]")
+        out = cls()
+        kw: dict[str, Any] = {}
+        if "name" in d:
+            kw["name"] = d["name"]
+        for k in ("chains", "draws", "tune", "seed"):
+            if k in d:
+                v = d[k]
+                if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "seed" else 1):
+                    raise SpecError(f"[sampler] {k}: expected a whole number >= {0 if k == 'seed' else 1}, got {v!r}")
+                kw[k] = v
+        if "target_accept" in d:
+            kw["target_accept"] = _number(d["target_accept"], "[sampler] target_accept")
+        out = replace(out, **kw)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        if self.name not in SAMPLERS:
+            raise SpecError(f"[sampler] name: {self.name!r} is not one of {', '.join(SAMPLERS)}")
+        if not 0.5 <= self.target_accept < 1:
+            raise SpecError(f"[sampler] target_accept: must be in [0.5, 1), got {self.target_accept:g}")
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "chains": self.chains, "draws": self.draws, "tune": self.tune,
+               "target_accept": self.target_accept}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A complete model specification.
+
+    Examples
+    --------
+    >>> from bayespk.model.spec import Spec
+    >>> spec = Spec.from_dict({
+    ...     "model": {"structure": "1cmt_iv"},
+    ...     "parameters": {"CL": {"guess": 0.005}, "V": {"guess": 1.0}},
+    ...     "error": {"model": "proportional"},
+    ... })
+    >>> spec.parameters["CL"].typical
+    Prior('LogNormal', mu=-5.29832, sigma=1)
+    """
+
+    structure: str
+    parameters: dict[str, ParameterSpec]
+    covariates: tuple[CovariateSpec, ...] = ()
+    error: ErrorSpec = field(default_factory=ErrorSpec)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    name: str = "model"
+    description: str = ""
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Spec":
+        """Read a TOML spec file; relative data paths are taken from the file's folder."""
+        p = Path(path)
+        if not p.is_file():
+            raise SpecError(f"{path}: no such spec file")
+        try:
+            d = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError(f"{path}: not valid TOML ({e})") from None
+        d.setdefault("name", p.stem)
+        try:
+            return cls.from_dict(d, base_dir=p.parent.resolve())
+        except SpecError as e:
+            raise SpecError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_dict(cls, d: dict, base_dir: Path | None = None) -> "Spec":
+        _check_keys(d, ("name", "description", "data", "model", "parameters", "covariates", "error", "sampler"),
+                    "spec")
+        model = d.get("model")
+        if model is None:
+            raise SpecError("[model] is required, with structure = one of " + ", ".join(STRUCTURES))
+        _check_keys(model, ("structure",), "[model]")
+        structure = model.get("structure")
+        if structure not in STRUCTURES:
+            raise SpecError(f"[model] structure: {structure!r} is not one of {', '.join(STRUCTURES)}")
+        needed = STRUCTURES[structure].parameters
+        params_raw = d.get("parameters", {})
+        _check_keys(params_raw, needed, "[parameters]")
+        missing = [p for p in needed if p not in params_raw]
+        if missing:
+            raise SpecError(f"[parameters]: structure {structure} needs {', '.join(needed)}; "
+                            f"missing {', '.join(missing)}")
+        parameters = {p: ParameterSpec.from_dict(p, params_raw[p]) for p in needed}
+        cov_raw = d.get("covariates", [])
+        if not isinstance(cov_raw, list):
+            raise SpecError("covariates: use [[covariates]] tables (a list)")
+        covariates = tuple(CovariateSpec.from_dict(c, i) for i, c in enumerate(cov_raw))
+        seen = set()
+        for i, c in enumerate(covariates):
+            if c.parameter not in parameters:
+                raise SpecError(f"[[covariates]] #{i + 1} parameter: {c.parameter!r} is not a parameter "
+                                f"of {structure} ({', '.join(needed)})")
+            if c.name in seen:
+                raise SpecError(f"[[covariates]] #{i + 1}: a second effect of {c.column} on {c.parameter}")
+            seen.add(c.name)
+        name = d.get("name", "model")
+        description = d.get("description", "")
+        if not isinstance(name, str) or not isinstance(description, str):
+            raise SpecError("name and description must be strings")
+        return cls(
+            structure=structure,
+            parameters=parameters,
+            covariates=covariates,
+            error=ErrorSpec.from_dict(d.get("error", {})),
+            sampler=SamplerSpec.from_dict(d.get("sampler", {})),
+            data=DataSpec.from_dict(d.get("data", {}), base_dir),
+            name=name,
+            description=description,
+        )
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        data = self.data.to_dict()
+        if data:
+            out["data"] = data
+        out["model"] = {"structure": self.structure}
+        out["parameters"] = {k: p.to_dict() for k, p in self.parameters.items()}
+        if self.covariates:
+            out["covariates"] = [c.to_dict() for c in self.covariates]
+        out["error"] = self.error.to_dict()
+        out["sampler"] = self.sampler.to_dict()
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml())
+
+    def with_sampler(self, **overrides: Any) -> "Spec":
+        """A copy with sampler settings replaced (``None`` values are ignored)."""
+        kw = {k: v for k, v in overrides.items() if v is not None}
+        sampler = replace(self.sampler, **kw)
+        sampler.validate()
+        return replace(self, sampler=sampler)
+
+    def with_data(self, path: str | Path) -> "Spec":
+        return replace(self, data=replace(self.data, path=str(Path(path).resolve())))
