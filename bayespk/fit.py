@@ -10,10 +10,12 @@ saved with :meth:`Fit.save` and read back with :func:`load` behaves the same.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -135,11 +137,7 @@ class Fit:
     @property
     def population_parameters(self) -> list[str]:
         """Names of the population parameters in the order they are reported."""
-        names = list(self.spec.parameters)
-        names += [f"omega_{p}" for p, ps in self.spec.parameters.items() if ps.iiv is not None]
-        names += [c.name for c in self.spec.covariates if not c.fixed]
-        names += list(self.spec.error.names)
-        return names
+        return self.spec.population_parameters
 
     @property
     def free_parameters(self) -> list[str]:
@@ -198,8 +196,8 @@ class Fit:
             per_chain = -(-draws // post.sizes["chain"])
             post = post.isel(draw=slice(None, None, max(1, post.sizes["draw"] // per_chain)))
         pm_model, design = self.model.build_prediction(grid=grid)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings(), _quiet_pymc():
+            warnings.simplefilter("ignore")
             out = pm.sample_posterior_predictive(
                 xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
                 var_names=["IPRED", "PRED"], random_seed=seed, progressbar=False,
@@ -285,6 +283,18 @@ def _add_data_groups(tree: xr.DataTree, model: PopulationModel) -> None:
     tree["constant_data"] = xr.DataTree(const)
     records = model.data.table.copy()
     tree["records"] = xr.DataTree(xr.Dataset.from_dataframe(records.reset_index(drop=True).rename_axis("row")))
+
+
+@contextmanager
+def _quiet_pymc():
+    """Silence PyMC's informational "Sampling: [...]" log lines."""
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _versions() -> dict:

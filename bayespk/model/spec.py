@@ -394,6 +394,16 @@ class Spec:
             description=description,
         )
 
+    @property
+    def population_parameters(self) -> list[str]:
+        """Sampled population parameters in report order: typical values, omegas,
+        estimated covariate coefficients, residual SDs."""
+        names = list(self.parameters)
+        names += [f"omega_{p}" for p, ps in self.parameters.items() if ps.iiv is not None]
+        names += [c.name for c in self.covariates if not isinstance(c.coefficient, float)]
+        names += list(self.error.names)
+        return names
+
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"name": self.name}
         if self.description:
