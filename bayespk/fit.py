@@ -82,7 +82,7 @@ def fit(
             import nutpie
         except ImportError:  # pragma: no cover - nutpie is a dependency
             raise SpecError("sampler 'nutpie' is not installed; pip install nutpie, or use sampler='pymc'") from None
-        compiled = nutpie.compile_pymc_model(pm_model)
+        compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec))
         t_compile = time.perf_counter() - t0
         tree = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
                              target_accept=s.target_accept, progress_bar=progress, save_warmup=False)
@@ -91,7 +91,8 @@ def fit(
         with pm_model:
             tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
                              random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
-                             compute_convergence_checks=False, nuts_sampler="pymc")
+                             compute_convergence_checks=False, nuts_sampler="pymc", init="adapt_diag",
+                             initvals=_start_points(pm_model, spec, s.chains, s.seed))
     wall = time.perf_counter() - t0
     tree = _clean_tree(tree)
     with warnings.catch_warnings():
@@ -251,6 +252,27 @@ def load(path: str | Path) -> Fit:
 
 
 # ------------------------------------------------------------------ helpers
+def _jittered(pm_model: pm.Model, spec: Spec) -> set:
+    """Free variables whose starting values are jittered (uniform +-1 on the unconstrained scale).
+
+    Typical values start at their prior's support point without jitter: a
+    factor of e on CL or KA can put late predictions orders of magnitude off,
+    where proportional error makes the likelihood so steep that a chain's step
+    size collapses and it never moves. Etas, omegas, covariate coefficients
+    and residual SDs are jittered, so chains still start apart.
+    """
+    return {rv for rv in pm_model.free_RVs if rv.name not in spec.parameters}
+
+
+def _start_points(pm_model: pm.Model, spec: Spec, chains: int, seed: int) -> list[dict]:
+    """Per-chain starting points for PyMC's sampler, with the same policy as :func:`_jittered`."""
+    from pymc.initial_point import make_initial_point_fn
+
+    fn = make_initial_point_fn(model=pm_model, jitter_rvs=_jittered(pm_model, spec), return_transformed=False)
+    names = {rv.name for rv in pm_model.free_RVs}
+    return [{k: v for k, v in fn(seed + c).items() if k in names} for c in range(chains)]
+
+
 def _clean_tree(tree: xr.DataTree) -> xr.DataTree:
     """Keep posterior and sample_stats; drop object-typed stats netCDF cannot hold."""
     keep = {}

@@ -169,8 +169,9 @@ def _dose_events(t: pd.DataFrame, structure: Structure) -> pd.DataFrame:
     out = d.loc[d.index.repeat(reps)].copy()
     k = np.concatenate([np.arange(n) for n in reps]) if len(reps) else np.array([], int)
     out["TIME"] = out.TIME.to_numpy() + k * out.II.to_numpy()
-    # an ADDL repeat at an observation's time comes after that observation (NONMEM)
-    out["ORDER"] = np.where(k > 0, np.inf, out.ORDER.to_numpy())
+    # an ADDL repeat at an observation's time comes after that observation (NONMEM);
+    # prediction-grid points (order inf) still see it
+    out["ORDER"] = np.where(k > 0, np.finfo(float).max, out.ORDER.to_numpy())
     return out.sort_values(["ID", "TIME", "ORDER"], kind="stable")
 
 

@@ -269,7 +269,7 @@ def read_nonmem(
             problems.add_mask(raw, bad, col, lambda r, c=col: f"'{r[c]}' is not a number")
             table[col] = values.astype(float)
         elif bad.any():
-            table[col] = text.where(~missing)  # a text (categorical) covariate
+            table[col] = text.where(~missing).astype(object)  # a text (categorical) covariate
         else:
             table[col] = values.astype(float)
     problems.raise_if_any()
@@ -315,14 +315,23 @@ def _read_raw(source, label: str) -> pd.DataFrame:
         path = Path(source)
         if not path.is_file():
             raise DataError(f"{label}: no such file")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{label}: not UTF-8 text ({e}); save the file as UTF-8 CSV") from None
         if not text.strip():
             raise DataError(f"{label}: the file is empty")
         try:
             raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
                               skipinitialspace=True)
+            # read_csv renames a repeated name (DV, DV -> DV, DV.1): refuse it instead
+            header = pd.read_csv(io.StringIO(text), header=None, nrows=1, dtype=str, keep_default_na=False,
+                                 skipinitialspace=True).iloc[0].str.strip().tolist()
         except pd.errors.ParserError as e:
             raise DataError(f"{label}: not a readable CSV ({e})") from None
+        dup = next((n for n in header if n and header.count(n) > 1), None)
+        if dup is not None:
+            raise DataError(f"{label}: column {dup!r} appears more than once in the header")
     raw = raw.reset_index(drop=True)
     raw.insert(0, "ROW", np.arange(1, len(raw) + 1))
     return raw
@@ -407,7 +416,8 @@ def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
     problems.add_mask(t, dose & (t.MDV != 1), "MDV", "dose record (EVID 1) must have MDV=1")
     problems.add_mask(t, (t.EVID.isin([0, 2])) & t.AMT.notna() & (t.AMT != 0), "AMT",
                       lambda r: f"non-dose record (EVID {r.EVID:g}) has AMT={r.AMT:g}; dose records need EVID=1")
-    problems.add_mask(t, used & t.DV.isna(), "DV",
+    # censored rows are checked below (LLOQ for CENS=1, the limit in DV for CENS=-1)
+    problems.add_mask(t, used & t.DV.isna() & (t.CENS == 0), "DV",
                       "observation record (EVID 0, MDV 0) has no DV; set MDV=1 to keep it out of the likelihood")
     problems.add_mask(t, used & (t.DV < 0) & (t.CENS == 0), "DV",
                       lambda r: f"negative concentration {r.DV:g}")

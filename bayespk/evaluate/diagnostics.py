@@ -78,8 +78,10 @@ def convergence(tree: xr.DataTree, free_names: list[str]) -> dict:
     div = int(stats["diverging"].sum()) if "diverging" in stats else 0
     energy = stats["energy"].values if "energy" in stats else None
     if energy is not None:
-        bfmi = np.square(np.diff(energy, axis=1)).mean(axis=1) / np.var(energy, axis=1)
-        min_bfmi = float(np.min(bfmi))
+        var = np.var(energy, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bfmi = np.where(var > 0, np.square(np.diff(energy, axis=1)).mean(axis=1) / var, 0.0)
+        min_bfmi = float(np.min(bfmi))  # a chain that never moved has E-BFMI 0
     else:
         min_bfmi = float("nan")
     return {

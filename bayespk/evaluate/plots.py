@@ -33,7 +33,7 @@ def individual_curves(fit, *, n_grid: int = 120, interval: float = 0.9, draws: i
 
 
 def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interval: float = 0.9,
-                    n_grid: int = 120, draws: int = 200):
+                    n_grid: int = 120, draws: int = 200, xlabel: str = "time", ylabel: str = "concentration"):
     """Individual fits: observations, posterior median and interval of each subject's curve.
 
     Doses are marked as ticks on the time axis; BLQ observations as open
@@ -69,8 +69,8 @@ def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interva
     for ax in list(axes.flat)[len(ids):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="best")
-    fig.supxlabel("time")
-    fig.supylabel("concentration")
+    fig.supxlabel(xlabel)
+    fig.supylabel(ylabel)
     fig.suptitle(f"{fit.spec.name}: individual fits (doses marked on the time axis)", fontsize=10)
     fig.tight_layout()
     return fig, curves

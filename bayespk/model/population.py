@@ -98,15 +98,21 @@ class PopulationModel:
             else:
                 if values.dtype == object:
                     bad = values[pd.to_numeric(values, errors="coerce").isna()]
-                    raise DataError(f"column {c.column}: value {bad.iloc[0]!r} (ID {bad.index[0]}) is not a "
+                    raise DataError(f"{self._where(bad.index[0], c.column)}: value {bad.iloc[0]!r} is not a "
                                     f"number; a {c.effect} effect needs a numeric covariate")
                 x = values.to_numpy(float)
                 if c.effect == "power" and (x <= 0).any():
                     i = values.index[np.argmax(x <= 0)]
-                    raise DataError(f"column {c.column}: value {values[i]:g} for ID {i} is not > 0; a power "
-                                    f"effect needs positive values")
+                    raise DataError(f"{self._where(i, c.column)}: value {values[i]:g} is not > 0; a power "
+                                    f"effect of {c.column} on {c.parameter} needs positive values")
                 out[c.name] = {"values": x}
         return out
+
+    def _where(self, subject, column: str) -> str:
+        """'row R, column C' of a subject's first record, for error messages."""
+        t = self.data.table
+        row = int(t.ROW[t.ID == subject].iloc[0])
+        return f"row {row}, column {column} (ID {_label(subject)})"
 
     def _resolve(self, spec: Spec) -> Spec:
         """Fill data-dependent defaults so the stored spec reproduces the run."""
@@ -243,9 +249,11 @@ class PopulationModel:
         cens = d.obs_cens
         if (cens == 0).all():
             return _observe(dist, d.obs_dv)
-        upper = np.where(cens == 1, d.obs_limit, np.inf)
-        lower = np.where(cens == -1, d.obs_limit, -np.inf if err.model != "lognormal" else 0.0)
-        y = np.where(cens == 1, d.obs_limit, d.obs_dv)
+        # pm.Censored: a value equal to `lower` means "at or below lower" (BLQ, M3: P(Y < LLOQ));
+        # a value equal to `upper` means "at or above upper" (right-censored, CENS = -1).
+        lower = np.where(cens == 1, d.obs_limit, -np.inf)
+        upper = np.where(cens == -1, d.obs_limit, np.inf)
+        y = np.where(cens != 0, d.obs_limit, d.obs_dv)
         return pm.Censored("DV", dist, lower=lower, upper=upper, observed=y, dims="obs")
 
     # ------------------------------------------------------------------ fit

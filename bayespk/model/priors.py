@@ -62,7 +62,7 @@ class Prior:
         return ALLOWED[self.dist][2]
 
     def validate(self, where: str = "prior") -> None:
-        if self.dist not in ALLOWED:
+        if not isinstance(self.dist, str) or self.dist not in ALLOWED:
             raise SpecError(f"{where}: unknown distribution {self.dist!r}; use one of {', '.join(ALLOWED)}")
         required, optional, _ = ALLOWED[self.dist]
         missing = [p for p in required if p not in self.params]

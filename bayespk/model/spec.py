@@ -243,7 +243,7 @@ class ErrorSpec:
     def from_dict(cls, d: dict) -> "ErrorSpec":
         _check_keys(d, ("model", "blq", "sigma_add", "sigma_prop", "sigma_log"), "[error]")
         model = d.get("model", "proportional")
-        if model not in ERROR_MODELS:
+        if not isinstance(model, str) or model not in ERROR_MODELS:
             raise SpecError(f"[error] model: {model!r} is not one of {', '.join(ERROR_MODELS)}")
         blq = d.get("blq", "M3")
         if blq not in BLQ_METHODS:
@@ -339,9 +339,11 @@ class Spec:
         if not p.is_file():
             raise SpecError(f"{path}: no such spec file")
         try:
-            d = tomllib.loads(p.read_text())
+            d = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise SpecError(f"{path}: not valid TOML ({e})") from None
+        except UnicodeDecodeError as e:
+            raise SpecError(f"{path}: not valid TOML (not UTF-8 text: {e})") from None
         d.setdefault("name", p.stem)
         try:
             return cls.from_dict(d, base_dir=p.parent.resolve())
@@ -357,7 +359,7 @@ class Spec:
             raise SpecError("[model] is required, with structure = one of " + ", ".join(STRUCTURES))
         _check_keys(model, ("structure",), "[model]")
         structure = model.get("structure")
-        if structure not in STRUCTURES:
+        if not isinstance(structure, str) or structure not in STRUCTURES:
             raise SpecError(f"[model] structure: {structure!r} is not one of {', '.join(STRUCTURES)}")
         needed = STRUCTURES[structure].parameters
         params_raw = d.get("parameters", {})

@@ -79,8 +79,12 @@ def first_order_absorption(dt, amt, cl, v, ka):
     """Concentration ``dt`` after a dose into a depot absorbed at first-order rate ``ka``."""
     xp = _ns(dt, amt, cl, v, ka)
     k = cl / v
-    lo = xp.minimum(k, ka)
     gap = xp.abs(ka - k)
+    # min(k, ka) written as (k + ka - |ka - k|) / 2: same value, but its gradient at
+    # ka == k is 1/2 to each argument whatever subgradient abs takes at 0, so the
+    # kinks of exp(-lo dt) and phi(gap dt) cancel and the gradient there is exact
+    # (xp.minimum sends the whole tie gradient to one argument: wrong by a factor).
+    lo = (k + ka - gap) / 2.0
     return amt * ka / v * dt * xp.exp(-lo * dt) * _phi(gap * dt, xp)
 
 

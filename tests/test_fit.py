@@ -1,0 +1,113 @@
+"""Fitting, the run directory contract, save/load, seeds and convergence checks (short chains)."""
+
+import json
+import tomllib
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import bayespk as bpk
+from bayespk.cli import main
+from bayespk.evaluate.diagnostics import SUMMARY_COLUMNS
+
+from conftest import MODELS
+
+THEO = MODELS / "theophylline_1cmt_oral.toml"
+SHORT = dict(draws=150, tune=200, chains=2, seed=7, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "theo"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["fit", str(THEO), "--out", str(out), "--draws", "150", "--tune", "200", "--chains", "2",
+                   "--seed", "7", "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_cli_writes_the_run_directory_contract(run_dir, capsys):
+    assert sorted(p.name for p in run_dir.iterdir()) == ["diagnostics.json", "fit.nc", "spec.toml", "summary.csv"]
+    table = pd.read_csv(run_dir / "summary.csv")
+    assert list(table.columns) == SUMMARY_COLUMNS
+    assert list(table.parameter) == ["CL", "V", "KA", "omega_CL", "omega_V", "omega_KA", "sigma_add"]
+    # typical values on the natural scale: CL ~ 0.04 L/h/kg, not log(CL) ~ -3.2
+    cl = table.set_index("parameter").loc["CL"]
+    assert 0.02 < cl["median"] < 0.08
+    assert cl.q5 < cl["median"] < cl.q95
+    diag = json.loads((run_dir / "diagnostics.json").read_text())
+    for key in ("divergences", "max_r_hat", "min_ess_bulk", "min_ess_tail", "min_bfmi", "sampler", "seed",
+                "wall_seconds", "versions"):
+        assert key in diag
+    assert diag["seed"] == 7 and diag["sampler"] == "nutpie" and diag["chains"] == 2
+    spec = tomllib.loads((run_dir / "spec.toml").read_text())
+    assert spec["sampler"]["draws"] == 150
+    assert spec["data"]["path"].endswith("theophylline.csv") and spec["data"]["path"].startswith("/")
+
+
+def test_run_spec_reproduces_the_model(run_dir):
+    fit = bpk.load(run_dir)
+    spec = bpk.Spec.from_toml(run_dir / "spec.toml")
+    assert spec == fit.spec
+    assert fit.spec.error.priors["sigma_add"] == bpk.Prior("HalfNormal", sigma=2.0)
+
+
+def test_save_load_round_trip_is_exact(run_dir, tmp_path):
+    fit = bpk.load(run_dir)
+    path = fit.save(tmp_path / "copy.nc")
+    again = bpk.load(path)
+    assert again.spec == fit.spec
+    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "log_likelihood", "records"):
+        xr.testing.assert_identical(again.tree[group].to_dataset(), fit.tree[group].to_dataset())
+    pd.testing.assert_frame_equal(again.summary(), fit.summary())
+    assert again.tree.attrs == fit.tree.attrs
+
+
+def test_fit_holds_the_expected_groups(run_dir):
+    fit = bpk.load(run_dir)
+    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "log_likelihood"):
+        assert group in fit.tree.children
+    assert fit.tree["log_likelihood"]["DV"].shape == (2, 150, 132)
+    assert fit.posterior["eta_CL"].dims == ("chain", "draw", "ID")
+    np.testing.assert_array_equal(fit.tree["observed_data"]["DV"].values,
+                                  bpk.datasets.load("theophylline").observations.DV.to_numpy())
+
+
+def test_predictions_after_load(run_dir):
+    fit = bpk.load(run_dir)
+    pred = fit.predict(draws=20)
+    assert pred["IPRED"].sizes["obs"] == 132
+    # individual predictions track the data better than the population ones
+    dv = fit.tree["observed_data"]["DV"].values
+    ipred = pred["IPRED"].median(("chain", "draw")).values
+    pred_ = pred["PRED"].median(("chain", "draw")).values
+    assert np.mean((dv - ipred) ** 2) < np.mean((dv - pred_) ** 2)
+    fig, curves = fit.plot_individual(ids=[1, 2], draws=20, n_grid=30)
+    assert set(curves.ID) == set(fit.model.design.subject_ids)
+    assert (curves.lower <= curves["median"] + 1e-12).all() and (curves["median"] <= curves.upper + 1e-12).all()
+
+
+def test_same_seed_same_posterior_and_pymc_sampler():
+    model = bpk.PopulationModel(MODELS / "phenobarbital_1cmt_iv.toml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = model.fit(**(SHORT | {"draws": 50, "tune": 100}))
+        b = model.fit(**(SHORT | {"draws": 50, "tune": 100}))
+        c = model.fit(**(SHORT | {"draws": 50, "tune": 100, "sampler": "pymc"}))
+    np.testing.assert_array_equal(a.posterior["CL"].values, b.posterior["CL"].values)
+    assert c.run_info["sampler"] == "pymc"
+    assert c.posterior["CL"].shape == (2, 50)
+    assert "DV" in c.tree["log_likelihood"]
+    # both samplers land on the same typical CL (0.0046 L/h/kg)
+    assert abs(float(c.posterior["CL"].median()) / float(a.posterior["CL"].median()) - 1) < 0.1
+
+
+def test_poor_convergence_is_warned():
+    model = bpk.PopulationModel(THEO)
+    with pytest.warns(bpk.ConvergenceWarning, match="ESS"):
+        fit = model.fit(draws=15, tune=15, chains=2, seed=1, progress=False)
+    assert fit.diagnostics()["problems"]
