@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from bayespk.data import bundled as datasets
 from bayespk.data.nonmem import Dataset, read_nonmem
 from bayespk.errors import BayesPKError, ConvergenceWarning, DataError, SpecError
+from bayespk.evaluate.compare import compare
 from bayespk.fit import Fit, fit, load
 from bayespk.model import PopulationModel, Prior, Spec
 
@@ -22,5 +23,5 @@ except PackageNotFoundError:  # pragma: no cover
 
 __all__ = [
     "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "PopulationModel", "Prior",
-    "Spec", "SpecError", "datasets", "fit", "load", "read_nonmem",
+    "Spec", "SpecError", "compare", "datasets", "fit", "load", "read_nonmem",
 ]  # fmt: skip

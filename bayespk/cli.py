@@ -3,6 +3,9 @@
 ``bayespk fit SPEC --out RUN_DIR``   fit a model spec, write the run directory
 ``bayespk data CSV``                 validate a dataset and print its summary
 ``bayespk summary RUN_DIR``          print a run's parameter table and diagnostics
+``bayespk vpc RUN_DIR --out DIR``    VPC / pcVPC (vpc.png, vpc.csv)
+``bayespk report RUN_DIR``           self-contained report.html
+``bayespk compare RUN_DIR ...``      PSIS-LOO comparison table
 
 User errors (bad data, bad spec, missing files) print one paragraph to stderr
 and exit with status 2, without a traceback.
@@ -44,6 +47,30 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="print a run directory's parameter table and diagnostics")
     s.add_argument("run_dir")
+
+    v = sub.add_parser("vpc", help="visual predictive check of a run: writes vpc.png and vpc.csv")
+    v.add_argument("run_dir")
+    v.add_argument("--out", required=True, help="folder for vpc.png and vpc.csv")
+    v.add_argument("--pred-corr", action="store_true", help="prediction-corrected VPC (Bergstrand 2011)")
+    v.add_argument("--strat", help="stratify by a dataset column, or DOSE (first dose amount)")
+    v.add_argument("--n-rep", type=int, default=200, help="replicates of the study (default 200)")
+    v.add_argument("--bins", default="auto", help="auto, a number of bins, or comma-separated edges")
+    v.add_argument("--binning", choices=["kmeans", "quantile"], default="kmeans")
+    v.add_argument("--log-y", action="store_true", help="log y axis")
+    v.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    r.add_argument("run_dir")
+    r.add_argument("--out", help="report file (default RUN_DIR/report.html)")
+    r.add_argument("--n-rep", type=int, default=200, help="VPC replicates (default 200)")
+    r.add_argument("--n-sim", type=int, default=500, help="NPDE simulations (default 500)")
+    r.add_argument("--seed", type=int, default=0)
+
+    c = sub.add_parser("compare", help="compare runs of the same data by PSIS-LOO")
+    c.add_argument("run_dirs", nargs="+")
+    c.add_argument("--by", choices=["obs", "subject"], default="obs",
+                   help="leave out one observation (default) or one subject at a time")
+    c.add_argument("--out", help="write the table as CSV")
     return p
 
 
@@ -52,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return {"fit": _fit, "data": _data, "summary": _summary}[args.command](args)
+        commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
+                    "compare": _compare}
+        return commands[args.command](args)
     except BayesPKError as e:
         print(f"bayespk {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -113,6 +142,77 @@ def _summary(args) -> int:
         raise BayesPKError(f"{run}: not a run directory (no summary.csv)")
     diag = json.loads((run / "diagnostics.json").read_text())
     _print_run(pd.read_csv(run / "summary.csv"), diag)
+    return 0
+
+
+def _load_run(run_dir: str):
+    from bayespk.errors import BayesPKError
+    from bayespk.fit import load
+
+    run = Path(run_dir)
+    if not (run / "fit.nc").is_file():
+        raise BayesPKError(f"{run}: not a run directory (no fit.nc); create one with `bayespk fit SPEC --out {run}`")
+    return load(run)
+
+
+def _positive(name: str, value: int) -> None:
+    from bayespk.errors import SpecError
+
+    if value < 1:
+        raise SpecError(f"--{name} must be >= 1, got {value}")
+
+
+def _vpc(args) -> int:
+    from bayespk.errors import BayesPKError
+
+    _positive("n-rep", args.n_rep)
+    bins: object = args.bins
+    if bins != "auto":
+        try:
+            parts = [float(x) for x in str(bins).split(",")]
+        except ValueError:
+            raise BayesPKError(f"--bins {bins!r}: expected auto, a number, or comma-separated edges") from None
+        bins = int(parts[0]) if len(parts) == 1 else parts
+    fit = _load_run(args.run_dir)
+    print(f"simulating {args.n_rep} replicates of the study with new subjects ...", flush=True)
+    result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, strat=args.strat, bins=bins,
+                     binning=args.binning, log_y=args.log_y, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.figure.savefig(out / "vpc.png", dpi=110, bbox_inches="tight")
+    result.table.to_csv(out / "vpc.csv", index=False)
+    print(f"wrote {out / 'vpc.png'} and {out / 'vpc.csv'} ({len(result.table)} bins)")
+    return 0
+
+
+def _report(args) -> int:
+    from bayespk.evaluate.report import write_report
+
+    _positive("n-rep", args.n_rep)
+    _positive("n-sim", args.n_sim)
+    fit = _load_run(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
+    path = write_report(fit, out, n_rep=args.n_rep, n_sim=args.n_sim, seed=args.seed,
+                        progress=lambda msg: print(f"  {msg} ...", flush=True))
+    print(f"wrote {path}")
+    return 0
+
+
+def _compare(args) -> int:
+    import pandas as pd
+
+    from bayespk.evaluate.compare import compare
+
+    fits = {Path(d).name or str(d): _load_run(d) for d in args.run_dirs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = compare(fits, by=args.by)
+    with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 120):
+        print(table.to_string())
+    if (table.n_bad_k > 0).any():
+        print("\nnote: Pareto k > 0.7 for some points (n_bad_k); those LOO terms are unreliable", file=sys.stderr)
+    if args.out:
+        table.to_csv(args.out)
     return 0
 
 

@@ -207,12 +207,60 @@ class Fit:
         ids = design.subject_ids[design.obs_subject]
         return pp.assign_coords(ID=("obs", ids), TIME=("obs", design.obs_time))
 
-    # ----------------------------------------------------------- plots
+    # ----------------------------------------------------------- evaluation
     def plot_individual(self, ids=None, **kwargs):
-        """Observed points with the posterior median and interval of each subject's curve."""
+        """Observed points with the posterior median and interval of each subject's curve.
+
+        Returns ``(figure, curves)``; see :func:`bayespk.evaluate.plots.plot_individual`.
+        """
         from bayespk.evaluate.plots import plot_individual
 
         return plot_individual(self, ids=ids, **kwargs)
+
+    def vpc(self, **kwargs):
+        """Visual predictive check (``pred_corr=True``: pcVPC); see :func:`bayespk.evaluate.vpc.vpc`.
+
+        Returns a VPC that unpacks as ``figure, table``.
+        """
+        from bayespk.evaluate.vpc import vpc
+
+        return vpc(self, **kwargs)
+
+    def npde(self, **kwargs):
+        """Normalised prediction distribution errors; see :func:`bayespk.evaluate.npde.npde`."""
+        from bayespk.evaluate.npde import npde
+
+        return npde(self, **kwargs)
+
+    def gof(self, **kwargs):
+        """Goodness-of-fit panels and table; see :func:`bayespk.evaluate.gof.gof`."""
+        from bayespk.evaluate.gof import gof
+
+        return gof(self, **kwargs)
+
+    def shrinkage(self) -> pd.DataFrame:
+        """Eta shrinkage per parameter with IIV."""
+        from bayespk.evaluate.gof import shrinkage
+
+        return shrinkage(self)
+
+    def plot_eta_covariates(self, covariates=None):
+        """Posterior-mean etas against covariates; returns ``(figure, table)``."""
+        from bayespk.evaluate.gof import eta_covariates
+
+        return eta_covariates(self, covariates)
+
+    def plot_prior_posterior(self, **kwargs):
+        """Prior vs posterior of every population parameter; returns ``(figure, table)``."""
+        from bayespk.evaluate.gof import prior_posterior
+
+        return prior_posterior(self, **kwargs)
+
+    def loo(self, by: str = "obs"):
+        """PSIS-LOO (ELPD with SE, Pareto k); see :func:`bayespk.evaluate.compare.loo`."""
+        from bayespk.evaluate.compare import loo
+
+        return loo(self, by=by)
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

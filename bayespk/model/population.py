@@ -219,33 +219,41 @@ class PopulationModel:
             self._likelihood(self.predict(individual, self.design), self.design)
         return model
 
-    def build_prediction(self, grid: np.ndarray | None = None) -> tuple[pm.Model, Design]:
+    def build_prediction(self, grid: np.ndarray | None = None, *, simulate: bool = False
+                         ) -> tuple[pm.Model, Design]:
         """A model without likelihood giving ``IPRED`` (individual) and ``PRED`` (typical subject).
 
         Free variables have the same names as in :meth:`build`, so posterior
         draws can be pushed through it with ``pm.sample_posterior_predictive``.
         ``grid`` evaluates every subject at these times instead of at its observations.
+        ``simulate=True`` adds ``DV_sim``: a new observation drawn from the residual
+        error model around ``IPRED``, uncensored (for VPC, NPDE, prior predictive checks).
         """
         d = self._design(grid=grid) if grid is not None else self.design
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
             individual, population = self.individual_parameters()
-            pm.Deterministic("IPRED", self.predict(individual, d), dims="obs")
+            ipred = pm.Deterministic("IPRED", self.predict(individual, d), dims="obs")
             pm.Deterministic("PRED", self.predict(population, d), dims="obs")
+            if simulate:
+                model.register_rv(self._residual(ipred), name="DV_sim", dims=("obs",))
         return model, d
 
-    def _likelihood(self, f, d: Design):
+    def _residual(self, f):
+        """The residual error distribution around predictions ``f`` (creates the sigma priors)."""
         err = self.spec.error
         sig = {name: err.priors[name].create(name) for name in err.names}
         if err.model == "lognormal":
-            dist = pm.LogNormal.dist(mu=pt.log(pt.maximum(f, 1e-300)), sigma=sig["sigma_log"])
+            return pm.LogNormal.dist(mu=pt.log(pt.maximum(f, 1e-300)), sigma=sig["sigma_log"])
+        if err.model == "additive":
+            sd = sig["sigma_add"] * pt.ones_like(f)
+        elif err.model == "proportional":
+            sd = sig["sigma_prop"] * f
         else:
-            if err.model == "additive":
-                sd = sig["sigma_add"] * pt.ones_like(f)
-            elif err.model == "proportional":
-                sd = sig["sigma_prop"] * f
-            else:
-                sd = pt.sqrt(sig["sigma_add"] ** 2 + (sig["sigma_prop"] * f) ** 2)
-            dist = pm.Normal.dist(mu=f, sigma=sd)
+            sd = pt.sqrt(sig["sigma_add"] ** 2 + (sig["sigma_prop"] * f) ** 2)
+        return pm.Normal.dist(mu=f, sigma=sd)
+
+    def _likelihood(self, f, d: Design):
+        dist = self._residual(f)
         cens = d.obs_cens
         if (cens == 0).all():
             return _observe(dist, d.obs_dv)
@@ -257,6 +265,16 @@ class PopulationModel:
         return pm.Censored("DV", dist, lower=lower, upper=upper, observed=y, dims="obs")
 
     # ------------------------------------------------------------------ fit
+    def prior_predictive(self, **kwargs):
+        """Prior predictive check before fitting: a VPC with replicates drawn from the priors.
+
+        Takes the options of :func:`bayespk.evaluate.vpc.vpc`; returns a VPC
+        (unpacks as ``figure, table``).
+        """
+        from bayespk.evaluate.vpc import vpc
+
+        return vpc(self, **kwargs)
+
     def fit(self, **sampler):
         """Sample the posterior; see :func:`bayespk.fit.fit` for the options."""
         from bayespk.fit import fit

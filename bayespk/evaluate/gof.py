@@ -1,0 +1,206 @@
+"""Goodness-of-fit diagnostics of a fit: predictions vs observations, residuals,
+eta shrinkage, eta-covariate relations, prior vs posterior.
+
+Predictions are posterior medians: ``PRED`` (typical subject, eta = 0, with the
+subject's covariates) and ``IPRED`` (the subject's own etas). ``IWRES`` is
+``(DV - IPRED) / SD`` with the residual SD of the error model at the posterior
+median. Shrinkage follows Savic & Karlsson (2009, AAPS J 11:558):
+``1 - SD(posterior mean eta_i) / omega``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+
+from bayespk.evaluate.simulation import observation_table, quiet_pymc
+
+__all__ = ["GOF", "gof", "gof_table", "shrinkage", "eta_covariates", "prior_posterior"]
+
+
+@dataclass
+class GOF:
+    """Goodness-of-fit figure and per-observation table; unpacks as ``figure, table``."""
+
+    figure: object
+    table: pd.DataFrame
+    shrinkage: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __iter__(self):
+        yield self.figure
+        yield self.table
+
+
+def gof_table(fit, draws: int = 400) -> pd.DataFrame:
+    """Per observation: ID, TIME, DV, CENS, PRED, IPRED (posterior medians) and IWRES."""
+    obs = observation_table(fit)
+    pred = fit.predict(draws=draws)
+    obs["PRED"] = pred["PRED"].median(("chain", "draw")).values
+    obs["IPRED"] = pred["IPRED"].median(("chain", "draw")).values
+    post = fit.posterior
+    err = fit.spec.error
+    med = {n: float(post[n].median()) for n in err.names}
+    f = obs.IPRED.to_numpy()
+    if err.model == "lognormal":
+        resid = (np.log(np.maximum(obs.DV, 1e-300)) - np.log(np.maximum(f, 1e-300))) / med["sigma_log"]
+    else:
+        sd = {"additive": lambda: med["sigma_add"] + 0 * f,
+              "proportional": lambda: med["sigma_prop"] * f,
+              "combined": lambda: np.sqrt(med["sigma_add"] ** 2 + (med["sigma_prop"] * f) ** 2)}[err.model]()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            resid = (obs.DV - f) / sd
+    obs["IWRES"] = np.where(obs.CENS == 0, resid, np.nan)  # censored values have no residual
+    return obs[["ID", "TIME", "DV", "CENS", "PRED", "IPRED", "IWRES"]]
+
+
+def gof(fit, *, log: bool = False, draws: int = 400) -> GOF:
+    """The four standard panels: DV vs PRED, DV vs IPRED, IWRES vs TIME, IWRES vs IPRED."""
+    import matplotlib.pyplot as plt
+
+    table = gof_table(fit, draws=draws)
+    ok = table.CENS == 0
+    fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+    for ax, col in zip(axes[0], ("PRED", "IPRED")):
+        ax.plot(table[col][ok], table.DV[ok], "o", ms=3, alpha=0.6, color="C0")
+        if (~ok).any():
+            ax.plot(table[col][~ok], table.DV[~ok], "v", ms=4, color="C3", label="BLQ (at LLOQ)")
+            ax.legend(fontsize=7)
+        lim = [np.nanmin([table[col].min(), table.DV.min()]), np.nanmax([table[col].max(), table.DV.max()])]
+        ax.plot(lim, lim, "k-", lw=0.8)
+        _trend(ax, table[col][ok], table.DV[ok])
+        ax.set_xlabel(f"{col} (posterior median)")
+        ax.set_ylabel("DV")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+    for ax, col in zip(axes[1], ("TIME", "IPRED")):
+        ax.plot(table[col][ok], table.IWRES[ok], "o", ms=3, alpha=0.6, color="C0")
+        for yv in (0, -1.96, 1.96):
+            ax.axhline(yv, color="k", lw=0.8 if yv == 0 else 0.6, ls="-" if yv == 0 else "--")
+        _trend(ax, table[col][ok], table.IWRES[ok])
+        ax.set_xlabel(col)
+        ax.set_ylabel("IWRES")
+    fig.suptitle(f"{fit.spec.name}: goodness of fit (red: running median)", fontsize=10)
+    fig.tight_layout()
+    return GOF(fig, table, shrinkage(fit))
+
+
+def _trend(ax, x, y, n: int = 8) -> None:
+    """Running median in ``n`` equal-count bins, drawn in red."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 2 * n:
+        return
+    order = np.argsort(x)
+    chunks = np.array_split(order, n)
+    ax.plot([np.median(x[c]) for c in chunks], [np.median(y[c]) for c in chunks], color="C3", lw=1.5)
+
+
+def shrinkage(fit) -> pd.DataFrame:
+    """Eta shrinkage per parameter with IIV: ``1 - SD(E[eta_i]) / median(omega)``."""
+    rows = []
+    post = fit.posterior
+    for p, ps in fit.spec.parameters.items():
+        if ps.iiv is None:
+            continue
+        eta_mean = post[f"eta_{p}"].mean(("chain", "draw")).values
+        omega = float(post[f"omega_{p}"].median())
+        rows.append({"parameter": p, "omega": omega, "sd_eta_mean": float(np.std(eta_mean, ddof=1)),
+                     "shrinkage": 1 - float(np.std(eta_mean, ddof=1)) / omega})
+    return pd.DataFrame(rows)
+
+
+def eta_covariates(fit, covariates: list[str] | None = None):
+    """Posterior-mean etas against every covariate (for covariate screening).
+
+    Numeric covariates get scatter plots with a running median; text or
+    few-level covariates get box plots. Returns ``(figure, table)`` with one
+    row per subject: ID, the etas and the covariates.
+    """
+    import matplotlib.pyplot as plt
+
+    records = fit.tree["records"].to_dataset().to_dataframe()
+    names = covariates or [c for c in fit.model.data.covariates if not c.startswith("ETA_")]
+    subj = records.groupby("ID", sort=False)[names].first() if names else pd.DataFrame(index=records.ID.unique())
+    etas = [p for p, ps in fit.spec.parameters.items() if ps.iiv is not None]
+    post = fit.posterior
+    table = subj.copy()
+    for p in etas:
+        table[f"eta_{p}"] = pd.Series(post[f"eta_{p}"].mean(("chain", "draw")).values,
+                                      index=post[f"eta_{p}"]["ID"].values).reindex(table.index).values
+    table = table.reset_index()
+    if not etas or not names:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(), table
+    fig, axes = plt.subplots(len(etas), len(names), figsize=(3 * len(names), 2.6 * len(etas)), squeeze=False)
+    for i, p in enumerate(etas):
+        for j, c in enumerate(names):
+            ax = axes[i, j]
+            x, y = table[c], table[f"eta_{p}"]
+            numeric = pd.api.types.is_numeric_dtype(x) and x.nunique() > 5
+            if numeric:
+                ax.plot(x, y, "o", ms=3, alpha=0.7)
+                _trend(ax, x, y, n=5)
+            else:
+                levels = sorted(x.dropna().unique(), key=str)
+                ax.boxplot([y[x == lv] for lv in levels], tick_labels=[str(lv) for lv in levels])
+            ax.axhline(0, color="k", lw=0.7)
+            if i == len(etas) - 1:
+                ax.set_xlabel(c)
+            if j == 0:
+                ax.set_ylabel(f"eta_{p}")
+    fig.suptitle(f"{fit.spec.name}: posterior-mean etas vs covariates", fontsize=10)
+    fig.tight_layout()
+    return fig, table
+
+
+def prior_posterior(fit, draws: int = 2000, seed: int = 0):
+    """Prior and posterior densities of every population parameter.
+
+    Returns ``(figure, table)``; the table has prior and posterior median and
+    90% interval per parameter, and the posterior/prior SD ratio (how much the
+    data narrowed the prior).
+    """
+    import matplotlib.pyplot as plt
+
+    names = fit.spec.population_parameters
+    with quiet_pymc():
+        prior = pm.sample_prior_predictive(draws=draws, model=fit.model.build(), var_names=names,
+                                           random_seed=seed)["prior"].to_dataset()
+    post = fit.posterior
+    rows, panels = [], []
+    for n in names:
+        pr = prior[n].values.reshape(draws, -1)
+        po = post[n].values.reshape(-1, pr.shape[1])
+        for k in range(pr.shape[1]):
+            label = n if pr.shape[1] == 1 else f"{n}[{k}]"
+            a, b = pr[:, k], po[:, k]
+            rows.append({"parameter": label,
+                         "prior_median": np.median(a), "prior_q5": np.quantile(a, 0.05), "prior_q95": np.quantile(a, 0.95),
+                         "post_median": np.median(b), "post_q5": np.quantile(b, 0.05), "post_q95": np.quantile(b, 0.95),
+                         "sd_ratio": np.std(b) / np.std(a)})  # fmt: skip
+            panels.append((label, a, b))
+    ncols = 4
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False)
+    for ax, (label, a, b) in zip(axes.flat, panels):
+        positive = (a > 0).all() and (b > 0).all()
+        lo, hi = np.quantile(np.r_[a, b], [0.005, 0.995])
+        bins = np.geomspace(lo, hi, 60) if positive and lo > 0 else np.linspace(lo, hi, 60)
+        ax.hist(a, bins=bins, density=True, alpha=0.4, color="0.5", label="prior")
+        ax.hist(b, bins=bins, density=True, alpha=0.6, color="C0", label="posterior")
+        if positive and lo > 0:
+            ax.set_xscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{fit.spec.name}: prior vs posterior", fontsize=10)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)

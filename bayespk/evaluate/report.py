@@ -1,0 +1,152 @@
+"""A self-contained HTML report of a fit: parameters, convergence, VPC, GOF, NPDE.
+
+Figures are embedded as base64 PNG, so the single file can be mailed or
+archived. Everything is read from the Fit (its DataTree and spec).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["write_report", "render_report"]
+
+CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.ok { color: #17692e; font-weight: 600; } .poor { color: #b00020; font-weight: 600; }
+.meta { color: #666; font-size: 0.9em; } nav a { margin-right: 1em; }
+"""
+
+SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+});
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return '<img alt="figure" src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '">'
+
+
+def _table(df: pd.DataFrame, digits: int = 4) -> str:
+    fmt = lambda v: f"{v:.{digits}g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, progress=None) -> str:
+    """The report as an HTML string (see :func:`write_report`)."""
+    step = progress or (lambda msg: None)
+    spec = fit.spec
+    diag = fit.diagnostics()
+    sections: list[tuple[str, str, str]] = []
+
+    step("parameter table")
+    sections.append(("parameters", "Population parameters",
+                     "<p>Typical values on their natural scale; <code>omega_*</code> are IIV SDs on the log scale; "
+                     "q5/q95 bound the 90% credible interval.</p>" + _table(fit.summary())))
+    status = "ok" if not diag["problems"] else "poor"
+    conv = pd.DataFrame([
+        ("divergences", diag["divergences"], "0"),
+        ("max R-hat", f"{diag['max_r_hat']:.4f} ({diag['max_r_hat_parameter']})", "<= 1.01"),
+        ("min bulk ESS", f"{diag['min_ess_bulk']:.0f} ({diag['min_ess_bulk_parameter']})", f">= {100 * diag['chains']}"),
+        ("min tail ESS", f"{diag['min_ess_tail']:.0f} ({diag['min_ess_tail_parameter']})", f">= {100 * diag['chains']}"),
+        ("min E-BFMI", f"{diag['min_bfmi']:.2f}", ">= 0.3"),
+    ], columns=["diagnostic", "value", "target"])  # fmt: skip
+    text = (f'<p class="{status}">Convergence: {"OK" if status == "ok" else "POOR"}</p>'
+            + ("<ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in diag["problems"]) + "</ul>" if diag["problems"] else "")
+            + _table(conv)
+            + f'<p class="meta">{diag["chains"]} chains x {diag["draws"]} draws, sampler {diag.get("sampler")}, '
+              f'seed {diag.get("seed")}, {diag.get("wall_seconds", float("nan")):.1f} s including '
+              f'{diag.get("compile_seconds", float("nan")):.1f} s compilation.</p>')
+    sections.append(("convergence", "Convergence diagnostics", text))
+
+    step(f"VPC ({n_rep} replicates)")
+    from bayespk.evaluate.simulation import simulate_replicates
+
+    reps = simulate_replicates(fit, n_rep, seed=seed)
+    v = fit.vpc(replicates=reps)
+    pc = fit.vpc(replicates=reps, pred_corr=True)
+    sections.append(("vpc", "Visual predictive check",
+                     "<p>Observed percentiles (lines) against the 90% interval of the same percentiles over "
+                     f"{n_rep} replicates of the study simulated with new subjects (bands).</p>"
+                     + _png(v.figure) + "<h3>Prediction-corrected VPC</h3>" + _png(pc.figure)))
+
+    step("goodness of fit")
+    g = fit.gof()
+    fig_ind, _ = fit.plot_individual(ids=list(fit.model.design.subject_ids[:12]))
+    sections.append(("gof", "Goodness of fit",
+                     _png(g.figure) + "<h3>Eta shrinkage</h3>" + _table(g.shrinkage)
+                     + "<h3>Individual fits (first 12 subjects)</h3>" + _png(fig_ind)))
+
+    step(f"NPDE ({n_sim} simulations)")
+    n = fit.npde(n_sim=n_sim, seed=seed)
+    tests = n.tests if isinstance(n.tests, pd.DataFrame) else pd.DataFrame(n.tests).T.reset_index()
+    sections.append(("npde", "Normalised prediction distribution errors",
+                     _png(n.figure) + _table(tests.reset_index(drop=True) if "index" in tests else tests)))
+
+    step("covariates and priors")
+    fig_eta, _ = fit.plot_eta_covariates()
+    fig_pp, pp = fit.plot_prior_posterior()
+    sections.append(("covariates", "Etas vs covariates", _png(fig_eta)))
+    sections.append(("priors", "Prior vs posterior", _png(fig_pp) + _table(pp)))
+
+    step("LOO")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lo = fit.loo()
+    k = pd.Series(lo.pareto_k.values.ravel() if hasattr(lo.pareto_k, "values") else lo.pareto_k)
+    sections.append(("loo", "PSIS-LOO",
+                     _table(pd.DataFrame([{"elpd_loo": float(lo.elpd), "se": float(lo.se), "p_loo": float(lo.p),
+                                           "n": int(k.size), "Pareto k > 0.7": int((k > 0.7).sum())}]))))
+
+    summary = json.loads(fit.tree.attrs.get("bayespk_data_summary", "{}"))
+    meta = (f'<p class="meta">{html.escape(spec.structure)}, {html.escape(spec.error.model)} error; data '
+            f'{html.escape(str(spec.data.path))}: {summary.get("n_subjects", "?")} subjects, '
+            f'{summary.get("n_observations", "?")} observations; generated '
+            f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by bayespk.</p>')
+    nav = "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections) + "</nav>"
+    body = "".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>{c}</section>' for a, t, c in sections)
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(spec.name)} - "
+            f"bayespk report</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
+            f"<h1>{html.escape(spec.name)}</h1>{meta}{nav}{body}</body></html>")
+
+
+def write_report(fit, path: str | Path, **kwargs) -> Path:
+    """Write the self-contained HTML report to ``path``.
+
+    Parameters
+    ----------
+    fit : Fit
+    path : path
+    n_rep : int
+        VPC replicates (default 200).
+    n_sim : int
+        NPDE simulations (default 500).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(fit, **kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,324 @@
+"""Visual predictive checks: plain, prediction-corrected and censored.
+
+For each time bin the observed percentiles (default 5th, 50th, 95th) are set
+against the distribution of the same percentiles over replicates of the study
+simulated with new subjects (:func:`~bayespk.evaluate.simulation.simulate_replicates`):
+its median and a 90% interval.
+
+* Prediction correction (Bergstrand et al. 2011, AAPS J 13:143):
+  ``pcY = lb + (Y - lb) * (PRED_bin - lb) / (PRED - lb)``, with ``PRED`` the
+  typical-subject prediction (median over posterior draws) and ``PRED_bin``
+  its median in the bin; on a log scale ``pcY = Y + PRED_bin - PRED``.
+  Applied alike to observed and simulated values (and to the LLOQ).
+* Censoring: with BLQ data the fraction below LLOQ per bin is compared
+  (observed vs simulated), and an observed or simulated percentile that falls
+  below the LLOQ is not drawn as a value (it is only known to be below it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bayespk.errors import BayesPKError
+from bayespk.evaluate.simulation import observation_table, prior_replicates, simulate_replicates
+
+__all__ = ["VPC", "vpc", "bin_edges", "prediction_correct"]
+
+LOW, HIGH = -1e300, 1e300  # stand-ins for left- / right-censored values when taking percentiles
+
+
+@dataclass
+class VPC:
+    """A VPC: the figure, the tidy per-bin table and the observation points.
+
+    Unpacks as ``figure, table = fit.vpc()``.
+    """
+
+    figure: object
+    table: pd.DataFrame
+    points: pd.DataFrame
+    settings: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        yield self.figure
+        yield self.table
+
+
+def bin_edges(times: np.ndarray, bins="auto", binning: str = "kmeans") -> np.ndarray:
+    """Bin edges for a set of observation times.
+
+    Parameters
+    ----------
+    times : array
+    bins : "auto", int or array
+        ``"auto"``: one bin per distinct time when there are at most 10
+        (a nominal design), else ``clip(round(1.5 n^(1/3)), 4, 12)`` bins.
+        An int gives the number of bins; an array the edges themselves.
+    binning : {"kmeans", "quantile"}
+        k-means on time (natural breaks, like Jenks) or equal-count bins.
+
+    Examples
+    --------
+    >>> bin_edges(np.array([1, 1, 2, 2, 8, 8]))
+    array([1. , 1.5, 5. , 8. ])
+    """
+    t = np.sort(np.asarray(times, dtype=float))
+    if len(t) == 0:
+        raise BayesPKError("no observations to bin")
+    if not isinstance(bins, (str, int, np.integer)):
+        edges = np.asarray(bins, dtype=float)
+        if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+            raise BayesPKError("explicit bin edges must be an increasing list of at least two times")
+        if t[0] < edges[0] or t[-1] > edges[-1]:
+            raise BayesPKError(f"bin edges [{edges[0]:g}, {edges[-1]:g}] do not cover the observation times "
+                               f"[{t[0]:g}, {t[-1]:g}]")
+        return edges
+    uniq = np.unique(t)
+    if bins == "auto":
+        if len(uniq) <= 10:
+            return np.r_[uniq[0], (uniq[1:] + uniq[:-1]) / 2, uniq[-1]] if len(uniq) > 1 else np.r_[t[0], t[0]]
+        k = int(np.clip(round(1.5 * len(t) ** (1 / 3)), 4, 12))
+    elif isinstance(bins, str):
+        raise BayesPKError(f"bins must be 'auto', a number or a list of edges, got {bins!r}")
+    else:
+        k = int(bins)
+        if k < 1:
+            raise BayesPKError(f"bins must be >= 1, got {k}")
+    k = min(k, len(uniq))
+    if binning == "quantile":
+        inner = np.unique(np.quantile(t, np.linspace(0, 1, k + 1)[1:-1]))
+    elif binning == "kmeans":
+        centers = _kmeans_1d(t, k)
+        inner = (centers[1:] + centers[:-1]) / 2
+    else:
+        raise BayesPKError(f"binning must be 'kmeans' or 'quantile', got {binning!r}")
+    return np.r_[t[0], inner, t[-1]]
+
+
+def _kmeans_1d(x: np.ndarray, k: int, iterations: int = 100) -> np.ndarray:
+    """Lloyd's algorithm in one dimension, started at quantiles (deterministic)."""
+    centers = np.unique(np.quantile(x, (np.arange(k) + 0.5) / k))
+    for _ in range(iterations):
+        assign = np.argmin(np.abs(x[:, None] - centers[None, :]), axis=1)
+        new = np.array([x[assign == j].mean() for j in range(len(centers)) if np.any(assign == j)])
+        if len(new) == len(centers) and np.allclose(new, centers):
+            break
+        centers = np.unique(new)
+    return np.sort(centers)
+
+
+def prediction_correct(y, pred, pred_bin, *, lower_bound: float = 0.0, log_dv: bool = False):
+    """Bergstrand prediction correction of values ``y`` with predictions ``pred``.
+
+    Examples
+    --------
+    >>> prediction_correct(np.array([10.0]), np.array([5.0]), np.array([2.5]))
+    array([5.])
+    """
+    y = np.asarray(y, dtype=float)
+    if log_dv:
+        return y + pred_bin - pred
+    return lower_bound + (y - lower_bound) * (pred_bin - lower_bound) / (pred - lower_bound)
+
+
+def _percentiles(values: np.ndarray, probs, threshold: float) -> np.ndarray:
+    """Percentiles along the last axis; those below ``threshold`` (censored) become NaN."""
+    q = np.quantile(values, probs, axis=-1)
+    q = np.moveaxis(np.atleast_1d(q), 0, -1)
+    q = np.where((q <= LOW / 2) | (q >= HIGH / 2), np.nan, q)
+    if np.isfinite(threshold):
+        q = np.where(q < threshold, np.nan, q)
+    return q
+
+
+def vpc(
+    source,
+    *,
+    n_rep: int = 200,
+    bins="auto",
+    binning: str = "kmeans",
+    pi: tuple[float, ...] = (0.05, 0.5, 0.95),
+    ci: float = 0.9,
+    pred_corr: bool = False,
+    log_dv: bool = False,
+    lower_bound: float = 0.0,
+    strat: str | None = None,
+    log_y: bool = False,
+    seed: int = 0,
+    replicates=None,
+) -> VPC:
+    """Visual predictive check of a fit, or prior predictive check of a model.
+
+    Parameters
+    ----------
+    source : Fit or PopulationModel
+        A Fit gives a VPC (replicates from the posterior, new subjects). A
+        PopulationModel (not yet fitted) gives a prior predictive check: the
+        same plot with replicates drawn from the priors.
+    n_rep : int
+        Simulated replicates of the study (new subjects, one posterior or prior draw each).
+    bins, binning
+        See :func:`bin_edges`; binning is done per stratum.
+    pi : tuple of float
+        Percentiles of the data compared (as probabilities).
+    ci : float
+        Width of the interval of each simulated percentile across replicates.
+    pred_corr : bool
+        Prediction-corrected VPC (Bergstrand 2011).
+    log_dv : bool
+        The DV is on a log scale: prediction correction becomes additive.
+    lower_bound : float
+        ``lb`` of the prediction correction (0 for concentrations).
+    strat : str, optional
+        Stratify by a column of the dataset (covariate) or ``"DOSE"`` (the
+        subject's first dose amount).
+    log_y : bool
+        Log y axis.
+    seed : int
+    replicates : xarray.Dataset, optional
+        Reuse replicates from :func:`simulate_replicates`.
+
+    Returns
+    -------
+    VPC
+        ``figure``, ``table`` (one row per stratum and bin: bin limits, n,
+        observed and simulated percentiles, fraction below LLOQ) and
+        ``points`` (the observations as plotted).
+    """
+    if not 0 < ci < 1 or not all(0 < p < 1 for p in pi):
+        raise BayesPKError("ci and every pi must be probabilities strictly between 0 and 1")
+    fitted = hasattr(source, "tree")
+    obs = observation_table(source)
+    if strat is not None and strat.upper() not in obs.columns:
+        raise BayesPKError(f"strat: no column {strat!r}; use a dataset column "
+                           f"({', '.join(c for c in obs.columns if c not in ('ROW', 'LIMIT'))})")
+    if replicates is not None:
+        reps = replicates
+    elif fitted:
+        reps = simulate_replicates(source, n_rep, seed=seed)
+    else:
+        reps = prior_replicates(source, n_rep, seed=seed)
+    sim = reps["DV_sim"].values  # (rep, obs)
+    pred = np.median(reps["PRED"].values, axis=0)
+    lloq = np.where(obs.CENS == 1, obs.LIMIT, obs.LLOQ if "LLOQ" in obs else np.nan).astype(float)
+    censored = (obs.CENS.to_numpy() != 0).any() or np.isfinite(lloq).any()
+    y = np.where(obs.CENS == 1, LOW, np.where(obs.CENS == -1, HIGH, obs.DV)).astype(float)
+    sim = np.where(np.isfinite(lloq)[None, :] & (sim < lloq[None, :]), LOW, sim)
+
+    strata = obs[strat.upper()].to_numpy() if strat else np.zeros(len(obs))
+    levels = pd.unique(strata)
+    rows, points = [], []
+    lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
+    for level in levels:
+        in_s = strata == level
+        t = obs.TIME.to_numpy()[in_s]
+        edges = bin_edges(t, bins, binning)
+        b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(edges) - 2)
+        y_s, sim_s, pred_s, lloq_s = y[in_s], sim[:, in_s], pred[in_s], lloq[in_s]
+        if pred_corr:
+            pred_bin = np.array([np.median(pred_s[b == j]) for j in b])
+            if not log_dv and np.any(pred_s <= lower_bound):
+                raise BayesPKError("prediction correction needs PRED > lower bound for every observation "
+                                   "(an observation before the first dose has PRED 0); exclude such rows "
+                                   "or set lower_bound")
+            corr = lambda v: np.where(np.abs(v) >= HIGH / 2, v, prediction_correct(
+                v, pred_s, pred_bin, lower_bound=lower_bound, log_dv=log_dv))
+            y_s, sim_s, lloq_s = corr(y_s), corr(sim_s), corr(lloq_s)
+        points.append(pd.DataFrame({
+            "strat": level, "ID": obs.ID.to_numpy()[in_s], "TIME": t, "bin": b,
+            "DV": np.where(np.abs(y_s) >= HIGH / 2, np.nan, y_s), "BLQ": obs.CENS.to_numpy()[in_s] == 1,
+            "LLOQ": lloq_s,
+        }))  # fmt: skip
+        for j in range(len(edges) - 1):
+            m = b == j
+            if not m.any():
+                continue
+            threshold = np.nanmedian(lloq_s[m]) if np.isfinite(lloq_s[m]).any() else -np.inf
+            row = {"strat": level, "bin": j, "t_lo": edges[j], "t_hi": edges[j + 1],
+                   "t_mid": float(np.median(t[m])), "n_obs": int(m.sum())}
+            obs_q = _percentiles(y_s[m], pi, threshold)
+            sim_q = _percentiles(sim_s[:, m], pi, threshold)  # (rep, n_pi)
+            for k, p in enumerate(pi):
+                name = f"p{100 * p:g}"
+                col = sim_q[:, k]
+                ok = np.isfinite(col)
+                enough = ok.mean() >= 0.5
+                row[f"obs_{name}"] = obs_q[k]
+                row[f"sim_{name}_median"] = np.median(col[ok]) if enough else np.nan
+                row[f"sim_{name}_lo"] = np.quantile(col[ok], lo_q) if enough else np.nan
+                row[f"sim_{name}_hi"] = np.quantile(col[ok], hi_q) if enough else np.nan
+            if censored:
+                frac_sim = (sim_s[:, m] <= LOW / 2).mean(axis=1)
+                row["obs_frac_blq"] = float((y_s[m] <= LOW / 2).mean())
+                row["sim_frac_blq_median"] = float(np.median(frac_sim))
+                row["sim_frac_blq_lo"] = float(np.quantile(frac_sim, lo_q))
+                row["sim_frac_blq_hi"] = float(np.quantile(frac_sim, hi_q))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    points = pd.concat(points, ignore_index=True)
+    settings = dict(n_rep=int(reps.sizes["rep"]), pi=tuple(pi), ci=ci, pred_corr=pred_corr, log_dv=log_dv,
+                    strat=strat, bins=bins if isinstance(bins, (str, int)) else list(bins), binning=binning,
+                    kind="posterior" if fitted else "prior")
+    fig = plot_vpc(table, points, settings, log_y=log_y, title=source.spec.name)
+    return VPC(fig, table, points, settings)
+
+
+def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y: bool = False, title: str = ""):
+    """Draw a VPC from its table and points (one column of panels per stratum)."""
+    import matplotlib.pyplot as plt
+
+    levels = list(pd.unique(table.strat))
+    censored = "obs_frac_blq" in table.columns
+    nrows = 2 if censored else 1
+    fig, axes = plt.subplots(nrows, len(levels), figsize=(5.2 * len(levels), 4.2 + 1.8 * censored),
+                             squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 1][:nrows]})
+    pi = settings["pi"]
+    names = [f"p{100 * p:g}" for p in pi]
+    mid = min(range(len(pi)), key=lambda k: abs(pi[k] - 0.5))
+    ci = settings["ci"]
+    for c, level in enumerate(levels):
+        ax = axes[0, c]
+        tb = table[table.strat == level]
+        pt_ = points[points.strat == level]
+        x = tb.t_mid.to_numpy()
+        ax.plot(pt_.TIME, pt_.DV, "o", color="0.55", ms=2.5, alpha=0.6, label="observed", zorder=1)
+        for k, name in enumerate(names):
+            color = "C3" if k == mid else "C0"
+            outer = f"simulated {names[0]}, {names[-1]}" if len(names) > 1 else f"simulated {name}"
+            label = f"simulated {name} ({ci:.0%} CI)" if k == mid else (f"{outer} ({ci:.0%} CI)" if k == 0 else None)
+            ax.fill_between(x, tb[f"sim_{name}_lo"], tb[f"sim_{name}_hi"], color=color, alpha=0.25, lw=0,
+                            label=label, zorder=2)
+            ax.plot(x, tb[f"sim_{name}_median"], color=color, lw=0.8, ls=":", zorder=3)
+            ax.plot(x, tb[f"obs_{name}"], color="C3" if k == mid else "navy", lw=1.8,
+                    ls="-" if k == mid else "--", marker=".", zorder=4,
+                    label=f"observed {name}" if k == mid else ("observed outer percentiles" if k == 0 else None))
+        if pt_.LLOQ.notna().any():
+            ax.axhline(float(np.nanmedian(pt_.LLOQ)), color="k", lw=0.8, ls="-.", label="LLOQ")
+        for e in np.r_[tb.t_lo.to_numpy(), tb.t_hi.to_numpy()[-1:]]:
+            ax.axvline(e, color="0.85", lw=0.6, zorder=0)
+        if log_y:
+            ax.set_yscale("log")
+        kind = "prediction-corrected " if settings["pred_corr"] else ""
+        ax.set_ylabel(f"{kind}DV")
+        shown = f"{level:g}" if isinstance(level, (int, float, np.number)) else str(level)
+        ax.set_title(f"{settings['strat']} = {shown}" if settings["strat"] else "", fontsize=9)
+        if censored:
+            bx = axes[1, c]
+            bx.fill_between(x, tb.sim_frac_blq_lo, tb.sim_frac_blq_hi, color="C2", alpha=0.3, lw=0,
+                            label=f"simulated ({ci:.0%} CI)")
+            bx.plot(x, tb.sim_frac_blq_median, color="C2", lw=0.8, ls=":")
+            bx.plot(x, tb.obs_frac_blq, color="k", marker=".", lw=1.5, label="observed")
+            bx.set_ylabel("fraction < LLOQ")
+            bx.set_ylim(-0.02, 1.02)
+            bx.legend(fontsize=7)
+        axes[-1, c].set_xlabel("time")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    kind = "prediction-corrected VPC" if settings["pred_corr"] else "VPC"
+    if settings.get("kind") == "prior":
+        kind = f"prior predictive check ({kind})"
+    fig.suptitle(f"{title}: {kind}, {settings['n_rep']} replicates with new subjects", fontsize=10)
+    fig.tight_layout()
+    return fig
