@@ -10,12 +10,10 @@ saved with :meth:`Fit.save` and read back with :func:`load` behaves the same.
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +25,7 @@ import xarray as xr
 
 from bayespk.errors import BayesPKError, SpecError
 from bayespk.evaluate.diagnostics import check_convergence, convergence, summary_table
+from bayespk.evaluate.simulation import quiet_pymc
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
 
@@ -197,8 +196,7 @@ class Fit:
             per_chain = -(-draws // post.sizes["chain"])
             post = post.isel(draw=slice(None, None, max(1, post.sizes["draw"] // per_chain)))
         pm_model, design = self.model.build_prediction(grid=grid)
-        with warnings.catch_warnings(), _quiet_pymc():
-            warnings.simplefilter("ignore")
+        with quiet_pymc():
             out = pm.sample_posterior_predictive(
                 xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
                 var_names=["IPRED", "PRED"], random_seed=seed, progressbar=False,
@@ -353,18 +351,6 @@ def _add_data_groups(tree: xr.DataTree, model: PopulationModel) -> None:
     tree["constant_data"] = xr.DataTree(const)
     records = model.data.table.copy()
     tree["records"] = xr.DataTree(xr.Dataset.from_dataframe(records.reset_index(drop=True).rename_axis("row")))
-
-
-@contextmanager
-def _quiet_pymc():
-    """Silence PyMC's informational "Sampling: [...]" log lines."""
-    logger = logging.getLogger("pymc")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _versions() -> dict:

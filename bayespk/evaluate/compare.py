@@ -73,9 +73,16 @@ def compare(fits: dict, *, by: str = "obs") -> pd.DataFrame:
     if len(fits) < 2:
         raise BayesPKError("compare needs at least two fits")
     loaded = {name: f if isinstance(f, Fit) else load(f) for name, f in fits.items()}
-    n_obs = {name: f.tree["log_likelihood"]["DV"].sizes["obs"] for name, f in loaded.items()}
-    if len(set(n_obs.values())) > 1:
-        raise BayesPKError(f"fits differ in the number of observations {n_obs}; LOO compares models of the same data")
+    first_name, first = next(iter(loaded.items()))
+    for name, f in loaded.items():
+        same = all(
+            f.tree[g][v].shape == first.tree[g][v].shape
+            and np.array_equal(f.tree[g][v].values, first.tree[g][v].values, equal_nan=True)
+            for g, v in (("observed_data", "DV"), ("constant_data", "TIME"), ("constant_data", "SUBJECT"))
+        )
+        if not same:
+            raise BayesPKError(f"fits {first_name!r} and {name!r} are not of the same observations (DV, TIME, "
+                               "ID differ); LOO compares models of the same data")
     trees = {name: _loglik_tree(f, by) for name, f in loaded.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

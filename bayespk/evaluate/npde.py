@@ -249,7 +249,8 @@ def _impute_censored(y, sim, cens, lower, upper, rng):
     # simulated values beyond the limits, each with its own draw
     below = has_lo[None, :] & (sim < np.where(has_lo, lower, -np.inf)[None, :])
     above = has_hi[None, :] & (sim > np.where(has_hi, upper, np.inf)[None, :])
-    for mask, lo, hi in ((below, np.zeros(n), np.nan_to_num(p_lloq)), (above, np.nan_to_num(p_hi), np.ones(n))):
+    ranges = ((below, np.zeros(n), np.nan_to_num(p_lloq)), (above, np.nan_to_num(p_hi), np.ones(n)))
+    for mask, lo, hi in ranges:
         r, c = np.nonzero(mask)
         if len(c):
             p = lo[c] + rng.uniform(size=len(c)) * (hi[c] - lo[c])
@@ -408,6 +409,25 @@ def npde(fit, *, n_sim: int = 1000, seed: int = 0, replicates=None, decorrelate:
     return NPDE(fig, table, tests, settings)
 
 
+def _binned_mean(v: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Trend guide: mean of ``x`` per distinct ``v`` (at most 10 of them) or per equal-count bin of ``v``."""
+    ok = np.isfinite(v) & np.isfinite(x)
+    v, x = v[ok], x[ok]
+    if len(v) < 8:
+        return None
+    uniq = np.unique(v)
+    if len(uniq) <= 10:
+        b = np.searchsorted(uniq, v)
+    else:
+        nb = int(np.clip(len(v) // 15, 3, 10))
+        inner = np.unique(np.quantile(v, np.linspace(0, 1, nb + 1)[1:-1]))
+        b = np.searchsorted(inner, v, side="right")
+    groups = [m for m in (b == j for j in np.unique(b)) if m.sum() >= 3]
+    if len(groups) < 2:
+        return None
+    return np.array([np.median(v[m]) for m in groups]), np.array([np.mean(x[m]) for m in groups])
+
+
 def plot_npde(table: pd.DataFrame, tests: pd.DataFrame, settings: dict, *, title: str = ""):
     """The four usual NPDE panels: histogram, QQ-plot, npde vs TIME and vs PRED."""
     import matplotlib.pyplot as plt
@@ -442,14 +462,9 @@ def plot_npde(table: pd.DataFrame, tests: pd.DataFrame, settings: dict, *, title
             ax.plot(v[blq], x[blq], "o", ms=3, mfc="none", color="C3", label="BLQ (imputed)")
         for y0, ls in ((0, "-"), (-ref, "--"), (ref, "--")):
             ax.axhline(y0, color="k", lw=0.8, ls=ls)
-        ok = np.isfinite(v)
-        if ok.sum() >= 8:  # binned mean as a trend guide (equal-count bins)
-            nb = int(np.clip(len(v[ok]) // 15, 3, 10))
-            edges = np.unique(np.quantile(v[ok], np.linspace(0, 1, nb + 1)))
-            b = np.clip(np.searchsorted(edges, v[ok], side="right") - 1, 0, len(edges) - 2)
-            mids = [np.median(v[ok][b == j]) for j in range(len(edges) - 1) if np.any(b == j)]
-            means = [np.mean(x[ok][b == j]) for j in range(len(edges) - 1) if np.any(b == j)]
-            ax.plot(mids, means, color="C3", lw=1.5, marker=".", label="binned mean")
+        trend = _binned_mean(v, x)
+        if trend is not None:
+            ax.plot(*trend, color="C3", lw=1.5, marker=".", label="binned mean")
         ax.set_xlabel(label)
         ax.set_ylabel("npde")
         ax.legend(fontsize=7)

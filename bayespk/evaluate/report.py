@@ -101,9 +101,11 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pro
 
     step(f"NPDE ({n_sim} simulations)")
     n = fit.npde(n_sim=n_sim, seed=seed)
-    tests = n.tests if isinstance(n.tests, pd.DataFrame) else pd.DataFrame(n.tests).T.reset_index()
+    tests = n.tests.rename_axis("test").reset_index()
     sections.append(("npde", "Normalised prediction distribution errors",
-                     _png(n.figure) + _table(tests.reset_index(drop=True) if "index" in tests else tests)))
+                     "<p>Should be N(0, 1): mean and variance tests, Shapiro-Wilk normality, and the global "
+                     "test (3 x the smallest p-value). Trends against time or prediction show misfit that "
+                     "the global tests can miss.</p>" + _png(n.figure) + _table(tests)))
 
     step("covariates and priors")
     fig_eta, _ = fit.plot_eta_covariates()

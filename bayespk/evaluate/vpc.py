@@ -90,6 +90,7 @@ def bin_edges(times: np.ndarray, bins="auto", binning: str = "kmeans") -> np.nda
     k = min(k, len(uniq))
     if binning == "quantile":
         inner = np.unique(np.quantile(t, np.linspace(0, 1, k + 1)[1:-1]))
+        inner = inner[(inner > t[0]) & (inner < t[-1])]  # ties at the ends would give empty bins
     elif binning == "kmeans":
         centers = _kmeans_1d(t, k)
         inner = (centers[1:] + centers[:-1]) / 2
@@ -260,7 +261,8 @@ def vpc(
     table = pd.DataFrame(rows)
     points = pd.concat(points, ignore_index=True)
     settings = dict(n_rep=int(reps.sizes["rep"]), pi=tuple(pi), ci=ci, pred_corr=pred_corr, log_dv=log_dv,
-                    strat=strat, bins=bins if isinstance(bins, (str, int)) else list(bins), binning=binning,
+                    strat=strat, bins=bins if isinstance(bins, str) else int(bins) if np.ndim(bins) == 0 else list(bins),
+                    binning=binning,
                     kind="posterior" if fitted else "prior")
     fig = plot_vpc(table, points, settings, log_y=log_y, title=source.spec.name)
     return VPC(fig, table, points, settings)

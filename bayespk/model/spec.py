@@ -21,7 +21,7 @@ from typing import Any
 import tomli_w
 
 from bayespk.errors import SpecError
-from bayespk.model.priors import Prior
+from bayespk.model.priors import MixturePrior, Prior
 from bayespk.structural import STRUCTURES
 
 __all__ = [
@@ -106,16 +106,18 @@ class ParameterSpec:
     """
 
     name: str
-    typical: Prior
+    typical: Prior | MixturePrior
     iiv: Prior | None = DEFAULT_IIV
 
     @classmethod
-    def from_dict(cls, name: str, d: dict) -> "ParameterSpec":
+    def from_dict(cls, name: str, d: dict, base_dir: Path | None = None) -> "ParameterSpec":
         where = f"[parameters.{name}]"
         _check_keys(d, ("typical", "guess", "iiv"), where)
         if "typical" in d and "guess" in d:
             raise SpecError(f"{where}: give either 'typical' (a prior) or 'guess' (a value), not both")
-        if "typical" in d:
+        if "typical" in d and isinstance(d["typical"], dict) and "file" in d["typical"]:
+            typical = MixturePrior.from_dict(d["typical"], f"{where} typical", base_dir)  # a prior file
+        elif "typical" in d:
             typical = Prior.from_dict(d["typical"], f"{where} typical")
         elif "guess" in d:
             guess = _number(d["guess"], f"{where} guess")
@@ -368,7 +370,7 @@ class Spec:
         if missing:
             raise SpecError(f"[parameters]: structure {structure} needs {', '.join(needed)}; "
                             f"missing {', '.join(missing)}")
-        parameters = {p: ParameterSpec.from_dict(p, params_raw[p]) for p in needed}
+        parameters = {p: ParameterSpec.from_dict(p, params_raw[p], base_dir) for p in needed}
         cov_raw = d.get("covariates", [])
         if not isinstance(cov_raw, list):
             raise SpecError("covariates: use [[covariates]] tables (a list)")

@@ -147,6 +147,7 @@ def simulate_observations(
         below[obs_rows] = dv < lloq
         out["LLOQ"] = np.where(out.EVID == 0, lloq, np.nan)
         out["BLQ"] = below.astype(int)
+        out["CENS"] = below.astype(int)
         out.loc[below, "DV"] = lloq
     subject = {sid: k for k, sid in enumerate(model.design.subject_ids)}
     for name, values in zip(etas, draws[1:]):

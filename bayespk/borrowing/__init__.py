@@ -1,0 +1,1 @@
+"""Borrowing prior information (placeholder, filled below)."""
