@@ -175,7 +175,8 @@ class Fit:
         return PopulationModel(self.spec, data)
 
     # ----------------------------------------------------------- predictions
-    def predict(self, grid: np.ndarray | None = None, *, draws: int | None = 200, seed: int = 0) -> xr.Dataset:
+    def predict(self, grid: np.ndarray | None = None, *, draws: int | None = 200, seed: int = 0,
+                ids=None) -> xr.Dataset:
         """Individual (``IPRED``) and typical-subject (``PRED``) predictions per posterior draw.
 
         Parameters
@@ -184,6 +185,8 @@ class Fit:
             Times at which to evaluate every subject (default: the observations).
         draws : int or None
             Thin the posterior to about this many draws (None: all).
+        ids : list, optional
+            With ``grid``: only these subjects.
 
         Returns
         -------
@@ -195,7 +198,7 @@ class Fit:
         if draws is not None:
             per_chain = -(-draws // post.sizes["chain"])
             post = post.isel(draw=slice(None, None, max(1, post.sizes["draw"] // per_chain)))
-        pm_model, design = self.model.build_prediction(grid=grid)
+        pm_model, design = self.model.build_prediction(grid=grid, grid_subjects=ids)
         with quiet_pymc():
             out = pm.sample_posterior_predictive(
                 xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
@@ -301,13 +304,15 @@ def load(path: str | Path) -> Fit:
 def _jittered(pm_model: pm.Model, spec: Spec) -> set:
     """Free variables whose starting values are jittered (uniform +-1 on the unconstrained scale).
 
-    Typical values start at their prior's support point without jitter: a
-    factor of e on CL or KA can put late predictions orders of magnitude off,
-    where proportional error makes the likelihood so steep that a chain's step
-    size collapses and it never moves. Etas, omegas, covariate coefficients
-    and residual SDs are jittered, so chains still start apart.
+    Typical values start at their prior's support point and every subject at
+    the typical subject (z = 0), without jitter: a factor of e on CL or KA, or
+    +-1 on hundreds of etas at once, can put predictions orders of magnitude
+    off, where proportional error makes the likelihood so steep that a chain's
+    step size collapses and it never moves (seen with 50 and 500 simulated
+    subjects). Omegas, covariate coefficients and residual SDs are jittered,
+    so chains still start apart.
     """
-    return {rv for rv in pm_model.free_RVs if rv.name not in spec.parameters}
+    return {rv for rv in pm_model.free_RVs if rv.name not in spec.parameters and not rv.name.startswith("z_")}
 
 
 def _start_points(pm_model: pm.Model, spec: Spec, chains: int, seed: int) -> list[dict]:

@@ -60,6 +60,7 @@ class Design:
         data: Dataset,
         structure: Structure,
         grid: np.ndarray | None = None,
+        grid_subjects=None,
     ) -> "Design":
         """Build the layout for ``structure``.
 
@@ -70,6 +71,8 @@ class Design:
         grid : array, optional
             Evaluate at these times for every subject instead of at the
             observations (for individual-prediction curves).
+        grid_subjects : list, optional
+            With ``grid``: only these subjects' curves (all subjects keep their index).
         """
         t = data.table
         doses = _dose_events(t, structure)
@@ -89,8 +92,9 @@ class Design:
             limit = np.where(cens == 1, lloq, np.where(cens == -1, obs_dv, np.nan))
         else:
             grid = np.asarray(grid, dtype=float)
-            obs_id = np.repeat(ids, len(grid))
-            obs_time = np.tile(grid, len(ids))
+            shown = ids if grid_subjects is None else [i for i in ids if i in set(grid_subjects)]
+            obs_id = np.repeat(shown, len(grid))
+            obs_time = np.tile(grid, len(shown))
             obs_order = np.full(len(obs_time), np.inf)  # after every dose record at that time
             obs_dv = np.full(len(obs_time), np.nan)
             obs_row = np.zeros(len(obs_time), int)

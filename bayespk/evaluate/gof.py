@@ -148,7 +148,8 @@ def eta_covariates(fit, covariates: list[str] | None = None):
                 _trend(ax, x, y, n=5)
             else:
                 levels = sorted(x.dropna().unique(), key=str)
-                ax.boxplot([y[x == lv] for lv in levels], tick_labels=[str(lv) for lv in levels])
+                ax.boxplot([y[x == lv] for lv in levels],
+                           tick_labels=[f"{lv:g}" if isinstance(lv, float) else str(lv) for lv in levels])
             ax.axhline(0, color="k", lw=0.7)
             if i == len(etas) - 1:
                 ax.set_xlabel(c)

@@ -10,7 +10,8 @@ import pandas as pd
 __all__ = ["individual_curves", "plot_individual"]
 
 
-def individual_curves(fit, *, n_grid: int = 120, interval: float = 0.9, draws: int = 200) -> pd.DataFrame:
+def individual_curves(fit, *, n_grid: int = 120, interval: float = 0.9, draws: int = 200,
+                      ids=None) -> pd.DataFrame:
     """Posterior median and interval of each subject's concentration curve on a time grid.
 
     Returns a tidy DataFrame: ``ID, TIME, median, lower, upper, PRED`` (PRED is
@@ -19,7 +20,7 @@ def individual_curves(fit, *, n_grid: int = 120, interval: float = 0.9, draws: i
     records = fit.tree["records"].to_dataset().to_dataframe()
     t_max = float(records.TIME.max())
     grid = np.unique(np.r_[np.linspace(0.0, t_max, n_grid), records.TIME[records.EVID == 1].to_numpy()])
-    pred = fit.predict(grid=grid, draws=draws)
+    pred = fit.predict(grid=grid, draws=draws, ids=ids)
     lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
     ipred = pred["IPRED"].stack(sample=("chain", "draw"))
     q = ipred.quantile([lo, 0.5, hi], dim="sample").values
@@ -42,7 +43,7 @@ def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interva
     """
     import matplotlib.pyplot as plt
 
-    curves = individual_curves(fit, n_grid=n_grid, interval=interval, draws=draws)
+    curves = individual_curves(fit, n_grid=n_grid, interval=interval, draws=draws, ids=ids)
     const = fit.tree["constant_data"].to_dataset()
     obs = pd.DataFrame({"ID": const["SUBJECT"].values, "TIME": const["TIME"].values,
                         "DV": fit.tree["observed_data"]["DV"].values, "CENS": const["CENS"].values})

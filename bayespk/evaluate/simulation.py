@@ -15,6 +15,7 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 import xarray as xr
 
@@ -85,14 +86,12 @@ def _as_replicates(ds: xr.Dataset) -> xr.Dataset:
     return ds.drop_vars(["rep", "chain", "draw"], errors="ignore").assign_coords(rep=np.arange(ds.sizes["rep"]))
 
 
-def observation_table(source) -> "pd.DataFrame":
+def observation_table(source) -> pd.DataFrame:
     """One row per observation in the likelihood: ID, TIME, ROW, DV, CENS, LIMIT, every record
     column (LLOQ, covariates...) and DOSE (the subject's first dose amount).
 
     ``source`` is a Fit (read from its DataTree) or a PopulationModel (before fitting).
     """
-    import pandas as pd
-
     if hasattr(source, "tree"):
         const = source.tree["constant_data"].to_dataset()
         obs = pd.DataFrame({

@@ -225,8 +225,10 @@ def vpc(
                 raise BayesPKError("prediction correction needs PRED > lower bound for every observation "
                                    "(an observation before the first dose has PRED 0); exclude such rows "
                                    "or set lower_bound")
-            corr = lambda v: np.where(np.abs(v) >= HIGH / 2, v, prediction_correct(
-                v, pred_s, pred_bin, lower_bound=lower_bound, log_dv=log_dv))
+            def corr(v, pred_s=pred_s, pred_bin=pred_bin):  # censored stand-ins stay as they are
+                return np.where(np.abs(v) >= HIGH / 2, v, prediction_correct(
+                    v, pred_s, pred_bin, lower_bound=lower_bound, log_dv=log_dv))
+
             y_s, sim_s, lloq_s = corr(y_s), corr(sim_s), corr(lloq_s)
         points.append(pd.DataFrame({
             "strat": level, "ID": obs.ID.to_numpy()[in_s], "TIME": t, "bin": b,
@@ -275,7 +277,7 @@ def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y
     levels = list(pd.unique(table.strat))
     censored = "obs_frac_blq" in table.columns
     nrows = 2 if censored else 1
-    fig, axes = plt.subplots(nrows, len(levels), figsize=(5.2 * len(levels), 4.2 + 1.8 * censored),
+    fig, axes = plt.subplots(nrows, len(levels), figsize=(max(7.0, 5.2 * len(levels)), 4.2 + 1.8 * censored),
                              squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 1][:nrows]})
     pi = settings["pi"]
     names = [f"p{100 * p:g}" for p in pi]

@@ -16,7 +16,6 @@ Names in the model (and so in the posterior) are the spec's: ``CL``, ``V``,
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,8 +69,8 @@ class PopulationModel:
         self._check_error_model()
 
     # ------------------------------------------------------------------ setup
-    def _design(self, grid) -> Design:
-        design = Design.from_dataset(self.data, self.structure, grid=grid)
+    def _design(self, grid, grid_subjects=None) -> Design:
+        design = Design.from_dataset(self.data, self.structure, grid=grid, grid_subjects=grid_subjects)
         if grid is None and self.spec.error.blq == "drop":
             keep = design.obs_cens == 0
             design = _subset(design, keep)
@@ -219,8 +218,8 @@ class PopulationModel:
             self._likelihood(self.predict(individual, self.design), self.design)
         return model
 
-    def build_prediction(self, grid: np.ndarray | None = None, *, simulate: bool = False
-                         ) -> tuple[pm.Model, Design]:
+    def build_prediction(self, grid: np.ndarray | None = None, *, simulate: bool = False,
+                         grid_subjects=None) -> tuple[pm.Model, Design]:
         """A model without likelihood giving ``IPRED`` (individual) and ``PRED`` (typical subject).
 
         Free variables have the same names as in :meth:`build`, so posterior
@@ -229,7 +228,7 @@ class PopulationModel:
         ``simulate=True`` adds ``DV_sim``: a new observation drawn from the residual
         error model around ``IPRED``, uncensored (for VPC, NPDE, prior predictive checks).
         """
-        d = self._design(grid=grid) if grid is not None else self.design
+        d = self._design(grid=grid, grid_subjects=grid_subjects) if grid is not None else self.design
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
             individual, population = self.individual_parameters()
             ipred = pm.Deterministic("IPRED", self.predict(individual, d), dims="obs")
