@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_fit.py
+	$(PY) benchmarks/bench_vpc.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
