@@ -169,8 +169,7 @@ class Fit:
         records = self.tree["records"].to_dataset().to_dataframe().reset_index(drop=True)
         from bayespk.data.nonmem import read_nonmem
 
-        data = read_nonmem(records.drop(columns="ROW"), aliases=None)
-        data.table["ROW"] = records["ROW"].to_numpy()
+        data = read_nonmem(records)
         data.source = self.spec.data.path or "<records>"
         return PopulationModel(self.spec, data)
 

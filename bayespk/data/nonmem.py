@@ -309,7 +309,13 @@ def read_nonmem(
 
 
 def _read_raw(source, label: str) -> pd.DataFrame:
+    rows = None
     if isinstance(source, pd.DataFrame):
+        if "ROW" in source.columns:  # a Dataset.table fed back in keeps its source row numbers
+            rows = pd.to_numeric(source["ROW"], errors="coerce").to_numpy()
+            if np.isnan(rows).any() or len(np.unique(rows)) != len(rows):
+                raise DataError(f"{label}: column ROW is reserved for source row numbers (whole, unique)")
+            source = source.drop(columns="ROW")
         raw = source.astype(str).where(source.notna(), ".")
     else:
         path = Path(source)
@@ -333,7 +339,9 @@ def _read_raw(source, label: str) -> pd.DataFrame:
         if dup is not None:
             raise DataError(f"{label}: column {dup!r} appears more than once in the header")
     raw = raw.reset_index(drop=True)
-    raw.insert(0, "ROW", np.arange(1, len(raw) + 1))
+    if "ROW" in raw.columns:
+        raise DataError(f"{label}: column ROW is reserved (bayespk numbers the rows); rename it")
+    raw.insert(0, "ROW", rows.astype(int) if rows is not None else np.arange(1, len(raw) + 1))
     return raw
 
 
