@@ -6,6 +6,8 @@
 ``bayespk vpc RUN_DIR --out DIR``    VPC / pcVPC (vpc.png, vpc.csv)
 ``bayespk report RUN_DIR``           self-contained report.html
 ``bayespk compare RUN_DIR ...``      PSIS-LOO comparison table
+``bayespk prior map|robustify|show`` MAP / robust prior files (see bayespk/borrowing/README.md)
+``bayespk nca CSV [--out FILE]``     non-compartmental analysis of the observed data
 
 User errors (bad data, bad spec, missing files) print one paragraph to stderr
 and exit with status 2, without a traceback.
@@ -71,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--by", choices=["obs", "subject"], default="obs",
                    help="leave out one observation (default) or one subject at a time")
     c.add_argument("--out", help="write the table as CSV")
+
+    from bayespk.borrowing.cli import add_parser as add_prior_parser
+
+    add_prior_parser(sub)  # bayespk prior map | robustify | show
+
+    from bayespk.nca import add_parser as add_nca_parser
+
+    add_nca_parser(sub)  # bayespk nca CSV
     return p
 
 
@@ -80,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
-                    "compare": _compare}
+                    "compare": _compare, "prior": _prior, "nca": _nca}
         return commands[args.command](args)
     except BayesPKError as e:
         print(f"bayespk {args.command}: error: {e}", file=sys.stderr)
@@ -88,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"bayespk {args.command}: error: {e.strerror}: {e.filename}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _prior(args) -> int:
+    from bayespk.borrowing.cli import run
+
+    return run(args)
+
+
+def _nca(args) -> int:
+    from bayespk.nca import cli
+
+    return cli(args)
 
 
 def _fit(args) -> int:

@@ -167,7 +167,7 @@ def test_default_priors_are_resolved_into_the_spec():
     assert again.spec == spec
 
 
-@pytest.mark.parametrize("name", ["theophylline_1cmt_oral", "phenobarbital_1cmt_iv"])
+@pytest.mark.parametrize("name", ["theophylline_1cmt_oral", "phenobarbital_1cmt_iv", "indomethacin_2cmt_iv"])
 def test_bundled_models_have_finite_logp_and_gradient(name):
     model = bpk.PopulationModel(MODELS / f"{name}.toml")
     pm_model = model.build()

@@ -1,13 +1,16 @@
 """Closed-form one-compartment solutions checked against a numerical ODE solution.
 
-The reference is an independent one: the linear ODE system
+The reference is an independent one: the linear ODE system (amounts)
 
     d(depot)/dt   = -ka * depot
     d(central)/dt =  ka * depot - k * central + (sum of running infusion rates)
+                     [- sum_j Q_j/V1 * central + Q_j/V_j * peripheral_j]
+    d(peripheral_j)/dt = Q_j/V1 * central - Q_j/V_j * peripheral_j     [multi-compartment]
 
 integrated with scipy (LSODA, tight tolerances) piecewise between events, bolus
 amounts added to the state at their dose time, infusion starts/ends as
-breakpoints. Concentration = central / V. Multiple-dose data go through the real
+breakpoints. Concentration = central / V (V1). The same helper is the reference
+of the two- and three-compartment tests (test_multicompartment.py). Multiple-dose data go through the real
 data path (``read_nonmem`` -> ``Design.from_dataset`` -> ``dose_contribution`` ->
 ``superpose``), while the ODE reference expands ADDL and orders same-time records
 itself, following the NONMEM convention.
@@ -35,21 +38,50 @@ from bayespk.structural import (
 
 RTOL = 1e-6  # closed form vs ODE
 ATOL = 1e-12  # absolute floor for concentrations near zero
-DEPOT, CENTRAL = 0, 1  # state indices of the ODE reference
-# NONMEM compartment numbering: ADVAN1 CMT 1 = central; ADVAN2 CMT 1 = depot, CMT 2 = central
-CMT_STATE = {"1cmt_iv": {1: CENTRAL}, "1cmt_oral": {1: DEPOT, 2: CENTRAL}}
-DEFAULT_DOSE_CMT = {"1cmt_iv": 1, "1cmt_oral": 1}
+DEPOT, CENTRAL, PERIPHERAL_1, PERIPHERAL_2 = 0, 1, 2, 3  # state indices of the ODE reference
+# NONMEM compartment numbering: ADVAN1 CMT 1 = central; ADVAN2 CMT 1 = depot, CMT 2 = central;
+# ADVAN3/11 central first, then peripherals; ADVAN4/12 depot, central, peripherals
+CMT_STATE = {
+    "1cmt_iv": {1: CENTRAL},
+    "1cmt_oral": {1: DEPOT, 2: CENTRAL},
+    "2cmt_iv": {1: CENTRAL, 2: PERIPHERAL_1},
+    "2cmt_oral": {1: DEPOT, 2: CENTRAL, 3: PERIPHERAL_1},
+    "3cmt_iv": {1: CENTRAL, 2: PERIPHERAL_1, 3: PERIPHERAL_2},
+    "3cmt_oral": {1: DEPOT, 2: CENTRAL, 3: PERIPHERAL_1, 4: PERIPHERAL_2},
+}
+DEFAULT_DOSE_CMT = {name: 1 for name in CMT_STATE}
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _rhs(t, y, k, ka, r_in):
-    return [-ka * y[0], ka * y[0] - k * y[1] + r_in]
+def rate_matrix(structure: str, params: dict) -> tuple[np.ndarray, float]:
+    """The ODE system matrix ``K`` (d amounts/dt = K @ amounts + input) and the central volume."""
+    cl = params["CL"]
+    v = params["V"] if "V" in params else params["V1"]
+    ka = params["KA"] if structure.endswith("_oral") else 0.0
+    m = np.zeros((4, 4))
+    m[DEPOT, DEPOT] = -ka
+    m[CENTRAL, DEPOT] = ka
+    m[CENTRAL, CENTRAL] = -cl / v
+    n_peripheral = int(structure[0]) - 1
+    for q_name, v_name, state in (("Q", "V2", PERIPHERAL_1), ("Q3", "V3", PERIPHERAL_2))[:n_peripheral]:
+        q, vp = params[q_name], params[v_name]
+        m[CENTRAL, CENTRAL] -= q / v
+        m[state, CENTRAL] += q / v
+        m[state, state] -= q / vp
+        m[CENTRAL, state] += q / vp
+    return m, v
 
 
-def _jac(t, y, k, ka, r_in):
-    return [[-ka, 0.0], [ka, -k]]
+def _rhs(t, y, m, r_in):
+    dy = m @ y
+    dy[CENTRAL] += r_in
+    return dy
+
+
+def _jac(t, y, m, r_in):
+    return m
 
 
 def ode_reference(structure: str, params: dict, events: list) -> np.ndarray:
@@ -60,10 +92,8 @@ def ode_reference(structure: str, params: dict, events: list) -> np.ndarray:
     ``cmt`` is a NONMEM compartment number of ``structure``; ``rate > 0`` is a
     zero-order infusion of ``amt`` over ``amt / rate``.
     """
-    cl, v = params["CL"], params["V"]
-    k = cl / v
-    ka = params.get("KA", 0.0) if structure == "1cmt_oral" else 0.0
-    y = np.zeros(2)
+    m, v = rate_matrix(structure, params)
+    y = np.zeros(4)
     t_now = events[0][1]
     running: list[tuple[float, float]] = []  # (end time, rate) of infusions
     out = []
@@ -73,7 +103,7 @@ def ode_reference(structure: str, params: dict, events: list) -> np.ndarray:
         cuts = sorted({t_now, t_ev} | {end for end, _ in running if t_now < end < t_ev})
         for a, b in zip(cuts[:-1], cuts[1:]):
             r_in = sum(r for end, r in running if end > a)  # constant on (a, b)
-            sol = solve_ivp(_rhs, (a, b), y, method="LSODA", jac=_jac, args=(k, ka, r_in),
+            sol = solve_ivp(_rhs, (a, b), y, method="LSODA", jac=_jac, args=(m, r_in),
                             rtol=1e-11, atol=1e-13)
             assert sol.success, sol.message
             y = sol.y[:, -1].copy()

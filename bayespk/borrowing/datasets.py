@@ -24,7 +24,7 @@ def ankylosing_spondylitis() -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns ``study`` (1-8), ``n`` (patients), ``r`` (responders).
+        Columns ``study`` (labels study1..study8), ``n`` (patients), ``r`` (responders).
     """
     return pd.DataFrame({
         "study": [f"study{i}" for i in range(1, 9)],

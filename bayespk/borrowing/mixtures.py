@@ -10,13 +10,12 @@ with a handful of components, which is how a meta-analytic-predictive (MAP)
 prior, known only as an MCMC sample, becomes a prior that can be written down,
 reported and used (Schmidli et al. 2014, Biometrics 70:1023).
 
-=========== ============ ========================= ===================
-class       components   parameters                likelihood (data)
-=========== ============ ========================= ===================
-BetaMixture Beta(a, b)   a, b > 0                  binomial (r of n)
-NormalMixture N(m, s)    m, s > 0; reference sigma normal, known SE
-GammaMixture Gamma(a, b) shape a, **rate** b > 0   Poisson (count, exposure)
-=========== ============ ========================= ===================
+* :class:`BetaMixture`: Beta(a, b) components, a prior for a probability
+  (binomial data: r responders of n);
+* :class:`NormalMixture`: Normal(m, s) components and a reference sigma (the
+  SD of one observation), a prior for a mean (normal data with known SE);
+* :class:`GammaMixture`: Gamma(shape a, **rate** b) components, a prior for a
+  Poisson rate (events over an exposure).
 
 :func:`fit_mixture` approximates a sample by expectation-maximisation (EM)
 with weighted maximum-likelihood M-steps and chooses the number of components
@@ -44,11 +43,11 @@ from scipy import optimize, special, stats
 from bayespk.errors import DataError, SpecError
 
 __all__ = [
-    "Mixture",
-    "BetaMixture",
-    "NormalMixture",
-    "GammaMixture",
     "FAMILIES",
+    "BetaMixture",
+    "GammaMixture",
+    "Mixture",
+    "NormalMixture",
     "fit_mixture",
     "mixture_from_dict",
 ]
@@ -109,17 +108,17 @@ class Mixture:
         """scipy distribution with one row per component (broadcast against x[None, :])."""
         raise NotImplementedError
 
-    def _component_grad_hess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _component_grad_hess(self, x: np.ndarray, xm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """First and second derivatives of each component's log density at x, shape (K, N)."""
         raise NotImplementedError
 
     def _component_modes(self) -> np.ndarray:
         raise NotImplementedError
 
-    def _vague(self, mean: float, n: float) -> "Mixture":
+    def _vague(self, mean: float, n: float) -> Mixture:
         raise NotImplementedError
 
-    def _replace(self, weights, p1, p2) -> "Mixture":
+    def _replace(self, weights, p1, p2) -> Mixture:
         """Same family and reference settings, new components."""
         return type(self)(weights, p1, p2)
 
@@ -152,7 +151,7 @@ class Mixture:
         arr = np.asarray(x, dtype=float)
         return np.atleast_1d(arr).ravel(), arr.ndim == 0
 
-    def _component_logpdf(self, x: np.ndarray) -> np.ndarray:
+    def _component_logpdf(self, x: np.ndarray, xm: np.ndarray | None = None) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self._components().logpdf(x[None, :])
 
@@ -271,18 +270,22 @@ class Mixture:
         mixture less informative than its components where they disagree).
         """
         xs, scalar = self._eval(x)
+        out = self._information(xs, None)
+        return float(out[0]) if scalar else out.reshape(np.shape(x))
+
+    def _information(self, xs: np.ndarray, xm: np.ndarray | None) -> np.ndarray:
+        """:meth:`information` on a flat array (``xm``: 1 - x computed accurately, beta only)."""
         with np.errstate(divide="ignore"):
-            lw = np.log(self.weights)[:, None] + self._component_logpdf(xs)
+            lw = np.log(self.weights)[:, None] + self._component_logpdf(xs, xm)
         r = np.exp(lw - special.logsumexp(lw, axis=0))
-        g, h = self._component_grad_hess(xs)
+        g, h = self._component_grad_hess(xs, xm)
         g = np.where(r > 0, g, 0.0)
         h = np.where(r > 0, h, 0.0)
         mean_g = (r * g).sum(axis=0)
-        out = -(r * h).sum(axis=0) - ((r * g**2).sum(axis=0) - mean_g**2)
-        return float(out[0]) if scalar else out.reshape(np.shape(x))
+        return -(r * h).sum(axis=0) - ((r * g**2).sum(axis=0) - mean_g**2)
 
     # ------------------------------------------------------------ robustify
-    def robustify(self, weight: float, mean: float | None = None, n: float | None = None) -> "Mixture":
+    def robustify(self, weight: float, mean: float | None = None, n: float | None = None) -> Mixture:
         """Add a vague component of weight ``weight`` (others scaled by ``1 - weight``).
 
         A robust mixture prior lets the data discount the informative part when
@@ -322,7 +325,7 @@ class Mixture:
         return out
 
     # ------------------------------------------------------------ conveniences
-    def posterior(self, **data) -> "Mixture":
+    def posterior(self, **data) -> Mixture:
         """The posterior mixture given new data; see :func:`bayespk.borrowing.update.posterior`."""
         from bayespk.borrowing.update import posterior
 
@@ -345,7 +348,7 @@ class Mixture:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "mixture") -> "Mixture":
+    def from_dict(cls, d: dict, where: str = "mixture") -> Mixture:
         """Rebuild a mixture written by :meth:`to_dict` (dispatches on ``family``)."""
         return mixture_from_dict(d, where=where)
 
@@ -355,13 +358,12 @@ class Mixture:
         return (np.array_equal(self.weights, other.weights) and np.array_equal(self._p1, other._p1)
                 and np.array_equal(self._p2, other._p2) and self._extra_eq(other))
 
-    def _extra_eq(self, other: "Mixture") -> bool:
+    def _extra_eq(self, other: Mixture) -> bool:
         return True
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        n1, n2 = self.param_names
         parts = ", ".join(f"{w:.3g}*{self.family.capitalize()}({a:.4g}, {b:.4g})"
                           for w, a, b in zip(self.weights, self._p1, self._p2))
         return f"{type(self).__name__}({parts})"
@@ -396,12 +398,21 @@ class BetaMixture(Mixture):
     def _components(self):
         return stats.beta(self._p1[:, None], self._p2[:, None])
 
-    def _component_grad_hess(self, x):
+    def _component_logpdf(self, x, xm=None):
+        if xm is None:
+            return super()._component_logpdf(x)
         a, b = self._p1[:, None], self._p2[:, None]
-        x = np.clip(x, 1e-300, 1 - 1e-16)[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
-            g = (a - 1) / x - (b - 1) / (1 - x)
-            h = -(a - 1) / x**2 - (b - 1) / (1 - x) ** 2
+            return (a - 1) * np.log(x)[None, :] + (b - 1) * np.log(xm)[None, :] - special.betaln(a, b)
+
+    def _component_grad_hess(self, x, xm=None):
+        a, b = self._p1[:, None], self._p2[:, None]
+        xm = (1 - x) if xm is None else xm
+        x = np.maximum(x, 1e-300)[None, :]
+        xm = np.maximum(xm, 1e-300)[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = (a - 1) / x - (b - 1) / xm
+            h = -(a - 1) / x**2 - (b - 1) / xm**2
         return g, h
 
     def _component_modes(self):
@@ -463,7 +474,7 @@ class NormalMixture(Mixture):
     def _components(self):
         return stats.norm(self._p1[:, None], self._p2[:, None])
 
-    def _component_grad_hess(self, x):
+    def _component_grad_hess(self, x, xm=None):
         m, s = self._p1[:, None], self._p2[:, None]
         g = -(x[None, :] - m) / s**2
         h = np.broadcast_to(-1.0 / s**2, g.shape)
@@ -475,7 +486,7 @@ class NormalMixture(Mixture):
     def _replace(self, weights, p1, p2):
         return NormalMixture(weights, p1, p2, sigma=self.sigma)
 
-    def with_sigma(self, sigma: float) -> "NormalMixture":
+    def with_sigma(self, sigma: float) -> NormalMixture:
         """A copy with another reference scale."""
         out = NormalMixture(self.weights, self._p1, self._p2, sigma=sigma)
         out.info = dict(self.info)
@@ -489,7 +500,7 @@ class NormalMixture(Mixture):
         return NormalMixture([1.0], [mean], [self.sigma / math.sqrt(n)], sigma=self.sigma)
 
     def robustify(self, weight: float, mean: float | None = None, n: float | None = None,
-                  sd: float | None = None) -> "NormalMixture":
+                  sd: float | None = None) -> NormalMixture:
         """Add a vague normal component; see :meth:`Mixture.robustify`.
 
         ``sd`` sets the vague component's SD directly (instead of ``sigma / sqrt(n)``).
@@ -533,7 +544,7 @@ class GammaMixture(Mixture):
     Examples
     --------
     >>> g = GammaMixture([1.0], a=[4.0], b=[2.0])
-    >>> g.mean(), g.ess("elir")
+    >>> g.mean(), round(g.ess("elir"), 6)
     (2.0, 2.0)
     """
 
@@ -556,7 +567,7 @@ class GammaMixture(Mixture):
     def _components(self):
         return stats.gamma(self._p1[:, None], scale=1.0 / self._p2[:, None])
 
-    def _component_grad_hess(self, x):
+    def _component_grad_hess(self, x, xm=None):
         a, b = self._p1[:, None], self._p2[:, None]
         x = np.maximum(x, 1e-300)[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -713,11 +724,15 @@ def fit_mixture(
         starts = ["quantile"] + (["random"] if k > 1 else [])
         for start in starts:
             w, p1, p2, ll = _em(x, family, k, start, rng, lower, max_iter, tol)
-            if best is None or ll > best[3]:
+            if np.isfinite(ll) and (best is None or ll > best[3]):
                 best = (w, p1, p2, ll)
+        if best is None:
+            continue
         w, p1, p2, ll = best
         n_par = 3 * len(w) - 1
-        results.append({"K": len(w), "loglik": ll, "criterion": -2 * ll + pen * n_par, "fit": (w, p1, p2)})
+        results.append({"K": len(w), "requested": k, "loglik": ll, "criterion": -2 * ll + pen * n_par, "fit": (w, p1, p2)})
+    if not results:
+        raise DataError("fit_mixture: EM failed for every number of components; check the sample")
     chosen = min(results, key=lambda r: r["criterion"])
     w, p1, p2 = chosen["fit"]
     order = np.argsort(-w)
@@ -726,7 +741,8 @@ def fit_mixture(
     mix = NormalMixture(w, p1, p2, sigma=sigma) if family == "normal" else _CLASSES[family](w, p1, p2)
     mix.info = {"fit": {
         "criterion": crit, "penalty_per_parameter": pen, "n_draws": int(x.size),
-        "candidates": [{"K": r["K"], "loglik": r["loglik"], crit: r["criterion"]} for r in results],
+        "candidates": [{"K": r["K"], "requested": r["requested"], "loglik": r["loglik"], crit: r["criterion"]}
+                       for r in results],
         "chosen_K": int(chosen["K"]),
     }}  # fmt: skip
     return mix
@@ -757,8 +773,29 @@ def _moments_to_params(family, m, v, lower):
     return m, np.sqrt(v)
 
 
+def _floor_spread(family, p1, p2, sd_floor):
+    """Keep every component's SD at least ``sd_floor`` (same mean): EM's degenerate spikes are excluded."""
+    if family == "normal":
+        return p1, np.maximum(p2, sd_floor)
+    if family == "beta":
+        m = p1 / (p1 + p2)
+        n_max = m * (1 - m) / sd_floor**2 - 1  # Beta(m n, (1 - m) n) has variance m (1 - m) / (n + 1)
+        scale = np.where(p1 + p2 > n_max, n_max / (p1 + p2), 1.0)
+        return p1 * scale, p2 * scale
+    mean = p1 / p2
+    a_max = (mean / sd_floor) ** 2  # Gamma(a, a / mean) has SD mean / sqrt(a)
+    a = np.minimum(p1, a_max)
+    return a, a / mean
+
+
 def _em(x, family, k, start, rng, lower, max_iter, tol):
-    """EM for a K-component mixture; returns weights, parameters and the log-likelihood."""
+    """EM for a K-component mixture; returns weights, parameters and the log-likelihood.
+
+    Guards against EM's degenerate solutions: a component left with fewer than
+    max(5, 0.5% of the draws) is dropped, and component SDs are kept above 1%
+    of the sample SD (a spike on a few draws would otherwise have an unbounded
+    likelihood). A start that still breaks down returns a log-likelihood of -inf.
+    """
     n = x.size
     logx = np.log(x) if family != "normal" else None
     log1mx = np.log1p(-x) if family == "beta" else None
@@ -774,21 +811,26 @@ def _em(x, family, k, start, rng, lower, max_iter, tol):
     m = (resp @ x) / nk
     v = (resp * (x[None, :] - m[:, None]) ** 2).sum(axis=1) / nk
     p1, p2 = _moments_to_params(family, m, v, lower)
-    sd_floor = 1e-8 * float(np.std(x))
-    if family == "normal":
-        p2 = np.maximum(p2, sd_floor)
+    sd_floor = 0.01 * float(np.std(x))
+    min_count = max(5.0, 0.005 * n)
+    p1, p2 = _floor_spread(family, p1, p2, sd_floor)
     ll_old = -np.inf
+    failed = (np.empty(0), np.empty(0), np.empty(0), -np.inf)
     for _ in range(max_iter):
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             lw = np.log(w)[:, None] + _logpdf_components(x, family, p1, p2, logx, log1mx)
+        if not np.all(np.isfinite(p1)) or not np.all(np.isfinite(p2)) or np.isnan(lw).any():
+            return failed
         top = lw.max(axis=0)
         resp = np.exp(lw - top)
         tot = resp.sum(axis=0)
         ll = float((top + np.log(tot)).sum())
         resp /= tot
         nk = resp.sum(axis=1)
-        keep = nk > 1e-6 * n
-        if not keep.all():  # a component lost all its draws: drop it and carry on
+        keep = nk >= min_count
+        if not keep.any():
+            return failed
+        if not keep.all():  # a component lost (almost) all its draws: drop it and carry on
             nk, p1, p2 = nk[keep], p1[keep], p2[keep]
             w = nk / nk.sum()
             ll_old = -np.inf
@@ -796,19 +838,21 @@ def _em(x, family, k, start, rng, lower, max_iter, tol):
         w = nk / n
         if family == "normal":
             p1 = (resp @ x) / nk
-            p2 = np.maximum(np.sqrt((resp * (x[None, :] - p1[:, None]) ** 2).sum(axis=1) / nk), sd_floor)
+            p2 = np.sqrt((resp * (x[None, :] - p1[:, None]) ** 2).sum(axis=1) / nk)
         elif family == "beta":
             p1, p2 = _beta_mle((resp @ logx) / nk, (resp @ log1mx) / nk, p1, p2, lower)
         else:
             xm = (resp @ x) / nk
             p1 = _gamma_shape_mle(np.log(xm) - (resp @ logx) / nk, lower)
             p2 = p1 / xm
+        p1, p2 = _floor_spread(family, p1, p2, sd_floor)
         if ll - ll_old <= tol:
             break
         ll_old = ll
     with np.errstate(divide="ignore"):
         lw = np.log(w)[:, None] + _logpdf_components(x, family, p1, p2, logx, log1mx)
-    return w, p1.copy(), p2.copy(), float(special.logsumexp(lw, axis=0).sum())
+    ll = float(special.logsumexp(lw, axis=0).sum())
+    return (w, p1.copy(), p2.copy(), ll) if np.isfinite(ll) else failed
 
 
 def _beta_mle(s1, s2, a, b, lower, iters: int = 50):

@@ -17,6 +17,12 @@ from bayespk.structural.compartments import (
     one_compartment,
     superpose,
 )
+from bayespk.structural.multicompartment import (
+    three_compartment,
+    three_compartment_macro,
+    two_compartment,
+    two_compartment_macro,
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,44 @@ STRUCTURES: dict[str, Structure] = {
             "CMT 1 = depot, CMT 2 = central (IV bolus/infusion doses may go there)",
             contribution=one_compartment,
         ),
+        Structure(
+            "2cmt_iv",
+            ("CL", "V1", "Q", "V2"),
+            central_cmt=1,
+            depot_cmt=None,
+            description="two compartments (NONMEM ADVAN3): IV bolus doses, or zero-order "
+            "infusions where RATE > 0; CMT 1 = central, CMT 2 = peripheral",
+            contribution=two_compartment,
+        ),
+        Structure(
+            "2cmt_oral",
+            ("CL", "V1", "Q", "V2", "KA"),
+            central_cmt=2,
+            depot_cmt=1,
+            description="two compartments with first-order absorption (NONMEM ADVAN4): "
+            "CMT 1 = depot, CMT 2 = central (IV bolus/infusion doses may go there), "
+            "CMT 3 = peripheral",
+            contribution=two_compartment,
+        ),
+        Structure(
+            "3cmt_iv",
+            ("CL", "V1", "Q", "V2", "Q3", "V3"),
+            central_cmt=1,
+            depot_cmt=None,
+            description="three compartments (NONMEM ADVAN11): IV bolus doses, or zero-order "
+            "infusions where RATE > 0; CMT 1 = central, CMT 2 and 3 = peripheral",
+            contribution=three_compartment,
+        ),
+        Structure(
+            "3cmt_oral",
+            ("CL", "V1", "Q", "V2", "Q3", "V3", "KA"),
+            central_cmt=2,
+            depot_cmt=1,
+            description="three compartments with first-order absorption (NONMEM ADVAN12): "
+            "CMT 1 = depot, CMT 2 = central (IV bolus/infusion doses may go there), "
+            "CMT 3 and 4 = peripheral",
+            contribution=three_compartment,
+        ),
     )
 }
 
@@ -67,5 +111,9 @@ __all__ = [
     "infusion",
     "first_order_absorption",
     "one_compartment",
+    "two_compartment",
+    "two_compartment_macro",
+    "three_compartment",
+    "three_compartment_macro",
     "superpose",
 ]
