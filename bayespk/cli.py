@@ -139,17 +139,23 @@ def _fit(args) -> int:
     return 0
 
 
-def _data(args) -> int:
+def parse_aliases(items: list[str]) -> dict[str, str]:
+    """``--alias NAME=COLUMN`` options as a dict for :func:`bayespk.read_nonmem`."""
     from bayespk.errors import DataError
-    from bayespk.data.nonmem import read_nonmem
 
     aliases = {}
-    for a in args.alias:
+    for a in items:
         if "=" not in a:
             raise DataError(f"--alias {a!r}: expected NAME=COLUMN, e.g. conc=DV")
         k, v = a.split("=", 1)
         aliases[k] = v
-    ds = read_nonmem(Path(args.csv), aliases=aliases)
+    return aliases
+
+
+def _data(args) -> int:
+    from bayespk.data.nonmem import read_nonmem
+
+    ds = read_nonmem(Path(args.csv), aliases=parse_aliases(args.alias))
     print(f"{args.csv}: valid\n{ds.summary}")
     return 0
 

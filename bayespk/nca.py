@@ -645,13 +645,9 @@ def add_parser(sub) -> None:
 
 def cli(args) -> int:
     """Run ``bayespk nca``: print the table (and write it with ``--out``)."""
-    aliases = {}
-    for a in args.alias:
-        if "=" not in a:
-            raise DataError(f"--alias {a!r}: expected NAME=COLUMN, e.g. conc=DV")
-        k, v = a.split("=", 1)
-        aliases[k] = v
-    ds = read_nonmem(Path(args.csv), aliases=aliases)
+    from bayespk.cli import parse_aliases
+
+    ds = read_nonmem(Path(args.csv), aliases=parse_aliases(args.alias))
     table = nca(
         ds,
         dose_time=args.dose_time,
