@@ -110,7 +110,7 @@ def test_dose_with_amt_not_positive(tmp_path, amt):
 
 def test_observation_with_amt(tmp_path):
     body = VALID.replace("1,1,.,5.0,0,0", "1,1,50,5.0,0,0")
-    bad(tmp_path, body, r"row 2, column AMT: non-dose record \(EVID 0\) has AMT=50; dose records need EVID=1")
+    bad(tmp_path, body, r"row 2, column AMT: non-dose record \(EVID 0\) has AMT=50; dose records need EVID 1 or 4")
 
 
 def test_negative_concentration(tmp_path):
@@ -128,10 +128,14 @@ def test_unknown_evid(tmp_path):
     bad(tmp_path, body, r"row 3, column EVID: unknown EVID 7 \(0 observation, 1 dose")
 
 
-@pytest.mark.parametrize("evid", [3, 4])
-def test_reset_evid_refused_as_unsupported(tmp_path, evid):
-    body = VALID.replace("1,2,.,3.0,0,0", f"1,2,.,.,{evid},1")
-    bad(tmp_path, body, rf"row 3, column EVID: EVID {evid} \(reset\) is not supported yet")
+def test_reset_record_with_amount_refused(tmp_path):
+    body = VALID.replace("1,2,.,3.0,0,0", "1,2,50,.,3,1")
+    bad(tmp_path, body, r"row 3, column AMT: non-dose record \(EVID 3\) has AMT=50; dose records need EVID 1 or 4")
+
+
+def test_reset_and_dose_needs_amount(tmp_path):
+    body = VALID.replace("1,2,.,3.0,0,0", "1,2,.,.,4,1")
+    bad(tmp_path, body, r"row 3, column AMT: dose record \(EVID 4\) needs AMT > 0")
 
 
 def test_missing_evid_value(tmp_path):
@@ -181,11 +185,15 @@ def test_invalid_rate(tmp_path):
                         r"-3", DOSING)
 
 
-@pytest.mark.parametrize("rate", [-1, -2])
-def test_modeled_rate_unsupported(tmp_path, rate):
+@pytest.mark.parametrize("rate, param", [(-1, "R1"), (-2, "D1")])
+def test_modeled_rate_needs_its_parameter(tmp_path, rate, param):
     body = DOSING_VALID.replace("1,0,100,.,1,1,0,12,2,0", f"1,0,100,.,1,1,{rate},12,2,0")
-    bad(tmp_path, body, rf"row 1, column RATE: modeled rate/duration \(RATE {rate}\) is not supported "
-                        rf"yet", DOSING)
+    with pytest.raises(SpecError, match=rf"row 1, column RATE: RATE = {rate} \(modeled .*\) needs parameter "
+                                        rf"{param} in \[parameters.{param}\]"):
+        PopulationModel(iv_spec(), csv(tmp_path, body, DOSING))
+    spec = Spec.from_dict(dict(IV, parameters=IV["parameters"] | {param: {"guess": 2.0}}))
+    with pytest.raises(SpecError, match=rf"\[parameters.{param}\]: no dose record has RATE = {rate}"):
+        PopulationModel(spec, csv(tmp_path, DOSING_VALID, DOSING))
 
 
 def test_addl_without_ii(tmp_path):
@@ -215,10 +223,25 @@ def test_ii_addl_on_non_dose_row(tmp_path):
     bad(tmp_path, body, r"row 2, column ADDL: II/ADDL given on a non-dose record", DOSING)
 
 
-@pytest.mark.parametrize("ss", [1, 2])
-def test_steady_state_refused(tmp_path, ss):
-    body = DOSING_VALID.replace("1,0,100,.,1,1,0,12,2,0", f"1,0,100,.,1,1,0,12,2,{ss}")
-    bad(tmp_path, body, rf"row 1, column SS: steady-state dosing \(SS={ss}\) is not supported yet", DOSING)
+def test_steady_state_needs_ii(tmp_path):
+    body = DOSING_VALID.replace("1,0,100,.,1,1,0,12,2,0", "1,0,100,.,1,1,0,0,0,1")
+    bad(tmp_path, body, r"row 1, column II: steady-state dose \(SS=1\) needs the dosing interval II > 0", DOSING)
+
+
+def test_steady_state_on_observation_refused(tmp_path):
+    body = DOSING_VALID.replace("1,1,.,5.0,0,0,.,.,.,.", "1,1,.,5.0,0,0,.,.,.,1")
+    bad(tmp_path, body, r"row 2, column SS: SS=1 on a non-dose record", DOSING)
+
+
+def test_repeated_infusion_longer_than_interval_refused(tmp_path):
+    body = DOSING_VALID.replace("1,0,100,.,1,1,0,12,2,0", "1,0,100,.,1,1,5,12,2,0")
+    bad(tmp_path, body, r"row 1, column RATE: infusion of 20 h \(AMT/RATE\) is longer than II=12", DOSING)
+
+
+def test_constant_steady_state_infusion_accepted(tmp_path):
+    body = DOSING_VALID.replace("1,0,100,.,1,1,0,12,2,0", "1,0,0,.,1,1,5,0,0,1")
+    ds = read_nonmem(csv(tmp_path, body, DOSING))
+    assert ds.summary.n_dose_records >= 1
 
 
 def test_ss_invalid_value(tmp_path):
@@ -640,19 +663,20 @@ def test_model_covariate_absent(tmp_path):
         PopulationModel(spec, csv(tmp_path, VALID))
 
 
-def test_model_covariate_missing_on_a_row(tmp_path):
+def test_model_covariate_missing_on_a_first_record(tmp_path):
     spec = iv_spec([{"parameter": "CL", "column": "WT", "effect": "power", "reference": 70}])
-    with pytest.raises(DataError, match=r"row 3, column WT: missing value for ID 1; .* needs WT on every row "
-                                        r"\(1 rows missing\)"):
-        PopulationModel(spec, cov_data(tmp_path, [70, 70, ".", 80, 80]))
+    with pytest.raises(DataError, match=r"row 4, column WT: missing value for ID 2 with no earlier value to carry "
+                                        r"forward; .* \(1 rows without a value\)"):
+        PopulationModel(spec, cov_data(tmp_path, [70, 70, 70, ".", 80]))
 
 
-def test_model_covariate_time_varying(tmp_path):
+def test_model_covariate_carried_forward_and_time_varying(tmp_path):
     spec = iv_spec([{"parameter": "CL", "column": "WT", "effect": "power", "reference": 70}])
-    with pytest.raises(DataError, match=r"row 5, column WT: value 81(\.0)? differs from the first value of "
-                                        r"ID 2; "
-                                        r"time-varying covariates is not supported yet"):
-        PopulationModel(spec, cov_data(tmp_path, [70, 70, 70, 80, 81]))
+    m = PopulationModel(spec, cov_data(tmp_path, [70, ".", 72, 80, 81]))
+    info = m._covariates["CL_WT"]
+    np.testing.assert_array_equal(info["records"], [70, 70, 72, 80, 81])
+    np.testing.assert_array_equal(info["values"], [70, 80])  # baseline per subject
+    assert info["time_varying"]
 
 
 @pytest.mark.parametrize("value", [0, -3])

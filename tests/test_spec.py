@@ -286,7 +286,7 @@ def test_error_model_of_wrong_type():
 
 
 def test_unknown_blq_method():
-    with pytest.raises(SpecError, match=r"^\[error\] blq: 'M1' is not one of M3, drop"):
+    with pytest.raises(SpecError, match=r"^\[error\] blq: 'M1' is not one of M3, M4, drop"):
         Spec.from_dict(spec_with(error={"blq": "M1"}))
 
 

@@ -1,15 +1,20 @@
 """The numeric layout a structural model is evaluated on.
 
 A :class:`Design` turns a validated :class:`~bayespk.data.nonmem.Dataset` into
-plain arrays: one entry per observation, and for superposition an
-``(observation x dose slot)`` layout holding, for every observation, the time
-since each of its subject's doses, the dose amount, rate and route, and a mask
-of the doses given before it. The model layer gathers individual parameters to
-this layout and sums dose contributions in one vectorized expression.
+plain arrays: one entry per observation, and an ``(observation x dose record)``
+layout holding, for every observation, the time since each of its subject's
+dose records, the record's amount, rate, route, II, ADDL and SS, and a mask of
+the records that reach it. ADDL repeats and steady state are *not* expanded
+into doses: :func:`bayespk.structural.dosing.dose_record` sums them in closed
+form. The model layer gathers individual parameters to this layout and sums
+record contributions in one vectorized expression.
 
-Ordering at equal times follows NONMEM: a dose record placed before an
-observation record with the same TIME is seen by it; ADDL repeats that fall on
-an observation time are given after that observation.
+Ordering at equal times follows NONMEM: a record placed before an observation
+record with the same TIME is seen by it; ADDL repeats that fall on an
+observation time are given after that observation (``obs_strict``). A reset
+(EVID 3, EVID 4, or a dose with SS=1) empties the system: records before it
+no longer reach observations after it, and their pending ADDL doses are
+cancelled.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import pandas as pd
 
 from bayespk.data.nonmem import Dataset
 from bayespk.errors import DataError
-from bayespk.structural import Structure
+from bayespk.structural import Structure, record_timing, superpose
+from bayespk.structural._xp import _ns
 
 __all__ = ["Design"]
 
@@ -30,7 +36,7 @@ __all__ = ["Design"]
 class Design:
     """Arrays for evaluating one structure on one dataset.
 
-    ``n_obs`` observations, ``n_slots`` = most doses any subject received.
+    ``n_obs`` observations, ``n_slots`` = most dose records any subject has.
     """
 
     subject_ids: np.ndarray  # (n_subjects,)
@@ -38,13 +44,18 @@ class Design:
     obs_time: np.ndarray  # (n_obs,)
     obs_dv: np.ndarray  # (n_obs,) NaN for prediction points
     obs_row: np.ndarray  # (n_obs,) source row numbers (0 for prediction points)
+    obs_record: np.ndarray  # (n_obs,) position in the table of the record in effect (covariates, OCC)
+    obs_strict: np.ndarray  # (n_obs,) bool: an observation record (False for prediction-grid points)
     obs_cens: np.ndarray  # (n_obs,) 0 none, 1 left-censored (BLQ), -1 right-censored
     obs_limit: np.ndarray  # (n_obs,) LLOQ for left-, limit for right-censored rows, else NaN
-    dt: np.ndarray  # (n_obs, n_slots) time since dose, 0 where masked
+    dt: np.ndarray  # (n_obs, n_slots) time since the dose record, 0 where masked
     amt: np.ndarray  # (n_obs, n_slots)
-    rate: np.ndarray  # (n_obs, n_slots)
+    rate: np.ndarray  # (n_obs, n_slots) 0 bolus, > 0 infusion, -1/-2 modeled rate/duration
     into_depot: np.ndarray  # (n_obs, n_slots) bool
-    mask: np.ndarray  # (n_obs, n_slots) bool: dose given before the observation
+    ii: np.ndarray  # (n_obs, n_slots)
+    addl: np.ndarray  # (n_obs, n_slots)
+    ss: np.ndarray  # (n_obs, n_slots) bool: steady-state record
+    mask: np.ndarray  # (n_obs, n_slots) bool: record given before the observation, not reset since
 
     @property
     def n_obs(self) -> int:
@@ -102,45 +113,63 @@ class Design:
             limit = np.full(len(obs_time), np.nan)
 
         obs_subject = np.array([index[i] for i in obs_id], dtype=int)
-        per_subject = [doses[doses.ID == i] for i in ids]
-        n_slots = max(1, max(len(d) for d in per_subject))
-        n_obs = len(obs_time)
-        shape = (n_obs, n_slots)
-        d_time = np.zeros((len(ids), n_slots))
-        d_order = np.full((len(ids), n_slots), np.inf)
-        d_amt = np.zeros((len(ids), n_slots))
-        d_rate = np.zeros((len(ids), n_slots))
-        d_depot = np.zeros((len(ids), n_slots), bool)
-        d_valid = np.zeros((len(ids), n_slots), bool)
-        for k, d in enumerate(per_subject):
-            n = len(d)
-            d_time[k, :n] = d.TIME
-            d_order[k, :n] = d.ORDER
-            d_amt[k, :n] = d.AMT
-            d_rate[k, :n] = d.RATE
-            d_depot[k, :n] = d.DEPOT
-            d_valid[k, :n] = True
+        obs_record = _record_in_effect(t, obs_id, obs_time, obs_order)
+        rec = _per_subject(doses, ids, ("TIME", "ORDER", "AMT", "RATE", "II", "ADDL", "SS", "DEPOT"))
+        resets = _per_subject(_reset_events(t), ids, ("TIME", "ORDER"))
 
         s = obs_subject
-        td = d_time[s]
-        before = (td < obs_time[:, None]) | ((td == obs_time[:, None]) & (d_order[s] < obs_order[:, None]))
-        mask = d_valid[s] & before
-        dt = np.where(mask, obs_time[:, None] - td, 0.0)
-        assert dt.shape == shape
+        t_obs, o_obs = obs_time[:, None], obs_order[:, None]
+        mask = rec["valid"][s] & _before(rec["TIME"][s], rec["ORDER"][s], t_obs, o_obs)
+        # the last reset before each observation; records before it no longer count
+        r_before = resets["valid"][s] & _before(resets["TIME"][s], resets["ORDER"][s], t_obs, o_obs)
+        last = np.where(r_before.any(axis=1), r_before.shape[1] - 1 - np.argmax(r_before[:, ::-1], axis=1), -1)
+        has_reset = last >= 0
+        r_time = np.where(has_reset, resets["TIME"][s, np.maximum(last, 0)], -np.inf)[:, None]
+        r_order = np.where(has_reset, resets["ORDER"][s, np.maximum(last, 0)], -np.inf)[:, None]
+        mask &= ~_before(rec["TIME"][s], rec["ORDER"][s], r_time, r_order)
+        dt = np.where(mask, obs_time[:, None] - rec["TIME"][s], 0.0)
         return cls(
             subject_ids=np.asarray(ids),
             obs_subject=obs_subject,
             obs_time=obs_time,
             obs_dv=obs_dv,
             obs_row=obs_row,
+            obs_record=obs_record,
+            obs_strict=np.full(len(obs_time), grid is None),
             obs_cens=cens,
             obs_limit=limit,
             dt=dt,
-            amt=d_amt[s],
-            rate=d_rate[s],
-            into_depot=d_depot[s],
+            amt=rec["AMT"][s],
+            rate=rec["RATE"][s],
+            into_depot=rec["DEPOT"][s].astype(bool),
+            ii=rec["II"][s],
+            addl=rec["ADDL"][s],
+            ss=rec["SS"][s] > 0,
             mask=mask,
         )
+
+    def concentrations(self, structure: Structure, params: dict):
+        """Central concentration at every observation, from per-observation parameters.
+
+        ``params`` maps parameter names to arrays or tensors of shape ``(n_obs,)``
+        (or ``(n_obs, 1)``). Optional parameters: ``TLAG`` and ``F`` act on depot
+        doses, ``D1``/``R1`` replace the duration/rate of records with RATE -2/-1.
+        Works on numpy arrays and pytensor tensors alike.
+        """
+        g = {k: v if v.ndim == 2 else v[:, None] for k, v in params.items()}
+        xp = _ns(*g.values())
+        depot = self.into_depot
+        lag = g["TLAG"] * depot if "TLAG" in g else None
+        x, n_prev, active = record_timing(self.dt, self.ii, self.addl, self.ss, self.obs_strict[:, None], lag)
+        amt = self.amt * xp.where(depot, g["F"], 1.0) if "F" in g else self.amt
+        rate = self.rate
+        if "D1" in g:
+            rate = xp.where(rate == -2, amt / g["D1"], rate)
+        if "R1" in g:
+            rate = xp.where(self.rate == -1, g["R1"], rate)
+        contrib = structure.dose_contribution(x, amt, rate, depot, g, self.ii, n_prev, self.ss)
+        mask = active & self.mask if lag is not None else self.mask & active
+        return superpose(contrib, mask)
 
     def first_dose_time(self) -> np.ndarray:
         """Per observation: True when no dose precedes it (prediction is exactly 0)."""
@@ -148,8 +177,8 @@ class Design:
 
 
 def _dose_events(t: pd.DataFrame, structure: Structure) -> pd.DataFrame:
-    """Dose records expanded by ADDL, with route resolved from CMT."""
-    d = t[t.EVID == 1].copy()
+    """Dose records (EVID 1 and 4), one per row (ADDL not expanded), route resolved from CMT."""
+    d = t[t.EVID.isin([1, 4])].copy()
     default_cmt = structure.depot_cmt or structure.central_cmt
     cmt = d.CMT.fillna(default_cmt)
     allowed = {structure.central_cmt} | ({structure.depot_cmt} if structure.depot_cmt else set())
@@ -161,7 +190,7 @@ def _dose_events(t: pd.DataFrame, structure: Structure) -> pd.DataFrame:
             f"{structure.name} has compartments {sorted(allowed)} ({structure.description})"
         )
     d["DEPOT"] = (cmt == structure.depot_cmt).to_numpy() if structure.depot_cmt else False
-    inf_depot = d.DEPOT & (d.RATE > 0)
+    inf_depot = d.DEPOT & (d.RATE != 0)
     if inf_depot.any():
         r = d[inf_depot].iloc[0]
         raise DataError(
@@ -169,14 +198,48 @@ def _dose_events(t: pd.DataFrame, structure: Structure) -> pd.DataFrame:
             f"(CMT {structure.depot_cmt}) is not supported; give infusions into CMT {structure.central_cmt}"
         )
     d["ORDER"] = d.index.astype(float)
-    reps = d.ADDL.astype(int).to_numpy() + 1
-    out = d.loc[d.index.repeat(reps)].copy()
-    k = np.concatenate([np.arange(n) for n in reps]) if len(reps) else np.array([], int)
-    out["TIME"] = out.TIME.to_numpy() + k * out.II.to_numpy()
-    # an ADDL repeat at an observation's time comes after that observation (NONMEM);
-    # prediction-grid points (order inf) still see it
-    out["ORDER"] = np.where(k > 0, np.finfo(float).max, out.ORDER.to_numpy())
-    return out.sort_values(["ID", "TIME", "ORDER"], kind="stable")
+    d["AMT"] = d.AMT.fillna(0.0)
+    return d
+
+
+def _reset_events(t: pd.DataFrame) -> pd.DataFrame:
+    """Resets: EVID 3 and 4, and SS=1 doses; an EVID 4 / SS=1 reset comes just before its own dose."""
+    r = t[(t.EVID == 3) | (t.EVID == 4) | (t.EVID.isin([1, 4]) & (t.SS == 1))]
+    return pd.DataFrame({"ID": r.ID, "TIME": r.TIME, "ORDER": r.index.astype(float) - 0.5})
+
+
+def _per_subject(events: pd.DataFrame, ids, columns) -> dict[str, np.ndarray]:
+    """Events as (n_subjects, most events) arrays of ``columns``, padded, with a ``valid`` mask."""
+    groups = [events[events.ID == i] for i in ids]
+    width = max(1, max(len(g) for g in groups))
+    out = {c: np.zeros((len(ids), width)) for c in columns}
+    out["valid"] = np.zeros((len(ids), width), bool)
+    for k, g in enumerate(groups):
+        n = len(g)
+        for c in columns:
+            out[c][k, :n] = g[c].to_numpy(float)
+        out["valid"][k, :n] = True
+    return out
+
+
+def _before(t_a, o_a, t_b, o_b):
+    """Event a comes before event b: earlier time, or same time and earlier record order."""
+    return (t_a < t_b) | ((t_a == t_b) & (o_a < o_b))
+
+
+def _record_in_effect(t: pd.DataFrame, obs_id, obs_time, obs_order) -> np.ndarray:
+    """Per observation, the position of the last record of its subject at or before it (LOCF)."""
+    out = np.empty(len(obs_id), int)
+    for i in pd.unique(obs_id):
+        rows = np.flatnonzero(t.ID.to_numpy() == i)
+        which = np.flatnonzero(obs_id == i)
+        times = t.TIME.to_numpy()[rows]
+        # last record with (TIME, position) <= (obs time, obs order); the first record if none
+        k = np.searchsorted(times, obs_time[which], side="right") - 1
+        exact = np.isfinite(obs_order[which])
+        k = np.where(exact, np.searchsorted(rows, obs_order[which], side="right") - 1, k)
+        out[which] = rows[np.maximum(k, 0)]
+    return out
 
 
 def _check_obs_cmt(obs: pd.DataFrame, structure: Structure) -> None:

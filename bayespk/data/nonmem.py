@@ -8,14 +8,18 @@ ID        subject identifier (number); a subject's rows must be contiguous
 TIME      time of the record; must not decrease within a subject
 AMT       dose amount (dose records only)
 DV        observed value (observation records only)
-EVID      0 observation, 1 dose, 2 other event; 3/4 (reset) are refused for
-          now. Derived from AMT when absent (AMT > 0 -> 1, else 0).
+EVID      0 observation, 1 dose, 2 other event, 3 reset (the system is
+          emptied; additional doses of earlier records are cancelled), 4 reset
+          and dose. Derived from AMT when absent (AMT > 0 -> 1, else 0).
 MDV       1 = DV missing/ignored. Derived from EVID when absent.
 CMT       compartment of the dose / observation; the structure's default
           when absent or missing
-RATE      0 bolus, > 0 zero-order infusion rate
+RATE      0 bolus, > 0 zero-order infusion rate, -1 modeled rate (parameter
+          R1), -2 modeled duration (parameter D1)
 II, ADDL  ADDL additional doses every II after this one
-SS        steady state: only 0 is accepted for now
+SS        steady state: 1 = the dose is the last of an infinite train every
+          II, after a reset; 2 = the same, added to what is already there;
+          SS=1 with AMT=0 and RATE > 0 is a constant infusion at steady state
 BLQ       1 = below the limit of quantification (needs LLOQ)
 CENS      nlmixr2 style: 1 left-censored (DV is the LLOQ unless an LLOQ
           column says otherwise), -1 right-censored (DV is the limit)
@@ -49,7 +53,6 @@ NONMEM_COLUMNS = (
 )  # fmt: skip
 MISSING = {".", "", "NA", "NaN", "nan"}
 MAX_LISTED = 10
-UNSUPPORTED = "is not supported yet (planned: dosing-records issue #3)"
 
 
 @dataclass
@@ -125,18 +128,20 @@ class Dataset:
     @property
     def doses(self) -> pd.DataFrame:
         """Dose records (EVID 1)."""
-        return self.table[self.table.EVID == 1]
+        return self.table[self.table.EVID.isin([1, 4])]
 
     @property
     def subject_ids(self) -> np.ndarray:
         """Subject IDs in order of first appearance."""
         return pd.unique(self.table.ID)
 
-    def subject_covariate(self, column: str, needed_for: str) -> pd.Series:
-        """One value per subject for a baseline covariate, indexed by ID.
+    def covariate_values(self, column: str, needed_for: str) -> pd.Series:
+        """A covariate's value on every record (aligned with ``table``).
 
-        Refuses a covariate that is absent, missing on any row of a subject,
-        or changes within a subject, naming the row.
+        Values may change between a subject's records (time-varying
+        covariates); a missing value takes the subject's last value before it
+        (last observation carried forward). Refuses a column that is absent or
+        missing on a subject's first record, naming the row.
         """
         col = column.upper()
         if col not in self.table.columns:
@@ -146,22 +151,27 @@ class Dataset:
                 + ", ".join(self.table.columns.drop("ROW"))
             )
         t = self.table
-        missing = t[col].isna()
+        filled = t.groupby("ID", sort=False)[col].ffill()
+        missing = filled.isna()
         if missing.any():
             r = t[missing].iloc[0]
             raise DataError(
-                f"row {int(r.ROW)}, column {col}: missing value for ID {_fmt(r.ID)}; "
-                f"{needed_for} needs {col} on every row ({int(missing.sum())} rows missing)"
+                f"row {int(r.ROW)}, column {col}: missing value for ID {_fmt(r.ID)} with no earlier value to carry "
+                f"forward; {needed_for} needs {col} from each subject's first record on "
+                f"({int(missing.sum())} rows without a value)"
             )
-        first = t.groupby("ID", sort=False)[col].transform("first")
-        varying = t[col] != first
-        if varying.any():
-            r = t[varying].iloc[0]
-            raise DataError(
-                f"row {int(r.ROW)}, column {col}: value {r[col]} differs from the first "
-                f"value of ID {_fmt(r.ID)}; time-varying covariates {UNSUPPORTED}"
-            )
-        return t.groupby("ID", sort=False)[col].first()
+        return filled
+
+    def subject_covariate(self, column: str, needed_for: str) -> pd.Series:
+        """One value per subject, indexed by ID: the value on its first record (the baseline)."""
+        values = self.covariate_values(column, needed_for)
+        return values.groupby(self.table.ID, sort=False).first()
+
+    def is_time_varying(self, column: str) -> bool:
+        """Whether a column's value changes within any subject (after carrying values forward)."""
+        values = self.table.groupby("ID", sort=False)[column.upper()].ffill()
+        first = values.groupby(self.table.ID, sort=False).transform("first")
+        return bool((values != first).any())
 
     def to_csv(self, path: str | Path) -> None:
         """Write the records back as a NONMEM-style CSV (``.`` for missing)."""
@@ -290,7 +300,7 @@ def read_nonmem(
         excluded["observation records with MDV=1 (not in the likelihood)"] = int(mdv_obs.sum())
     covariates = [c for c in table.columns if c not in NONMEM_COLUMNS and c != "ROW"]
     obs = (table.EVID == 0) & (table.MDV == 0)
-    doses = table.EVID == 1
+    doses = table.EVID.isin([1, 4])
     summary = DataSummary(
         n_rows=len(raw) + sum(v for k, v in excluded.items() if k.startswith("commented")),
         n_subjects=int(table.ID.nunique()),
@@ -413,17 +423,19 @@ def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
         t, ~evid_ok, "EVID",
         lambda r: f"unknown EVID {r.EVID:g} (0 observation, 1 dose, 2 other event, 3 reset, 4 reset and dose)",
     )  # fmt: skip
-    problems.add_mask(t, t.EVID.isin([3, 4]), "EVID", lambda r: f"EVID {r.EVID:g} (reset) {UNSUPPORTED}")
     problems.add_mask(t, ~t.MDV.isin([0, 1]), "MDV", lambda r: f"MDV must be 0 or 1, got {r.MDV:g}")
 
-    dose = t.EVID == 1
+    dose = t.EVID.isin([1, 4])
     obs = t.EVID == 0
     used = obs & (t.MDV == 0)
-    problems.add_mask(t, dose & ~(t.AMT > 0), "AMT",
-                      lambda r: f"dose record (EVID 1) needs AMT > 0, got {'missing' if pd.isna(r.AMT) else f'{r.AMT:g}'}")
-    problems.add_mask(t, dose & (t.MDV != 1), "MDV", "dose record (EVID 1) must have MDV=1")
-    problems.add_mask(t, (t.EVID.isin([0, 2])) & t.AMT.notna() & (t.AMT != 0), "AMT",
-                      lambda r: f"non-dose record (EVID {r.EVID:g}) has AMT={r.AMT:g}; dose records need EVID=1")
+    constant_ss = dose & (t.SS == 1) & (t.RATE > 0) & (t.AMT.fillna(0) == 0)
+    problems.add_mask(t, dose & ~(t.AMT > 0) & ~constant_ss, "AMT",
+                      lambda r: f"dose record (EVID {r.EVID:g}) needs AMT > 0, got "
+                                f"{'missing' if pd.isna(r.AMT) else f'{r.AMT:g}'} (AMT=0 is only allowed for a "
+                                f"constant infusion at steady state: SS=1, RATE > 0)")
+    problems.add_mask(t, dose & (t.MDV != 1), "MDV", lambda r: f"dose record (EVID {r.EVID:g}) must have MDV=1")
+    problems.add_mask(t, (t.EVID.isin([0, 2, 3])) & t.AMT.notna() & (t.AMT != 0), "AMT",
+                      lambda r: f"non-dose record (EVID {r.EVID:g}) has AMT={r.AMT:g}; dose records need EVID 1 or 4")
     # censored rows are checked below (LLOQ for CENS=1, the limit in DV for CENS=-1)
     problems.add_mask(t, used & t.DV.isna() & (t.CENS == 0), "DV",
                       "observation record (EVID 0, MDV 0) has no DV; set MDV=1 to keep it out of the likelihood")
@@ -434,7 +446,6 @@ def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
 
     # dosing record fields
     problems.add_mask(t, ~dose & (t.RATE != 0), "RATE", lambda r: f"RATE={r.RATE:g} on a non-dose record")
-    problems.add_mask(t, dose & t.RATE.isin([-1, -2]), "RATE", lambda r: f"modeled rate/duration (RATE {r.RATE:g}) {UNSUPPORTED}")
     problems.add_mask(t, dose & (t.RATE < 0) & ~t.RATE.isin([-1, -2]), "RATE",
                       lambda r: f"RATE must be 0 (bolus), > 0 (infusion), -1 or -2, got {r.RATE:g}")
     problems.add_mask(t, (t.ADDL < 0) | (t.ADDL % 1 != 0), "ADDL",
@@ -446,7 +457,16 @@ def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
     problems.add_mask(t, dose & (t.ADDL == 0) & (t.II > 0) & (t.SS == 0), "ADDL",
                       lambda r: f"II={r.II:g} without ADDL or SS (II > 0 requires ADDL > 0 for non-steady-state doses)")
     problems.add_mask(t, ~t.SS.isin([0, 1, 2]), "SS", lambda r: f"SS must be 0, 1 or 2, got {r.SS:g}")
-    problems.add_mask(t, t.SS.isin([1, 2]), "SS", lambda r: f"steady-state dosing (SS={r.SS:g}) {UNSUPPORTED}")
+    problems.add_mask(t, ~dose & (t.SS != 0), "SS", lambda r: f"SS={r.SS:g} on a non-dose record")
+    problems.add_mask(t, dose & (t.SS != 0) & (t.II <= 0) & ~constant_ss, "II",
+                      lambda r: f"steady-state dose (SS={r.SS:g}) needs the dosing interval II > 0")
+    problems.add_mask(t, constant_ss & (t.II != 0), "II",
+                      "a constant infusion at steady state (SS=1, AMT=0, RATE > 0) must have II=0")
+    problems.add_mask(t, dose & (t.SS == 2) & (t.AMT.fillna(0) == 0), "AMT", "SS=2 needs AMT > 0")
+    long_inf = dose & (t.RATE > 0) & (t.II > 0) & (t.AMT / t.RATE.where(t.RATE > 0) > t.II)
+    problems.add_mask(t, long_inf, "RATE",
+                      lambda r: f"infusion of {r.AMT / r.RATE:g} h (AMT/RATE) is longer than II={r.II:g}; "
+                                "overlapping repeated infusions are not supported")
     cmt = t.CMT
     problems.add_mask(t, cmt.notna() & ((cmt < 1) | (cmt % 1 != 0)), "CMT",
                       lambda r: f"CMT must be a positive whole number, got {r.CMT:g}")

@@ -19,7 +19,7 @@ def individual_curves(fit, *, n_grid: int = 120, interval: float = 0.9, draws: i
     """
     records = fit.tree["records"].to_dataset().to_dataframe()
     t_max = float(records.TIME.max())
-    grid = np.unique(np.r_[np.linspace(0.0, t_max, n_grid), records.TIME[records.EVID == 1].to_numpy()])
+    grid = np.unique(np.r_[np.linspace(0.0, t_max, n_grid), records.TIME[records.EVID.isin([1, 4])].to_numpy()])
     pred = fit.predict(grid=grid, draws=draws, ids=ids)
     lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
     ipred = pred["IPRED"].stack(sample=("chain", "draw"))
@@ -48,7 +48,7 @@ def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interva
     obs = pd.DataFrame({"ID": const["SUBJECT"].values, "TIME": const["TIME"].values,
                         "DV": fit.tree["observed_data"]["DV"].values, "CENS": const["CENS"].values})
     records = fit.tree["records"].to_dataset().to_dataframe()
-    doses = records[records.EVID == 1]
+    doses = records[records.EVID.isin([1, 4])]
     ids = list(pd.unique(curves.ID)) if ids is None else list(ids)
     nrows = math.ceil(len(ids) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), sharex=True, squeeze=False)

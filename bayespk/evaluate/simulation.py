@@ -108,6 +108,6 @@ def observation_table(source) -> pd.DataFrame:
     records = records.set_index("ROW")
     extra = records.drop(columns=[c for c in ("ID", "TIME", "DV", "CENS") if c in records.columns])
     obs = obs.join(extra, on="ROW")
-    first_dose = records[records.EVID == 1].groupby("ID").AMT.first()
+    first_dose = records[records.EVID.isin([1, 4])].groupby("ID").AMT.first()
     obs["DOSE"] = obs.ID.map(first_dose)
     return obs

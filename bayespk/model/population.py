@@ -1,17 +1,31 @@
 """The hierarchical population model: a Spec and a Dataset become a ``pm.Model``.
 
-For every structural parameter ``P`` with IIV::
+For every structural parameter ``P``::
 
-    P_i = P * prod_c effect_c(x_ic) * exp(eta_P_i),    eta_P_i = omega_P * z_P_i,  z ~ N(0, 1)
+    P_ij = P * prod_c effect_c(x_c(t_j)) * exp(eta_P_i + kappa_P_i,occ(j))
+    eta_P_i = omega_P * z_P_i,  kappa_P_ik = omega_iov_P * z_iov_P_ik,  z ~ N(0, 1)
 
-(non-centered). Predictions are the closed forms of :mod:`bayespk.structural`
-summed over each subject's doses; the residual error and BLQ handling follow
-:class:`~bayespk.model.spec.ErrorSpec`.
+(non-centered). Etas of the parameters listed in the spec's ``[iiv]
+correlated`` are correlated: ``eta_i = diag(omega) L z_i`` with ``L`` the
+Cholesky factor of a correlation matrix with an LKJ prior.
+
+Covariates and occasions are read from the record in effect at each
+observation (last observation carried forward), so time-varying covariates
+and inter-occasion variability give each observation its own parameters.
+Predictions are the closed forms of :mod:`bayespk.structural` summed over the
+subject's dose records, every record evaluated with the parameters in effect
+at the observation. This is exact while parameters stay constant from a dose
+to the observations it reaches (baseline covariates; occasions separated by
+washout, or each starting with its own dose once earlier doses have washed
+out); where a parameter changes while earlier doses are still present, the
+carry-over of those doses is computed with the new value. The residual error
+and BLQ handling follow :class:`~bayespk.model.spec.ErrorSpec`.
 
 Names in the model (and so in the posterior) are the spec's: ``CL``, ``V``,
 ``KA`` (typical values, natural scale), ``omega_<P>``, ``eta_<P>`` (dims
-``ID``), ``<P>_<COL>`` (covariate coefficients), ``sigma_add`` /
-``sigma_prop`` / ``sigma_log``, and the observed ``DV`` (dims ``obs``).
+``ID``), ``omega_iov_<P>``, ``kappa_<P>`` (dims ``occasion``), ``corr_<P>_<Q>``,
+``<P>_<COL>`` (covariate coefficients), ``sigma_add`` / ``sigma_prop`` /
+``sigma_log``, ``nu`` (Student-t), and the observed ``DV`` (dims ``obs``).
 """
 
 from __future__ import annotations
@@ -28,8 +42,8 @@ from bayespk.data.design import Design
 from bayespk.data.nonmem import Dataset, read_nonmem
 from bayespk.errors import DataError, SpecError
 from bayespk.model.priors import Prior
-from bayespk.model.spec import ERROR_MODELS, CovariateSpec, ErrorSpec, Spec
-from bayespk.structural import STRUCTURES, superpose
+from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
+from bayespk.structural import STRUCTURES
 
 __all__ = ["PopulationModel"]
 
@@ -65,8 +79,10 @@ class PopulationModel:
         self.structure = STRUCTURES[self.spec.structure]
         self.design = self._design(grid=None)
         self._covariates = self._covariate_design()
+        self._occasions = self._occasion_design()
         self.spec = self._resolve(self.spec)
         self._check_error_model()
+        self._check_dosing_parameters()
 
     # ------------------------------------------------------------------ setup
     def _design(self, grid, grid_subjects=None) -> Design:
@@ -77,14 +93,15 @@ class PopulationModel:
         return design
 
     def _covariate_design(self) -> dict[str, dict]:
-        """Per covariate effect: subject values (and levels for categorical)."""
+        """Per covariate effect: values on every record, per-subject baseline (and levels if categorical)."""
         out = {}
         for c in self.spec.covariates:
-            values = self.data.subject_covariate(c.column, needed_for=f"the {c.effect} effect of {c.column} on "
-                                                                      f"{c.parameter}")
-            values = values.reindex(self.design.subject_ids)
+            needed = f"the {c.effect} effect of {c.column} on {c.parameter}"
+            records = self.data.covariate_values(c.column, needed_for=needed)
+            baseline = records.groupby(self.data.table.ID, sort=False).first().reindex(self.design.subject_ids)
+            info = {"values": baseline.to_numpy(), "time_varying": self.data.is_time_varying(c.column)}
             if c.effect == "categorical":
-                levels = sorted(values.unique(), key=lambda v: (isinstance(v, str), v))
+                levels = sorted(records.unique(), key=lambda v: (isinstance(v, str), v))
                 ref = c.reference if c.reference is not None else levels[0]
                 if ref not in levels:
                     raise SpecError(f"covariate {c.name}: reference level {ref!r} does not occur in column "
@@ -93,25 +110,43 @@ class PopulationModel:
                 if not others:
                     raise DataError(f"column {c.column}: every subject has level {ref!r}; a categorical "
                                     f"effect on {c.parameter} cannot be estimated")
-                out[c.name] = {"values": values.to_numpy(), "reference": ref, "levels": others}
+                out[c.name] = info | {"records": records.to_numpy(), "reference": ref, "levels": others}
             else:
-                if values.dtype == object:
-                    bad = values[pd.to_numeric(values, errors="coerce").isna()]
-                    raise DataError(f"{self._where(bad.index[0], c.column)}: value {bad.iloc[0]!r} is not a "
-                                    f"number; a {c.effect} effect needs a numeric covariate")
-                x = values.to_numpy(float)
+                if records.dtype == object:
+                    k = int(np.argmax(pd.to_numeric(records, errors="coerce").isna().to_numpy()))
+                    raise DataError(f"{self._record(k, c.column)}: value {records.iloc[k]!r} is not a number; a "
+                                    f"{c.effect} effect needs a numeric covariate")
+                x = records.to_numpy(float)
                 if c.effect == "power" and (x <= 0).any():
-                    i = values.index[np.argmax(x <= 0)]
-                    raise DataError(f"{self._where(i, c.column)}: value {values[i]:g} is not > 0; a power "
-                                    f"effect of {c.column} on {c.parameter} needs positive values")
-                out[c.name] = {"values": x}
+                    k = int(np.argmax(x <= 0))
+                    raise DataError(f"{self._record(k, c.column)}: value {x[k]:g} is not > 0; a power effect of "
+                                    f"{c.column} on {c.parameter} needs positive values")
+                out[c.name] = info | {"records": x, "values": baseline.to_numpy(float)}
         return out
 
-    def _where(self, subject, column: str) -> str:
-        """'row R, column C' of a subject's first record, for error messages."""
+    def _occasion_design(self) -> dict | None:
+        """Occasion index of every record (subject x OCC value), when any parameter has IOV."""
+        with_iov = [p for p, ps in self.spec.parameters.items() if ps.iov is not None]
+        if not with_iov:
+            return None
         t = self.data.table
-        row = int(t.ROW[t.ID == subject].iloc[0])
-        return f"row {row}, column {column} (ID {_label(subject)})"
+        occ = self.data.covariate_values("OCC", needed_for=f"inter-occasion variability on {', '.join(with_iov)}")
+        if pd.to_numeric(occ, errors="coerce").isna().any():
+            k = int(np.argmax(pd.to_numeric(occ, errors="coerce").isna().to_numpy()))
+            raise DataError(f"{self._record(k, 'OCC')}: occasion {occ.iloc[k]!r} is not a number")
+        pairs = pd.MultiIndex.from_arrays([t.ID.to_numpy(), occ.to_numpy(float)])
+        codes, uniques = pd.factorize(pairs)
+        labels = [f"{_label(i)}:{_label(o)}" for i, o in uniques]
+        per_subject = pd.Series(occ.to_numpy(float)).groupby(t.ID.to_numpy()).nunique()
+        if (per_subject <= 1).all():
+            raise DataError("column OCC: every subject has a single occasion, so inter-occasion variability "
+                            f"on {', '.join(with_iov)} cannot be told apart from IIV")
+        return {"records": codes, "labels": labels}
+
+    def _record(self, position: int, column: str) -> str:
+        """'row R, column C (ID i)' of the record at ``position`` in the table, for error messages."""
+        r = self.data.table.iloc[position]
+        return f"row {int(r.ROW)}, column {column} (ID {_label(r.ID)})"
 
     def _resolve(self, spec: Spec) -> Spec:
         """Fill data-dependent defaults so the stored spec reproduces the run."""
@@ -125,6 +160,8 @@ class PopulationModel:
             covs.append(c)
         priors = dict(spec.error.priors)
         dv = self.design.obs_dv[self.design.obs_cens == 0]
+        if spec.error.student_t and "nu" not in priors:
+            priors["nu"] = DEFAULT_NU
         for name in ERROR_MODELS[spec.error.model]:
             if name in priors:
                 continue
@@ -133,7 +170,7 @@ class PopulationModel:
                 priors[name] = Prior("HalfNormal", sigma=float(f"{scale:.3g}"))
             else:
                 priors[name] = Prior("HalfNormal", sigma=0.5)
-        return replace(spec, covariates=tuple(covs), error=ErrorSpec(spec.error.model, priors, spec.error.blq))
+        return replace(spec, covariates=tuple(covs), error=replace(spec.error, priors=priors))
 
     def _check_error_model(self) -> None:
         d = self.design
@@ -155,40 +192,81 @@ class PopulationModel:
                                 f"error needs; flag it BLQ or use additive/combined error")
 
     # ------------------------------------------------------------------ build
+    def _check_dosing_parameters(self) -> None:
+        """Optional dosing parameters and the records that need them must come together."""
+        t = self.data.table
+        doses = t[t.EVID.isin([1, 4])]
+        depot = self.design.into_depot.any() if self.design.n_obs else False
+        needs = {"D1": (doses.RATE == -2, "RATE = -2 (modeled duration)"),
+                 "R1": (doses.RATE == -1, "RATE = -1 (modeled rate)")}
+        for name, (rows, what) in needs.items():
+            if rows.any() and name not in self.spec.parameters:
+                raise SpecError(f"row {int(doses.ROW[rows].iloc[0])}, column RATE: {what} needs parameter {name} "
+                                f"in [parameters.{name}]")
+            if name in self.spec.parameters and not rows.any():
+                raise SpecError(f"[parameters.{name}]: no dose record has {what}, so {name} cannot be estimated")
+        for name in ("TLAG", "F"):
+            if name in self.spec.parameters and not depot:
+                raise SpecError(f"[parameters.{name}]: no dose goes into the depot (CMT "
+                                f"{self.structure.depot_cmt}), so {name} cannot be estimated")
+
+    # ------------------------------------------------------------------ build
     @property
     def coords(self) -> dict:
         coords = {"ID": self.design.subject_ids, "obs": np.arange(self.design.n_obs)}
         for c in self.spec.covariates:
             if c.effect == "categorical":
                 coords[f"{c.column}_level"] = [_label(v) for v in self._covariates[c.name]["levels"]]
+        if self._occasions is not None:
+            coords["occasion"] = self._occasions["labels"]
         return coords
 
-    def individual_parameters(self) -> tuple[dict, dict]:
-        """Create typical values, IIV and covariate effects in the current model.
+    def individual_parameters(self, design: Design) -> tuple[dict, dict]:
+        """Create typical values, IIV, IOV and covariate effects in the current model.
 
-        Returns per-subject tensors of the individual parameters and of the
-        population parameters (covariate effects, eta = 0).
+        Returns, per observation of ``design``, tensors of the individual
+        parameters and of the population parameters (covariate effects, eta = kappa = 0).
         """
+        s, rec = design.obs_subject, design.obs_record
+        etas = self._etas()
         individual, population = {}, {}
-        ones = np.ones(self.design.n_subjects)
         for name, p in self.spec.parameters.items():
-            log_pop = pt.log(p.typical.create(name)) * ones
+            log_pop = pt.log(p.typical.create(name)) * np.ones(design.n_obs)
             for c in self.spec.covariates:
                 if c.parameter == name:
-                    log_pop = log_pop + self._log_effect(c)
+                    log_pop = log_pop + self._log_effect(c)[rec]
             log_ind = log_pop
-            if p.iiv is not None:
-                omega = p.iiv.create(f"omega_{name}")
-                z = pm.Normal(f"z_{name}", 0.0, 1.0, dims="ID")
-                log_ind = log_pop + pm.Deterministic(f"eta_{name}", omega * z, dims="ID")
+            if name in etas:
+                log_ind = log_ind + etas[name][s]
+            if p.iov is not None:
+                omega = p.iov.create(f"omega_iov_{name}")
+                z = pm.Normal(f"z_iov_{name}", 0.0, 1.0, dims="occasion")
+                kappa = pm.Deterministic(f"kappa_{name}", omega * z, dims="occasion")
+                log_ind = log_ind + kappa[self._occasions["records"][rec]]
             individual[name] = pt.exp(log_ind)
             population[name] = pt.exp(log_pop)
         return individual, population
 
+    def _etas(self) -> dict:
+        """Per-subject etas (dims ID), correlated through an LKJ prior where the spec says so."""
+        params = self.spec.parameters
+        omegas = {name: p.iiv.create(f"omega_{name}") for name, p in params.items() if p.iiv is not None}
+        z = {name: pm.Normal(f"z_{name}", 0.0, 1.0, dims="ID") for name in omegas}
+        corr = self.spec.correlated
+        if corr:
+            chol = pm.LKJCorr("chol_corr_iiv", n=len(corr), eta=self.spec.lkj_eta)
+            mixed = pt.dot(pt.stack([z[n] for n in corr], axis=1), chol.T)
+            z = z | {n: mixed[:, k] for k, n in enumerate(corr)}
+            r = pt.dot(chol, chol.T)
+            for i, a in enumerate(corr):
+                for j in range(i + 1, len(corr)):
+                    pm.Deterministic(f"corr_{a}_{corr[j]}", r[i, j])
+        return {name: pm.Deterministic(f"eta_{name}", omegas[name] * z[name], dims="ID") for name in omegas}
+
     def _log_effect(self, c: CovariateSpec):
-        """log of the covariate factor per subject (creates the coefficient's prior)."""
+        """log of the covariate factor on every record (creates the coefficient's prior)."""
         info = self._covariates[c.name]
-        x = info["values"]
+        x = info["records"]
         if c.effect == "categorical":
             levels = info["levels"]
             theta = (pt.as_tensor(np.full(len(levels), c.coefficient)) if c.fixed
@@ -205,16 +283,13 @@ class PopulationModel:
         return pt.log(pt.maximum(factor, 1e-300))
 
     def predict(self, params: dict, design: Design):
-        """Concentrations at the design's observations from per-subject parameters."""
-        s = design.obs_subject
-        gathered = {k: v[s][:, None] for k, v in params.items()}
-        contrib = self.structure.dose_contribution(design.dt, design.amt, design.rate, design.into_depot, gathered)
-        return superpose(contrib, design.mask)
+        """Concentrations at the design's observations from per-observation parameters."""
+        return design.concentrations(self.structure, params)
 
     def build(self) -> pm.Model:
         """The PyMC model with the likelihood of the observations."""
         with pm.Model(coords=self.coords) as model:
-            individual, _ = self.individual_parameters()
+            individual, _ = self.individual_parameters(self.design)
             self._likelihood(self.predict(individual, self.design), self.design)
         return model
 
@@ -230,7 +305,7 @@ class PopulationModel:
         """
         d = self._design(grid=grid, grid_subjects=grid_subjects) if grid is not None else self.design
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
-            individual, population = self.individual_parameters()
+            individual, population = self.individual_parameters(d)
             ipred = pm.Deterministic("IPRED", self.predict(individual, d), dims="obs")
             pm.Deterministic("PRED", self.predict(population, d), dims="obs")
             if simulate:
@@ -249,14 +324,21 @@ class PopulationModel:
             sd = sig["sigma_prop"] * f
         else:
             sd = pt.sqrt(sig["sigma_add"] ** 2 + (sig["sigma_prop"] * f) ** 2)
+        if err.student_t:
+            return pm.StudentT.dist(nu=sig["nu"], mu=f, sigma=sd)
         return pm.Normal.dist(mu=f, sigma=sd)
 
     def _likelihood(self, f, d: Design):
         dist = self._residual(f)
+        err = self.spec.error
+        if err.blq == "M4" and err.model != "lognormal":
+            # M4 (Beal 2001): every observation conditioned on Y > 0
+            dist = pm.Truncated.dist(dist, lower=0.0)
         cens = d.obs_cens
         if (cens == 0).all():
             return _observe(dist, d.obs_dv)
-        # pm.Censored: a value equal to `lower` means "at or below lower" (BLQ, M3: P(Y < LLOQ));
+        # pm.Censored: a value equal to `lower` means "at or below lower" (BLQ, M3: P(Y < LLOQ);
+        # M4: P(0 < Y < LLOQ) / P(Y > 0) through the truncation above);
         # a value equal to `upper` means "at or above upper" (right-censored, CENS = -1).
         lower = np.where(cens == 1, d.obs_limit, -np.inf)
         upper = np.where(cens == -1, d.obs_limit, np.inf)

@@ -22,7 +22,7 @@ import tomli_w
 
 from bayespk.errors import SpecError
 from bayespk.model.priors import MixturePrior, Prior
-from bayespk.structural import STRUCTURES
+from bayespk.structural import OPTIONAL_PARAMETERS, STRUCTURES
 
 __all__ = [
     "Spec",
@@ -43,7 +43,11 @@ ERROR_MODELS = {
     "lognormal": ("sigma_log",),
 }
 EFFECTS = ("power", "exponential", "linear", "categorical")
-BLQ_METHODS = ("M3", "drop")
+BLQ_METHODS = ("M3", "M4", "drop")
+DISTRIBUTIONS = ("normal", "student_t")
+DEFAULT_NU = Prior("Gamma", alpha=2.0, beta=0.1)
+DEFAULT_IOV = Prior("HalfNormal", sigma=0.3)
+DEFAULT_LKJ_ETA = 2.0
 SAMPLERS = ("nutpie", "pymc")
 DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
 DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
@@ -56,6 +60,27 @@ def _check_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
     for k in d:
         if k not in allowed:
             raise SpecError(f"{where}: unknown key {k!r}; allowed keys: {', '.join(allowed)}")
+
+
+def _iiv_block(d: dict, parameters: dict) -> tuple[tuple[str, ...], float]:
+    """The ``[iiv]`` table: parameters whose etas are correlated (LKJ prior on their correlation)."""
+    _check_keys(d, ("correlated", "lkj_eta"), "[iiv]")
+    correlated = d.get("correlated", [])
+    if not isinstance(correlated, list) or not all(isinstance(p, str) for p in correlated):
+        raise SpecError("[iiv] correlated: expected a list of parameter names, e.g. [\"CL\", \"V\"]")
+    for p in correlated:
+        if p not in parameters:
+            raise SpecError(f"[iiv] correlated: {p!r} is not a parameter of the model ({', '.join(parameters)})")
+        if parameters[p].iiv is None:
+            raise SpecError(f"[iiv] correlated: {p} has no IIV (iiv = false), so it cannot be correlated")
+    if len(set(correlated)) != len(correlated):
+        raise SpecError("[iiv] correlated: a parameter is listed twice")
+    if len(correlated) == 1:
+        raise SpecError("[iiv] correlated: needs at least two parameters")
+    eta = _number(d.get("lkj_eta", DEFAULT_LKJ_ETA), "[iiv] lkj_eta")
+    if eta <= 0:
+        raise SpecError(f"[iiv] lkj_eta: the LKJ shape must be > 0, got {eta:g}")
+    return tuple(correlated), eta
 
 
 def _number(v: Any, where: str) -> float:
@@ -100,19 +125,22 @@ class DataSpec:
 class ParameterSpec:
     """A structural parameter: prior of its typical value, and its IIV (or none).
 
-    The individual value is ``typical * covariate effects * exp(eta)`` with
-    ``eta ~ Normal(0, omega)`` (non-centered); ``iiv`` is the prior of omega,
-    the SD of eta on the log scale. ``iiv=None`` means no IIV.
+    The individual value is ``typical * covariate effects * exp(eta + kappa)``
+    with ``eta ~ Normal(0, omega)`` per subject (non-centered); ``iiv`` is the
+    prior of omega, the SD of eta on the log scale (``None``: no IIV). ``iov``
+    is the prior of the SD of ``kappa ~ Normal(0, omega_iov)``, drawn per
+    subject and occasion (the dataset's ``OCC`` column); ``None``: no IOV.
     """
 
     name: str
     typical: Prior | MixturePrior
     iiv: Prior | None = DEFAULT_IIV
+    iov: Prior | None = None
 
     @classmethod
     def from_dict(cls, name: str, d: dict, base_dir: Path | None = None) -> "ParameterSpec":
         where = f"[parameters.{name}]"
-        _check_keys(d, ("typical", "guess", "iiv"), where)
+        _check_keys(d, ("typical", "guess", "iiv", "iov"), where)
         if "typical" in d and "guess" in d:
             raise SpecError(f"{where}: give either 'typical' (a prior) or 'guess' (a value), not both")
         if "typical" in d and isinstance(d["typical"], dict) and "file" in d["typical"]:
@@ -129,9 +157,11 @@ class ParameterSpec:
                 f"{where}: needs 'typical' (a prior, e.g. {{ dist = \"LogNormal\", mu = -3, sigma = 1 }}) "
                 "or 'guess' (a typical value; the prior is then LogNormal(log(guess), 1))"
             )
-        if typical.support not in ("positive",):
+        allowed = ("positive", "unit") if name == "F" else ("positive",)
+        if typical.support not in allowed:
             raise SpecError(f"{where} typical: the typical value of {name} must be positive; "
-                            f"use a positive distribution such as LogNormal, not {typical.dist}")
+                            f"use a positive distribution such as LogNormal"
+                            f"{' or Beta' if name == 'F' else ''}, not {typical.dist}")
         iiv_raw = d.get("iiv", True)
         if iiv_raw is True:
             iiv = DEFAULT_IIV
@@ -141,10 +171,22 @@ class ParameterSpec:
             iiv = Prior.from_dict(iiv_raw, f"{where} iiv")
             if iiv.support != "positive":
                 raise SpecError(f"{where} iiv: omega is an SD and needs a positive prior, not {iiv.dist}")
-        return cls(name=name, typical=typical, iiv=iiv)
+        iov_raw = d.get("iov", False)
+        if iov_raw is True:
+            iov = DEFAULT_IOV
+        elif iov_raw is False:
+            iov = None
+        else:
+            iov = Prior.from_dict(iov_raw, f"{where} iov")
+            if iov.support != "positive":
+                raise SpecError(f"{where} iov: the IOV SD needs a positive prior, not {iov.dist}")
+        return cls(name=name, typical=typical, iiv=iiv, iov=iov)
 
     def to_dict(self) -> dict:
-        return {"typical": self.typical.to_dict(), "iiv": self.iiv.to_dict() if self.iiv else False}
+        out = {"typical": self.typical.to_dict(), "iiv": self.iiv.to_dict() if self.iiv else False}
+        if self.iov is not None:
+            out["iov"] = self.iov.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -229,28 +271,52 @@ class ErrorSpec:
     ``model``: additive ``y ~ N(f, sigma_add)``; proportional
     ``y ~ N(f, sigma_prop * f)``; combined ``y ~ N(f, sqrt(sigma_add^2 +
     (sigma_prop f)^2))``; lognormal ``log y ~ N(log f, sigma_log)``.
-    ``blq``: ``"M3"`` (censored likelihood P(Y < LLOQ), the default) or
-    ``"drop"`` (BLQ rows left out of the likelihood, counted in the summary).
+    ``blq``: ``"M3"`` (censored likelihood P(Y < LLOQ), the default),
+    ``"M4"`` (every observation conditioned on Y > 0: BLQ rows contribute
+    P(0 < Y < LLOQ) / P(Y > 0), others f(y) / P(Y > 0); the same as M3 under
+    lognormal error) or ``"drop"`` (BLQ rows left out of the likelihood,
+    counted in the summary).
+    ``distribution``: ``"normal"`` or ``"student_t"`` (heavier tails for
+    outliers, same scale parameters, degrees of freedom ``nu`` with prior
+    ``nu``, default Gamma(2, 0.1)); Student-t is available for the additive,
+    proportional and combined models.
     """
 
     model: str = "proportional"
     priors: dict[str, Prior] = field(default_factory=dict)
     blq: str = "M3"
+    distribution: str = "normal"
+
+    @property
+    def student_t(self) -> bool:
+        return self.distribution == "student_t"
 
     @property
     def names(self) -> tuple[str, ...]:
-        return ERROR_MODELS[self.model]
+        return ERROR_MODELS[self.model] + (("nu",) if self.student_t else ())
 
     @classmethod
     def from_dict(cls, d: dict) -> "ErrorSpec":
-        _check_keys(d, ("model", "blq", "sigma_add", "sigma_prop", "sigma_log"), "[error]")
+        _check_keys(d, ("model", "blq", "distribution", "sigma_add", "sigma_prop", "sigma_log", "nu"), "[error]")
         model = d.get("model", "proportional")
         if not isinstance(model, str) or model not in ERROR_MODELS:
             raise SpecError(f"[error] model: {model!r} is not one of {', '.join(ERROR_MODELS)}")
         blq = d.get("blq", "M3")
         if blq not in BLQ_METHODS:
             raise SpecError(f"[error] blq: {blq!r} is not one of {', '.join(BLQ_METHODS)}")
+        distribution = d.get("distribution", "normal")
+        if distribution not in DISTRIBUTIONS:
+            raise SpecError(f"[error] distribution: {distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+        if distribution == "student_t" and model == "lognormal":
+            raise SpecError("[error] distribution: student_t is available for additive, proportional and combined "
+                            "error, not lognormal (use proportional error with student_t)")
         priors = {}
+        if "nu" in d:
+            if distribution != "student_t":
+                raise SpecError("[error] nu: degrees of freedom are only used with distribution = \"student_t\"")
+            priors["nu"] = Prior.from_dict(d["nu"], "[error] nu")
+            if priors["nu"].support != "positive":
+                raise SpecError(f"[error] nu: degrees of freedom need a positive prior, not {priors['nu'].dist}")
         for k in ("sigma_add", "sigma_prop", "sigma_log"):
             if k in d:
                 if k not in ERROR_MODELS[model]:
@@ -259,10 +325,13 @@ class ErrorSpec:
                 priors[k] = Prior.from_dict(d[k], f"[error] {k}")
                 if priors[k].support != "positive":
                     raise SpecError(f"[error] {k}: an SD needs a positive prior, not {priors[k].dist}")
-        return cls(model=model, priors=priors, blq=blq)
+        return cls(model=model, priors=priors, blq=blq, distribution=distribution)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "blq": self.blq, **{k: p.to_dict() for k, p in self.priors.items()}}
+        out = {"model": self.model, "blq": self.blq}
+        if self.student_t:
+            out["distribution"] = self.distribution
+        return out | {k: p.to_dict() for k, p in self.priors.items()}
 
 
 @dataclass(frozen=True)
@@ -333,6 +402,8 @@ class Spec:
     data: DataSpec = field(default_factory=DataSpec)
     name: str = "model"
     description: str = ""
+    correlated: tuple[str, ...] = ()
+    lkj_eta: float = DEFAULT_LKJ_ETA
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Spec":
@@ -354,8 +425,8 @@ class Spec:
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None = None) -> "Spec":
-        _check_keys(d, ("name", "description", "data", "model", "parameters", "covariates", "error", "sampler"),
-                    "spec")
+        _check_keys(d, ("name", "description", "data", "model", "parameters", "iiv", "covariates", "error",
+                        "sampler"), "spec")
         model = d.get("model")
         if model is None:
             raise SpecError("[model] is required, with structure = one of " + ", ".join(STRUCTURES))
@@ -364,13 +435,21 @@ class Spec:
         if not isinstance(structure, str) or structure not in STRUCTURES:
             raise SpecError(f"[model] structure: {structure!r} is not one of {', '.join(STRUCTURES)}")
         needed = STRUCTURES[structure].parameters
+        optional = STRUCTURES[structure].optional_parameters
         params_raw = d.get("parameters", {})
-        _check_keys(params_raw, needed, "[parameters]")
+        if isinstance(params_raw, dict):
+            for k in params_raw:
+                if k in OPTIONAL_PARAMETERS and k not in optional:
+                    raise SpecError(f"[parameters] {k}: the {OPTIONAL_PARAMETERS[k][0]} needs a structure with an "
+                                    f"absorption depot; {structure} has none")
+        _check_keys(params_raw, needed + optional, "[parameters]")
         missing = [p for p in needed if p not in params_raw]
         if missing:
             raise SpecError(f"[parameters]: structure {structure} needs {', '.join(needed)}; "
                             f"missing {', '.join(missing)}")
-        parameters = {p: ParameterSpec.from_dict(p, params_raw[p], base_dir) for p in needed}
+        names = needed + tuple(p for p in optional if p in params_raw)
+        parameters = {p: ParameterSpec.from_dict(p, params_raw[p], base_dir) for p in names}
+        correlated, lkj_eta = _iiv_block(d.get("iiv", {}), parameters)
         cov_raw = d.get("covariates", [])
         if not isinstance(cov_raw, list):
             raise SpecError("covariates: use [[covariates]] tables (a list)")
@@ -396,6 +475,8 @@ class Spec:
             data=DataSpec.from_dict(d.get("data", {}), base_dir),
             name=name,
             description=description,
+            correlated=correlated,
+            lkj_eta=lkj_eta,
         )
 
     @property
@@ -404,6 +485,8 @@ class Spec:
         estimated covariate coefficients, residual SDs."""
         names = list(self.parameters)
         names += [f"omega_{p}" for p, ps in self.parameters.items() if ps.iiv is not None]
+        names += [f"omega_iov_{p}" for p, ps in self.parameters.items() if ps.iov is not None]
+        names += [f"corr_{a}_{b}" for i, a in enumerate(self.correlated) for b in self.correlated[i + 1:]]
         names += [c.name for c in self.covariates if not isinstance(c.coefficient, float)]
         names += list(self.error.names)
         return names
@@ -417,6 +500,8 @@ class Spec:
             out["data"] = data
         out["model"] = {"structure": self.structure}
         out["parameters"] = {k: p.to_dict() for k, p in self.parameters.items()}
+        if self.correlated:
+            out["iiv"] = {"correlated": list(self.correlated), "lkj_eta": self.lkj_eta}
         if self.covariates:
             out["covariates"] = [c.to_dict() for c in self.covariates]
         out["error"] = self.error.to_dict()

@@ -15,8 +15,10 @@ from bayespk.structural.compartments import (
     first_order_absorption,
     infusion,
     one_compartment,
+    one_compartment_macro,
     superpose,
 )
+from bayespk.structural.dosing import dose_record, record_timing
 from bayespk.structural.multicompartment import (
     three_compartment,
     three_compartment_macro,
@@ -25,21 +27,47 @@ from bayespk.structural.multicompartment import (
 )
 
 
+#: Optional parameters any structure may add (NONMEM's ALAG1/F1 of the depot, D1/R1 of a
+#: zero-order input into the central compartment): name -> (meaning, needs a depot).
+OPTIONAL_PARAMETERS: dict[str, tuple[str, bool]] = {
+    "TLAG": ("absorption lag time of doses into the depot", True),
+    "F": ("bioavailability of doses into the depot (multiplies AMT)", True),
+    "D1": ("duration of zero-order input for dose records with RATE = -2", False),
+    "R1": ("rate of zero-order input for dose records with RATE = -1", False),
+}
+
+
 @dataclass(frozen=True)
 class Structure:
-    """A structural model: its parameters, compartments and dose-response function."""
+    """A linear structural model: its parameters, compartments and macro constants.
+
+    ``macro`` maps the disposition parameters (all but ``KA``) to the eigenvalues
+    and unit-bolus coefficients of the central concentration; the dose records
+    are then evaluated by :func:`bayespk.structural.dosing.dose_record`.
+    """
 
     name: str
     parameters: tuple[str, ...]
     central_cmt: int
     depot_cmt: int | None
     description: str
-    contribution: Callable
+    macro: Callable
 
-    def dose_contribution(self, dt, amt, rate, into_depot, params: dict):
-        """One dose's concentration contribution, with ``params`` keyed by parameter name."""
-        args = [params[p] for p in self.parameters]
-        return self.contribution(dt, amt, rate, into_depot, *args)
+    @property
+    def optional_parameters(self) -> tuple[str, ...]:
+        """Optional parameters this structure accepts (see :data:`OPTIONAL_PARAMETERS`)."""
+        return tuple(p for p, (_, depot) in OPTIONAL_PARAMETERS.items() if self.depot_cmt or not depot)
+
+    def dose_contribution(self, x, amt, rate, into_depot, params: dict, ii=0.0, n_prev=0.0, ss=False):
+        """Concentration from dose records, with ``params`` keyed by parameter name.
+
+        Without ``ii``/``n_prev``/``ss``: one dose given ``x`` ago. With them: a
+        whole record (see :func:`~bayespk.structural.dosing.dose_record`).
+        """
+        disposition = [params[p] for p in self.parameters if p != "KA"]
+        lambdas, coefs = self.macro(*disposition)
+        return dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, disposition[1],
+                           params.get("KA"))
 
 
 STRUCTURES: dict[str, Structure] = {
@@ -52,7 +80,7 @@ STRUCTURES: dict[str, Structure] = {
             depot_cmt=None,
             description="one compartment (NONMEM ADVAN1): IV bolus doses, or zero-order "
             "infusions where RATE > 0; CMT 1 = central",
-            contribution=one_compartment,
+            macro=one_compartment_macro,
         ),
         Structure(
             "1cmt_oral",
@@ -61,7 +89,7 @@ STRUCTURES: dict[str, Structure] = {
             depot_cmt=1,
             description="one compartment with first-order absorption (NONMEM ADVAN2): "
             "CMT 1 = depot, CMT 2 = central (IV bolus/infusion doses may go there)",
-            contribution=one_compartment,
+            macro=one_compartment_macro,
         ),
         Structure(
             "2cmt_iv",
@@ -70,7 +98,7 @@ STRUCTURES: dict[str, Structure] = {
             depot_cmt=None,
             description="two compartments (NONMEM ADVAN3): IV bolus doses, or zero-order "
             "infusions where RATE > 0; CMT 1 = central, CMT 2 = peripheral",
-            contribution=two_compartment,
+            macro=two_compartment_macro,
         ),
         Structure(
             "2cmt_oral",
@@ -80,7 +108,7 @@ STRUCTURES: dict[str, Structure] = {
             description="two compartments with first-order absorption (NONMEM ADVAN4): "
             "CMT 1 = depot, CMT 2 = central (IV bolus/infusion doses may go there), "
             "CMT 3 = peripheral",
-            contribution=two_compartment,
+            macro=two_compartment_macro,
         ),
         Structure(
             "3cmt_iv",
@@ -89,7 +117,7 @@ STRUCTURES: dict[str, Structure] = {
             depot_cmt=None,
             description="three compartments (NONMEM ADVAN11): IV bolus doses, or zero-order "
             "infusions where RATE > 0; CMT 1 = central, CMT 2 and 3 = peripheral",
-            contribution=three_compartment,
+            macro=three_compartment_macro,
         ),
         Structure(
             "3cmt_oral",
@@ -99,14 +127,17 @@ STRUCTURES: dict[str, Structure] = {
             description="three compartments with first-order absorption (NONMEM ADVAN12): "
             "CMT 1 = depot, CMT 2 = central (IV bolus/infusion doses may go there), "
             "CMT 3 and 4 = peripheral",
-            contribution=three_compartment,
+            macro=three_compartment_macro,
         ),
     )
 }
 
 __all__ = [
+    "OPTIONAL_PARAMETERS",
     "STRUCTURES",
     "Structure",
+    "dose_record",
+    "record_timing",
     "bolus",
     "infusion",
     "first_order_absorption",

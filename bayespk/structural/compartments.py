@@ -27,34 +27,17 @@ smoothly to the ``ka == k`` limit ``ka * amt / V * dt * exp(-k dt)``.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from bayespk.structural._xp import _ns, _phi
+from bayespk.structural.dosing import dose_record
 
 __all__ = [
     "bolus",
     "infusion",
     "first_order_absorption",
     "one_compartment",
+    "one_compartment_macro",
     "superpose",
 ]
-
-
-def _ns(*args: Any):
-    """Return ``pytensor.tensor`` if any argument is a pytensor variable, else numpy."""
-    for a in args:
-        if type(a).__module__.startswith("pytensor"):
-            import pytensor.tensor as pt
-
-            return pt
-    return np
-
-
-def _phi(x, xp):
-    """(1 - exp(-x)) / x for x >= 0, with phi(0) = 1 (series below 1e-6)."""
-    small = x < 1e-6
-    x_safe = xp.where(small, 1.0, x)
-    return xp.where(small, 1.0 - x / 2.0 + x * x / 6.0, -xp.expm1(-x_safe) / x_safe)
 
 
 def bolus(dt, amt, cl, v):
@@ -111,13 +94,14 @@ def one_compartment(dt, amt, rate, into_depot, cl, v, ka=None):
     >>> round(float(c[0]), 4)  # 100/10 * exp(-0.2)
     8.1873
     """
-    xp = _ns(dt, amt, rate, cl, v, ka)
-    is_infusion = rate > 0
-    safe_rate = xp.where(is_infusion, rate, 1.0)
-    iv = xp.where(is_infusion, infusion(dt, amt, safe_rate, cl, v), bolus(dt, amt, cl, v))
-    if ka is None:
-        return iv
-    return xp.where(into_depot, first_order_absorption(dt, amt, cl, v, ka), iv)
+    lambdas, coefs = one_compartment_macro(cl, v)
+    zero = 0.0 * dt
+    return dose_record(dt, amt, rate, into_depot, zero, zero, zero > 0, lambdas, coefs, v, ka)
+
+
+def one_compartment_macro(cl, v):
+    """The one compartment as a sum of exponentials: ``lambda = CL/V``, ``A = 1``."""
+    return (cl / v,), (1.0 + 0.0 * cl,)
 
 
 def superpose(contributions, mask):

@@ -58,7 +58,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayespk.structural.compartments import _ns, _phi
+from bayespk.structural._xp import _ns
+from bayespk.structural.dosing import dose_record
 
 __all__ = [
     "three_compartment",
@@ -140,34 +141,6 @@ def three_compartment_macro(cl, v1, q, v2, q3, v3):
     return (lam0, lam1, lam2), (a_0, a_1, a_2)
 
 
-def _exp_difference(lam, ka, dt, xp):
-    """(exp(-lam dt) - exp(-ka dt)) / (ka - lam), smooth through ka == lam (see module doc)."""
-    gap = xp.abs(ka - lam)
-    # min(lam, ka) as (lam + ka - |ka - lam|) / 2: exact gradient at the tie (see
-    # compartments.first_order_absorption)
-    lo = (lam + ka - gap) / 2.0
-    return dt * xp.exp(-lo * dt) * _phi(gap * dt, xp)
-
-
-def _sum_of_exponentials(dt, amt, rate, into_depot, v1, lambdas, coefs, ka, xp):
-    """One dose's central concentration for any route, given the macro constants."""
-    is_infusion = rate > 0
-    safe_rate = xp.where(is_infusion, rate, 1.0)
-    duration = amt / safe_rate
-    after = xp.maximum(dt - duration, 0.0)  # time since the infusion ended (0 while running)
-    during = xp.minimum(dt, duration)  # time the infusion has run
-    total = 0.0
-    for lam, a in zip(lambdas, coefs):
-        bolus = amt * xp.exp(-lam * dt)
-        # exp(-lam after) - exp(-lam dt) = exp(-lam after) (1 - exp(-lam during))
-        infusion = safe_rate * xp.exp(-lam * after) * -xp.expm1(-lam * during) / lam
-        term = xp.where(is_infusion, infusion, bolus)
-        if ka is not None:
-            term = xp.where(into_depot, amt * ka * _exp_difference(lam, ka, dt, xp), term)
-        total = total + a * term
-    return total / v1
-
-
 def two_compartment(dt, amt, rate, into_depot, cl, v1, q, v2, ka=None):
     """Contribution of each dose in a two-compartment model (ADVAN3; ADVAN4 with ``ka``).
 
@@ -183,9 +156,9 @@ def two_compartment(dt, amt, rate, into_depot, cl, v1, q, v2, ka=None):
     >>> round(float(c[0]), 10)  # amt / V1 at the bolus
     10.0
     """
-    xp = _ns(dt, amt, rate, cl, v1, q, v2, ka)
     lambdas, coefs = two_compartment_macro(cl, v1, q, v2)
-    return _sum_of_exponentials(dt, amt, rate, into_depot, v1, lambdas, coefs, ka, xp)
+    zero = 0.0 * dt
+    return dose_record(dt, amt, rate, into_depot, zero, zero, zero > 0, lambdas, coefs, v1, ka)
 
 
 def three_compartment(dt, amt, rate, into_depot, cl, v1, q, v2, q3, v3, ka=None):
@@ -194,6 +167,6 @@ def three_compartment(dt, amt, rate, into_depot, cl, v1, q, v2, q3, v3, ka=None)
     Arguments as in :func:`two_compartment`, plus ``q3``, ``v3`` of the second
     peripheral compartment.
     """
-    xp = _ns(dt, amt, rate, cl, v1, q, v2, q3, v3, ka)
     lambdas, coefs = three_compartment_macro(cl, v1, q, v2, q3, v3)
-    return _sum_of_exponentials(dt, amt, rate, into_depot, v1, lambdas, coefs, ka, xp)
+    zero = 0.0 * dt
+    return dose_record(dt, amt, rate, into_depot, zero, zero, zero > 0, lambdas, coefs, v1, ka)
