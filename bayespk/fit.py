@@ -349,6 +349,13 @@ def _add_data_groups(tree: xr.DataTree, model: PopulationModel) -> None:
         },
         coords=obs | {"ID": d.subject_ids},
     )
+    if model.pd is not None:
+        p = model.pd_design
+        tree["observed_data"]["DV_PD"] = xr.DataArray(p.obs_dv, dims="pd_obs", coords={"pd_obs": np.arange(p.n_obs)})
+        const["PD_SUBJECT"] = ("pd_obs", p.subject_ids[p.obs_subject])
+        const["PD_TIME"] = ("pd_obs", p.obs_time)
+        const["PD_ROW"] = ("pd_obs", p.obs_row)
+        const = const.assign_coords(pd_obs=np.arange(p.n_obs))
     for c in model.spec.covariates:
         if c.column not in const:
             const[c.column] = ("ID", np.asarray(model._covariates[c.name]["values"]))

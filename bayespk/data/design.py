@@ -72,6 +72,7 @@ class Design:
         structure: Structure,
         grid: np.ndarray | None = None,
         grid_subjects=None,
+        rows: np.ndarray | None = None,
     ) -> "Design":
         """Build the layout for ``structure``.
 
@@ -84,34 +85,50 @@ class Design:
             observations (for individual-prediction curves).
         grid_subjects : list, optional
             With ``grid``: only these subjects' curves (all subjects keep their index).
+        rows : bool array over ``data.table``, optional
+            Which observation records to use (default: all; PK/PD models split
+            PK and PD observations with it). The CMT check applies to PK rows only.
         """
+        t = data.table
+        if grid is None:
+            used = (t.EVID == 0) & (t.MDV == 0)
+            obs = t[used & (True if rows is None else rows)]
+            if rows is None or not (~np.asarray(rows) & used).any():
+                _check_obs_cmt(obs, structure)
+            cens = obs.CENS.to_numpy(int)
+            lloq = obs.LLOQ.where(obs.LLOQ.notna(), obs.DV).to_numpy(float)
+            obs_dv = obs.DV.to_numpy(float)
+            limit = np.where(cens == 1, lloq, np.where(cens == -1, obs_dv, np.nan))
+            return cls._build(data, structure, obs.ID.to_numpy(), obs.TIME.to_numpy(float),
+                              obs.index.to_numpy(float), obs_dv, obs.ROW.to_numpy(int), cens, limit)
+        grid = np.asarray(grid, dtype=float)
+        ids = data.subject_ids
+        shown = ids if grid_subjects is None else [i for i in ids if i in set(grid_subjects)]
+        obs_id = np.repeat(shown, len(grid))
+        return cls.at(data, structure, obs_id, np.tile(grid, len(shown)))
+
+    @classmethod
+    def at(cls, data: Dataset, structure: Structure, ids, times, left=None) -> "Design":
+        """Prediction points: subject ``ids[k]`` at ``times[k]``.
+
+        A point sees the records at its own time (``left`` False, the default),
+        or is the limit from the left, before them (``left`` True: for ODE
+        drivers at the end of a step).
+        """
+        times = np.asarray(times, dtype=float)
+        left = np.zeros(len(times), bool) if left is None else np.asarray(left, bool)
+        n = len(times)
+        design = cls._build(data, structure, np.asarray(ids), times, np.where(left, -np.inf, np.inf),
+                            np.full(n, np.nan), np.zeros(n, int), np.zeros(n, int), np.full(n, np.nan))
+        design.obs_strict = left.copy()
+        return design
+
+    @classmethod
+    def _build(cls, data, structure, obs_id, obs_time, obs_order, obs_dv, obs_row, cens, limit) -> "Design":
         t = data.table
         doses = _dose_events(t, structure)
         ids = data.subject_ids
         index = {i: k for k, i in enumerate(ids)}
-
-        if grid is None:
-            obs = t[(t.EVID == 0) & (t.MDV == 0)]
-            _check_obs_cmt(obs, structure)
-            obs_id = obs.ID.to_numpy()
-            obs_time = obs.TIME.to_numpy(float)
-            obs_order = obs.index.to_numpy(float)
-            obs_dv = obs.DV.to_numpy(float)
-            obs_row = obs.ROW.to_numpy(int)
-            cens = obs.CENS.to_numpy(int)
-            lloq = obs.LLOQ.where(obs.LLOQ.notna(), obs.DV).to_numpy(float)
-            limit = np.where(cens == 1, lloq, np.where(cens == -1, obs_dv, np.nan))
-        else:
-            grid = np.asarray(grid, dtype=float)
-            shown = ids if grid_subjects is None else [i for i in ids if i in set(grid_subjects)]
-            obs_id = np.repeat(shown, len(grid))
-            obs_time = np.tile(grid, len(shown))
-            obs_order = np.full(len(obs_time), np.inf)  # after every dose record at that time
-            obs_dv = np.full(len(obs_time), np.nan)
-            obs_row = np.zeros(len(obs_time), int)
-            cens = np.zeros(len(obs_time), int)
-            limit = np.full(len(obs_time), np.nan)
-
         obs_subject = np.array([index[i] for i in obs_id], dtype=int)
         obs_record = _record_in_effect(t, obs_id, obs_time, obs_order)
         rec = _per_subject(doses, ids, ("TIME", "ORDER", "AMT", "RATE", "II", "ADDL", "SS", "DEPOT"))
@@ -135,7 +152,7 @@ class Design:
             obs_dv=obs_dv,
             obs_row=obs_row,
             obs_record=obs_record,
-            obs_strict=np.full(len(obs_time), grid is None),
+            obs_strict=np.isfinite(obs_order),
             obs_cens=cens,
             obs_limit=limit,
             dt=dt,

@@ -44,6 +44,8 @@ from bayespk.errors import DataError, SpecError
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.structural import STRUCTURES
+from bayespk.structural.ode import OdeGrid, integrate
+from bayespk.structural.pd import PD_MODELS
 
 __all__ = ["PopulationModel"]
 
@@ -65,7 +67,8 @@ class PopulationModel:
     >>> fit = model.fit(draws=500)  # doctest: +SKIP
     """
 
-    def __init__(self, spec: Spec | str | Path, data: Dataset | pd.DataFrame | str | Path | None = None):
+    def __init__(self, spec: Spec | str | Path, data: Dataset | pd.DataFrame | str | Path | None = None,
+                 pk_fit=None):
         self.spec = spec if isinstance(spec, Spec) else Spec.from_toml(spec)
         if data is None:
             if self.spec.data.path is None:
@@ -77,7 +80,10 @@ class PopulationModel:
                 self.spec = self.spec.with_data(data.source)
         self.data = data
         self.structure = STRUCTURES[self.spec.structure]
+        self.pd = PD_MODELS[self.spec.pd] if self.spec.pd else None
+        self._pd_rows = self._pd_observation_rows()
         self.design = self._design(grid=None)
+        self._pd_setup(pk_fit)
         self._covariates = self._covariate_design()
         self._occasions = self._occasion_design()
         self.spec = self._resolve(self.spec)
@@ -85,12 +91,82 @@ class PopulationModel:
         self._check_dosing_parameters()
 
     # ------------------------------------------------------------------ setup
-    def _design(self, grid, grid_subjects=None) -> Design:
-        design = Design.from_dataset(self.data, self.structure, grid=grid, grid_subjects=grid_subjects)
-        if grid is None and self.spec.error.blq == "drop":
+    def _design(self, grid, grid_subjects=None, pd: bool = False) -> Design:
+        rows = None if self._pd_rows is None else (self._pd_rows if pd else ~self._pd_rows)
+        design = Design.from_dataset(self.data, self.structure, grid=grid, grid_subjects=grid_subjects, rows=rows)
+        err = self.spec.pd_error if pd else self.spec.error
+        if grid is None and err.blq == "drop":
             keep = design.obs_cens == 0
             design = _subset(design, keep)
         return design
+
+    # ------------------------------------------------------------------ PD
+    @property
+    def pk_parameters(self) -> list[str]:
+        return [p for p in self.spec.parameters if p not in self.spec.pd_parameters]
+
+    def _pd_observation_rows(self):
+        """Boolean mask of the PD observation records (None without a PD model)."""
+        if self.pd is None:
+            return None
+        column, value = self.spec.pd_observations
+        t = self.data.table
+        if column not in t.columns:
+            raise DataError(f"column {column}: the PD model {self.spec.pd} reads its observations from rows with "
+                            f"{column} = {value:g}, but the dataset has no {column} column ([model] "
+                            "pd_observations names the column and value)")
+        rows = ((t.EVID == 0) & (t.MDV == 0) & (t[column] == value)).to_numpy()
+        if not rows.any():
+            raise DataError(f"column {column}: no observation record has {column} = {value:g}, so the PD model "
+                            f"{self.spec.pd} has nothing to fit")
+        return rows
+
+    def _pd_setup(self, pk_fit) -> None:
+        """PD observations, the ODE grid and driver points (models with states), the sequential PK fit."""
+        self.pd_design = self._ode = self.pk_fit = None
+        if self.pd is None:
+            return
+        self.pd_design = self._design(grid=None, pd=True)
+        if self.pd.needs_ode:
+            self._ode = self._ode_setup()
+        if pk_fit is None and self.spec.pk_fit is not None:
+            from bayespk.fit import load
+
+            path = Path(self.spec.pk_fit)
+            pk_fit = load(path / "fit.nc" if path.is_dir() else path)
+        self.pk_fit = pk_fit
+
+    def _ode_setup(self) -> dict:
+        """Grid through every PD observation, dose and infusion end; driver points for RK4."""
+        t = self.data.table
+        if (t.SS[t.EVID.isin([1, 4])] > 0).any():
+            raise DataError(f"column SS: the PD model {self.spec.pd} integrates its states from baseline at the first "
+                            "record, so steady-state dose records cannot be used with it; give the doses explicitly "
+                            "(ADDL)")
+        d, ids = self.pd_design, self.design.subject_ids
+        t0 = float(t.TIME.min())
+        required = []
+        for k, i in enumerate(ids):
+            obs = d.obs_time[d.obs_subject == k]
+            doses = t[(t.ID == i) & t.EVID.isin([1, 4])]
+            until = obs.max() if len(obs) else t0
+            times = [obs]
+            for _, r in doses.iterrows():
+                starts = r.TIME + r.II * np.arange(int(r.ADDL) + 1)
+                starts = starts[starts <= until]
+                times.append(starts)
+                if r.RATE > 0 and r.AMT > 0:
+                    ends = starts + r.AMT / r.RATE
+                    times.append(ends[ends <= until])
+            required.append(np.concatenate(times))
+        grid = OdeGrid.build(required, max_step=self.spec.ode_step, t0=t0)
+        times = grid.driver_times  # (S, N, 3): step start, midpoint, end (limit from the left)
+        ids_flat = np.repeat(ids, times.shape[1] * 3)
+        left = np.tile([False, False, True], times.shape[0] * times.shape[1])
+        drivers = Design.at(self.data, self.structure, ids_flat, times.reshape(-1), left=left)
+        subjects = Design.at(self.data, self.structure, ids, np.full(len(ids), t0))
+        node = grid.index(d.obs_subject, d.obs_time)
+        return {"grid": grid, "drivers": drivers, "subjects": subjects, "node": node}
 
     def _covariate_design(self) -> dict[str, dict]:
         """Per covariate effect: values on every record, per-subject baseline (and levels if categorical)."""
@@ -158,19 +234,10 @@ class PopulationModel:
                 ref = self._covariates[c.name]["reference"]
                 c = replace(c, reference=float(ref) if not isinstance(ref, str) else ref)
             covs.append(c)
-        priors = dict(spec.error.priors)
-        dv = self.design.obs_dv[self.design.obs_cens == 0]
-        if spec.error.student_t and "nu" not in priors:
-            priors["nu"] = DEFAULT_NU
-        for name in ERROR_MODELS[spec.error.model]:
-            if name in priors:
-                continue
-            if name == "sigma_add":
-                scale = float(np.nanstd(dv)) if len(dv) > 1 and np.nanstd(dv) > 0 else 1.0
-                priors[name] = Prior("HalfNormal", sigma=float(f"{scale:.3g}"))
-            else:
-                priors[name] = Prior("HalfNormal", sigma=0.5)
-        return replace(spec, covariates=tuple(covs), error=replace(spec.error, priors=priors))
+        spec = replace(spec, covariates=tuple(covs), error=_default_error_priors(spec.error, self.design))
+        if spec.pd_error is not None:
+            spec = replace(spec, pd_error=_default_error_priors(spec.pd_error, self.pd_design))
+        return spec
 
     def _check_error_model(self) -> None:
         d = self.design
@@ -219,33 +286,44 @@ class PopulationModel:
                 coords[f"{c.column}_level"] = [_label(v) for v in self._covariates[c.name]["levels"]]
         if self._occasions is not None:
             coords["occasion"] = self._occasions["labels"]
+        if self.pd is not None:
+            coords["pd_obs"] = np.arange(self.pd_design.n_obs)
         return coords
 
-    def individual_parameters(self, design: Design) -> tuple[dict, dict]:
+    def individual_parameters(self, *designs: Design) -> list[tuple[dict, dict]]:
         """Create typical values, IIV, IOV and covariate effects in the current model.
 
-        Returns, per observation of ``design``, tensors of the individual
-        parameters and of the population parameters (covariate effects, eta = kappa = 0).
+        Returns, for each design, per-observation tensors of the individual
+        parameters and of the population parameters (covariate effects,
+        eta = kappa = 0). The random variables are created once and shared.
         """
-        s, rec = design.obs_subject, design.obs_record
         etas = self._etas()
-        individual, population = {}, {}
+        log_pop, kappas = {}, {}
+        n_records = len(self.data.table)
         for name, p in self.spec.parameters.items():
-            log_pop = pt.log(p.typical.create(name)) * np.ones(design.n_obs)
+            log_pop[name] = pt.log(p.typical.create(name)) * np.ones(n_records)
             for c in self.spec.covariates:
                 if c.parameter == name:
-                    log_pop = log_pop + self._log_effect(c)[rec]
-            log_ind = log_pop
-            if name in etas:
-                log_ind = log_ind + etas[name][s]
+                    log_pop[name] = log_pop[name] + self._log_effect(c)
             if p.iov is not None:
                 omega = p.iov.create(f"omega_iov_{name}")
                 z = pm.Normal(f"z_iov_{name}", 0.0, 1.0, dims="occasion")
-                kappa = pm.Deterministic(f"kappa_{name}", omega * z, dims="occasion")
-                log_ind = log_ind + kappa[self._occasions["records"][rec]]
-            individual[name] = pt.exp(log_ind)
-            population[name] = pt.exp(log_pop)
-        return individual, population
+                kappas[name] = pm.Deterministic(f"kappa_{name}", omega * z, dims="occasion")
+        out = []
+        for design in designs:
+            s, rec = design.obs_subject, design.obs_record
+            individual, population = {}, {}
+            for name in self.spec.parameters:
+                pop = log_pop[name][rec]
+                ind = pop
+                if name in etas:
+                    ind = ind + etas[name][s]
+                if name in kappas:
+                    ind = ind + kappas[name][self._occasions["records"][rec]]
+                individual[name] = pt.exp(ind)
+                population[name] = pt.exp(pop)
+            out.append((individual, population))
+        return out
 
     def _etas(self) -> dict:
         """Per-subject etas (dims ID), correlated through an LKJ prior where the spec says so."""
@@ -284,14 +362,75 @@ class PopulationModel:
 
     def predict(self, params: dict, design: Design):
         """Concentrations at the design's observations from per-observation parameters."""
-        return design.concentrations(self.structure, params)
+        return design.concentrations(self.structure, {k: params[k] for k in self.pk_parameters})
+
+    def predict_pd(self, at_obs: dict, drivers: dict | None = None, subjects: dict | None = None):
+        """PD response at the PD observations.
+
+        ``at_obs``: parameters per PD observation; for models with states also
+        per ODE driver point and per subject (from :meth:`individual_parameters`
+        on ``self._ode["drivers"]`` and ``self._ode["subjects"]``).
+        """
+        d = self.pd_design
+        c = self.predict(at_obs, d)
+        pd_params = self.spec.pd_parameters
+        if not self.pd.needs_ode:
+            return self.pd.output(None, c, {k: at_obs[k] for k in pd_params})
+        ode = self._ode
+        grid = ode["grid"]
+        driver = self.predict(drivers, ode["drivers"]).reshape((grid.n_subjects, grid.n_steps, 3))
+        p = {k: subjects[k] for k in pd_params}
+        states = integrate(self.pd.rhs, self.pd.initial(p), grid.h, driver, p)
+        y = states[d.obs_subject, ode["node"]]
+        return self.pd.output(y, c, {k: v[d.obs_subject] for k, v in p.items()})
+
+    def _designs(self) -> list[Design]:
+        """Every design the likelihood evaluates parameters on: PK, PD observations, ODE points."""
+        out = [self.design]
+        if self.pd is not None:
+            out.append(self.pd_design)
+            if self._ode is not None:
+                out += [self._ode["drivers"], self._ode["subjects"]]
+        return out
 
     def build(self) -> pm.Model:
-        """The PyMC model with the likelihood of the observations."""
+        """The PyMC model with the likelihood of the observations (PK, and PD when present).
+
+        With a PK fit (sequential PK/PD) the PK parameters are fixed at their
+        posterior medians (individual PK parameters: the IPP approach of Zhang
+        et al. 2003, J Pharmacokinet Pharmacodyn 30:387) and only the PD
+        observations enter the likelihood.
+        """
+        sequential = self.pd is not None and self.pk_fit is not None
         with pm.Model(coords=self.coords) as model:
-            individual, _ = self.individual_parameters(self.design)
-            self._likelihood(self.predict(individual, self.design), self.design)
+            params = self.individual_parameters(*self._designs())
+            if self.design.n_obs and not sequential:
+                self._likelihood(self.predict(params[0][0], self.design), self.design, self.spec.error, "DV", "obs")
+            if self.pd is not None:
+                e = self.predict_pd(params[1][0], *[p[0] for p in params[2:]])
+                self._likelihood(e, self.pd_design, self.spec.pd_error, "DV_PD", "pd_obs")
+        if sequential:
+            model = pm.do(model, self._pk_posterior_medians(model))
         return model
+
+    def _pk_posterior_medians(self, model: pm.Model) -> dict:
+        """Posterior medians of the PK fit's free variables that this model shares (sequential PK/PD)."""
+        post = self.pk_fit.posterior
+        pd_names = set(self.spec.pd_parameters)
+        fixed = {}
+        for rv in model.free_RVs:
+            own = rv.name.removeprefix("omega_").removeprefix("z_")
+            if rv.name in post and own not in pd_names:
+                values = post[rv.name].median(("chain", "draw")).values
+                if values.shape != tuple(rv.shape.eval()):
+                    raise SpecError(f"[model] pk_fit: {rv.name} has shape {values.shape} in the PK fit but "
+                                    f"{tuple(rv.shape.eval())} here; fit PK and PD to the same subjects")
+                fixed[rv.name] = values
+        missing = [p for p in self.pk_parameters if p not in fixed]
+        if missing:
+            raise SpecError(f"[model] pk_fit: the PK fit has no {', '.join(missing)}; it must be a fit of the same "
+                            f"structure ({self.spec.structure})")
+        return fixed
 
     def build_prediction(self, grid: np.ndarray | None = None, *, simulate: bool = False,
                          grid_subjects=None) -> tuple[pm.Model, Design]:
@@ -305,17 +444,17 @@ class PopulationModel:
         """
         d = self._design(grid=grid, grid_subjects=grid_subjects) if grid is not None else self.design
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
-            individual, population = self.individual_parameters(d)
+            ((individual, population),) = self.individual_parameters(d)
             ipred = pm.Deterministic("IPRED", self.predict(individual, d), dims="obs")
             pm.Deterministic("PRED", self.predict(population, d), dims="obs")
             if simulate:
                 model.register_rv(self._residual(ipred), name="DV_sim", dims=("obs",))
         return model, d
 
-    def _residual(self, f):
+    def _residual(self, f, err=None):
         """The residual error distribution around predictions ``f`` (creates the sigma priors)."""
-        err = self.spec.error
-        sig = {name: err.priors[name].create(name) for name in err.names}
+        err = err or self.spec.error
+        sig = {name: err.priors[name].create(err.prefix + name) for name in err.base_names}
         if err.model == "lognormal":
             return pm.LogNormal.dist(mu=pt.log(pt.maximum(f, 1e-300)), sigma=sig["sigma_log"])
         if err.model == "additive":
@@ -328,22 +467,21 @@ class PopulationModel:
             return pm.StudentT.dist(nu=sig["nu"], mu=f, sigma=sd)
         return pm.Normal.dist(mu=f, sigma=sd)
 
-    def _likelihood(self, f, d: Design):
-        dist = self._residual(f)
-        err = self.spec.error
+    def _likelihood(self, f, d: Design, err, name: str, dims: str):
+        dist = self._residual(f, err)
         if err.blq == "M4" and err.model != "lognormal":
             # M4 (Beal 2001): every observation conditioned on Y > 0
             dist = pm.Truncated.dist(dist, lower=0.0)
         cens = d.obs_cens
         if (cens == 0).all():
-            return _observe(dist, d.obs_dv)
+            return _observe(dist, d.obs_dv, name, dims)
         # pm.Censored: a value equal to `lower` means "at or below lower" (BLQ, M3: P(Y < LLOQ);
         # M4: P(0 < Y < LLOQ) / P(Y > 0) through the truncation above);
         # a value equal to `upper` means "at or above upper" (right-censored, CENS = -1).
         lower = np.where(cens == 1, d.obs_limit, -np.inf)
         upper = np.where(cens == -1, d.obs_limit, np.inf)
         y = np.where(cens != 0, d.obs_limit, d.obs_dv)
-        return pm.Censored("DV", dist, lower=lower, upper=upper, observed=y, dims="obs")
+        return pm.Censored(name, dist, lower=lower, upper=upper, observed=y, dims=dims)
 
     # ------------------------------------------------------------------ fit
     def prior_predictive(self, **kwargs):
@@ -368,16 +506,33 @@ class PopulationModel:
                 f"{self.design.n_obs} observations, {self.spec.error.model} error)")
 
 
+def _default_error_priors(err, design: Design):
+    """``err`` with a prior for every error parameter: HalfNormal(SD of the observations) for an
+    additive SD, HalfNormal(0.5) for relative SDs, Gamma(2, 0.1) for Student-t degrees of freedom."""
+    priors = dict(err.priors)
+    if err.student_t and "nu" not in priors:
+        priors["nu"] = DEFAULT_NU
+    dv = design.obs_dv[design.obs_cens == 0]
+    for name in ERROR_MODELS[err.model]:
+        if name in priors:
+            continue
+        if name == "sigma_add":
+            scale = float(np.nanstd(dv)) if len(dv) > 1 and np.nanstd(dv) > 0 else 1.0
+            priors[name] = Prior("HalfNormal", sigma=float(f"{scale:.3g}"))
+        else:
+            priors[name] = Prior("HalfNormal", sigma=0.5)
+    return replace(err, priors=priors)
+
+
 def _label(v) -> str:
     """A level as text: 1.0 -> "1", "male" -> "male"."""
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def _observe(dist, y):
-    """Register ``dist`` as the observed ``DV`` in the current model."""
+def _observe(dist, y, name: str = "DV", dims: str = "obs"):
+    """Register ``dist`` as the observed ``name`` in the current model."""
     model = pm.modelcontext(None)
-    rv = model.register_rv(dist, name="DV", observed=y, dims=("obs",))
-    return rv
+    return model.register_rv(dist, name=name, observed=y, dims=(dims,))
 
 
 def _subset(d: Design, keep: np.ndarray) -> Design:

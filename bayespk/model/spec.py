@@ -23,6 +23,7 @@ import tomli_w
 from bayespk.errors import SpecError
 from bayespk.model.priors import MixturePrior, Prior
 from bayespk.structural import OPTIONAL_PARAMETERS, STRUCTURES
+from bayespk.structural.pd import PD_MODELS
 
 __all__ = [
     "Spec",
@@ -48,6 +49,7 @@ DISTRIBUTIONS = ("normal", "student_t")
 DEFAULT_NU = Prior("Gamma", alpha=2.0, beta=0.1)
 DEFAULT_IOV = Prior("HalfNormal", sigma=0.3)
 DEFAULT_LKJ_ETA = 2.0
+DEFAULT_ODE_STEP = 0.25
 SAMPLERS = ("nutpie", "pymc")
 DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
 DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
@@ -81,6 +83,38 @@ def _iiv_block(d: dict, parameters: dict) -> tuple[tuple[str, ...], float]:
     if eta <= 0:
         raise SpecError(f"[iiv] lkj_eta: the LKJ shape must be > 0, got {eta:g}")
     return tuple(correlated), eta
+
+
+def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
+    """PD keys of ``[model]`` and the ``[pd_error]`` table (empty without a PD model)."""
+    pd = model.get("pd")
+    if pd is None:
+        for k in ("pd_observations", "pk_fit", "ode_step"):
+            if k in model:
+                raise SpecError(f"[model] {k}: only used with a PD model ([model] pd = one of {', '.join(PD_MODELS)})")
+        if "pd_error" in d:
+            raise SpecError("[pd_error]: only used with a PD model ([model] pd = ...)")
+        return {}
+    if not isinstance(pd, str) or pd not in PD_MODELS:
+        raise SpecError(f"[model] pd: {pd!r} is not one of {', '.join(PD_MODELS)}")
+    obs = model.get("pd_observations", {"column": "DVID", "value": 2})
+    _check_keys(obs, ("column", "value"), "[model] pd_observations")
+    column = obs.get("column", "DVID")
+    if not isinstance(column, str):
+        raise SpecError("[model] pd_observations column: expected a column name such as \"DVID\" or \"CMT\"")
+    value = _number(obs.get("value", 2), "[model] pd_observations value")
+    pk_fit = model.get("pk_fit")
+    if pk_fit is not None:
+        if not isinstance(pk_fit, str):
+            raise SpecError("[model] pk_fit: expected the path of a PK fit (fit.nc or its run directory)")
+        p = Path(pk_fit).expanduser()
+        pk_fit = str((base_dir / p).resolve() if not p.is_absolute() and base_dir is not None else p)
+    step = _number(model.get("ode_step", DEFAULT_ODE_STEP), "[model] ode_step")
+    if step <= 0:
+        raise SpecError(f"[model] ode_step: the largest ODE step must be > 0, got {step:g}")
+    pd_error = ErrorSpec.from_dict(d.get("pd_error", {"model": "additive"}), prefix="pd_")
+    return {"pd": pd, "pd_observations": (column.upper(), value), "pd_error": pd_error, "pk_fit": pk_fit,
+            "ode_step": step}
 
 
 def _number(v: Any, where: str) -> float:
@@ -157,12 +191,16 @@ class ParameterSpec:
                 f"{where}: needs 'typical' (a prior, e.g. {{ dist = \"LogNormal\", mu = -3, sigma = 1 }}) "
                 "or 'guess' (a typical value; the prior is then LogNormal(log(guess), 1))"
             )
-        allowed = ("positive", "unit") if name == "F" else ("positive",)
+        bounded = name in ("F", "IMAX")  # bioavailability, maximal inhibition: may be given a Beta prior
+        allowed = ("positive", "unit") if bounded else ("positive",)
         if typical.support not in allowed:
             raise SpecError(f"{where} typical: the typical value of {name} must be positive; "
                             f"use a positive distribution such as LogNormal"
-                            f"{' or Beta' if name == 'F' else ''}, not {typical.dist}")
-        iiv_raw = d.get("iiv", True)
+                            f"{' or Beta' if bounded else ''}, not {typical.dist}")
+        if name == "IMAX" and typical.support != "unit":
+            raise SpecError(f"{where} typical: IMAX must stay <= 1; give it a prior on [0, 1] such as "
+                            f"{{ dist = \"Beta\", alpha = 2, beta = 2 }}, not {typical.dist}")
+        iiv_raw = d.get("iiv", name != "IMAX")
         if iiv_raw is True:
             iiv = DEFAULT_IIV
         elif iiv_raw is False:
@@ -180,6 +218,9 @@ class ParameterSpec:
             iov = Prior.from_dict(iov_raw, f"{where} iov")
             if iov.support != "positive":
                 raise SpecError(f"{where} iov: the IOV SD needs a positive prior, not {iov.dist}")
+        if name == "IMAX" and (iiv is not None or iov is not None):
+            raise SpecError(f"{where}: IMAX must stay <= 1 for every subject; give it iiv = false (and no iov) "
+                            "and a prior on [0, 1] such as Beta")
         return cls(name=name, typical=typical, iiv=iiv, iov=iov)
 
     def to_dict(self) -> dict:
@@ -286,46 +327,54 @@ class ErrorSpec:
     priors: dict[str, Prior] = field(default_factory=dict)
     blq: str = "M3"
     distribution: str = "normal"
+    prefix: str = ""  # "pd_" for the PD observations of a PK/PD model
 
     @property
     def student_t(self) -> bool:
         return self.distribution == "student_t"
 
     @property
-    def names(self) -> tuple[str, ...]:
+    def base_names(self) -> tuple[str, ...]:
+        """Parameter names without the prefix (keys of ``priors``)."""
         return ERROR_MODELS[self.model] + (("nu",) if self.student_t else ())
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the error parameters in the model and the posterior."""
+        return tuple(self.prefix + n for n in self.base_names)
+
     @classmethod
-    def from_dict(cls, d: dict) -> "ErrorSpec":
-        _check_keys(d, ("model", "blq", "distribution", "sigma_add", "sigma_prop", "sigma_log", "nu"), "[error]")
+    def from_dict(cls, d: dict, prefix: str = "") -> "ErrorSpec":
+        table = f"[{prefix}error]"
+        _check_keys(d, ("model", "blq", "distribution", "sigma_add", "sigma_prop", "sigma_log", "nu"), table)
         model = d.get("model", "proportional")
         if not isinstance(model, str) or model not in ERROR_MODELS:
-            raise SpecError(f"[error] model: {model!r} is not one of {', '.join(ERROR_MODELS)}")
+            raise SpecError(f"{table} model: {model!r} is not one of {', '.join(ERROR_MODELS)}")
         blq = d.get("blq", "M3")
         if blq not in BLQ_METHODS:
-            raise SpecError(f"[error] blq: {blq!r} is not one of {', '.join(BLQ_METHODS)}")
+            raise SpecError(f"{table} blq: {blq!r} is not one of {', '.join(BLQ_METHODS)}")
         distribution = d.get("distribution", "normal")
         if distribution not in DISTRIBUTIONS:
-            raise SpecError(f"[error] distribution: {distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+            raise SpecError(f"{table} distribution: {distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
         if distribution == "student_t" and model == "lognormal":
-            raise SpecError("[error] distribution: student_t is available for additive, proportional and combined "
+            raise SpecError(f"{table} distribution: student_t is available for additive, proportional and combined "
                             "error, not lognormal (use proportional error with student_t)")
         priors = {}
         if "nu" in d:
             if distribution != "student_t":
-                raise SpecError("[error] nu: degrees of freedom are only used with distribution = \"student_t\"")
-            priors["nu"] = Prior.from_dict(d["nu"], "[error] nu")
+                raise SpecError(f"{table} nu: degrees of freedom are only used with distribution = \"student_t\"")
+            priors["nu"] = Prior.from_dict(d["nu"], f"{table} nu")
             if priors["nu"].support != "positive":
-                raise SpecError(f"[error] nu: degrees of freedom need a positive prior, not {priors['nu'].dist}")
+                raise SpecError(f"{table} nu: degrees of freedom need a positive prior, not {priors['nu'].dist}")
         for k in ("sigma_add", "sigma_prop", "sigma_log"):
             if k in d:
                 if k not in ERROR_MODELS[model]:
-                    raise SpecError(f"[error] {k}: not a parameter of the {model} error model "
+                    raise SpecError(f"{table} {k}: not a parameter of the {model} error model "
                                     f"(which has {', '.join(ERROR_MODELS[model])})")
-                priors[k] = Prior.from_dict(d[k], f"[error] {k}")
+                priors[k] = Prior.from_dict(d[k], f"{table} {k}")
                 if priors[k].support != "positive":
-                    raise SpecError(f"[error] {k}: an SD needs a positive prior, not {priors[k].dist}")
-        return cls(model=model, priors=priors, blq=blq, distribution=distribution)
+                    raise SpecError(f"{table} {k}: an SD needs a positive prior, not {priors[k].dist}")
+        return cls(model=model, priors=priors, blq=blq, distribution=distribution, prefix=prefix)
 
     def to_dict(self) -> dict:
         out = {"model": self.model, "blq": self.blq}
@@ -404,6 +453,15 @@ class Spec:
     description: str = ""
     correlated: tuple[str, ...] = ()
     lkj_eta: float = DEFAULT_LKJ_ETA
+    pd: str | None = None
+    pd_observations: tuple[str, float] = ("DVID", 2.0)
+    pd_error: ErrorSpec | None = None
+    pk_fit: str | None = None
+    ode_step: float = DEFAULT_ODE_STEP
+
+    @property
+    def pd_parameters(self) -> tuple[str, ...]:
+        return PD_MODELS[self.pd].parameters if self.pd else ()
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Spec":
@@ -426,15 +484,16 @@ class Spec:
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None = None) -> "Spec":
         _check_keys(d, ("name", "description", "data", "model", "parameters", "iiv", "covariates", "error",
-                        "sampler"), "spec")
+                        "pd_error", "sampler"), "spec")
         model = d.get("model")
         if model is None:
             raise SpecError("[model] is required, with structure = one of " + ", ".join(STRUCTURES))
-        _check_keys(model, ("structure",), "[model]")
+        _check_keys(model, ("structure", "pd", "pd_observations", "pk_fit", "ode_step"), "[model]")
         structure = model.get("structure")
         if not isinstance(structure, str) or structure not in STRUCTURES:
             raise SpecError(f"[model] structure: {structure!r} is not one of {', '.join(STRUCTURES)}")
-        needed = STRUCTURES[structure].parameters
+        pd_kw = _pd_block(model, d, base_dir)
+        needed = STRUCTURES[structure].parameters + (PD_MODELS[pd_kw["pd"]].parameters if pd_kw else ())
         optional = STRUCTURES[structure].optional_parameters
         params_raw = d.get("parameters", {})
         if isinstance(params_raw, dict):
@@ -477,6 +536,7 @@ class Spec:
             description=description,
             correlated=correlated,
             lkj_eta=lkj_eta,
+            **pd_kw,
         )
 
     @property
@@ -489,6 +549,8 @@ class Spec:
         names += [f"corr_{a}_{b}" for i, a in enumerate(self.correlated) for b in self.correlated[i + 1:]]
         names += [c.name for c in self.covariates if not isinstance(c.coefficient, float)]
         names += list(self.error.names)
+        if self.pd_error is not None:
+            names += list(self.pd_error.names)
         return names
 
     def to_dict(self) -> dict:
@@ -499,12 +561,20 @@ class Spec:
         if data:
             out["data"] = data
         out["model"] = {"structure": self.structure}
+        if self.pd:
+            out["model"] |= {"pd": self.pd, "pd_observations": {"column": self.pd_observations[0],
+                                                               "value": self.pd_observations[1]},
+                             "ode_step": self.ode_step}
+            if self.pk_fit:
+                out["model"]["pk_fit"] = self.pk_fit
         out["parameters"] = {k: p.to_dict() for k, p in self.parameters.items()}
         if self.correlated:
             out["iiv"] = {"correlated": list(self.correlated), "lkj_eta": self.lkj_eta}
         if self.covariates:
             out["covariates"] = [c.to_dict() for c in self.covariates]
         out["error"] = self.error.to_dict()
+        if self.pd_error is not None:
+            out["pd_error"] = self.pd_error.to_dict()
         out["sampler"] = self.sampler.to_dict()
         return out
 
