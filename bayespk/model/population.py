@@ -404,6 +404,7 @@ class PopulationModel:
         sequential = self.pd is not None and self.pk_fit is not None
         with pm.Model(coords=self.coords) as model:
             params = self.individual_parameters(*self._designs())
+            self._modeled_infusions_end_in_time(params[0][0])
             if self.design.n_obs and not sequential:
                 self._likelihood(self.predict(params[0][0], self.design), self.design, self.spec.error, "DV", "obs")
             if self.pd is not None:
@@ -412,6 +413,30 @@ class PopulationModel:
         if sequential:
             model = pm.do(model, self._pk_posterior_medians(model))
         return model
+
+    def _modeled_infusions_end_in_time(self, individual: dict) -> None:
+        """Repeated (ADDL/SS) records with a modeled duration or rate must end before their next dose.
+
+        The closed form assumes it (as the data rules do for RATE > 0); a
+        potential restricts D1 / AMT/R1 to at most II for those records.
+        """
+        t = self.data.table
+        repeated = t.EVID.isin([1, 4]) & (t.II > 0)
+        for name, flag in (("D1", -2), ("R1", -1)):
+            rows = (repeated & (t.RATE == flag)).to_numpy()
+            if name not in individual or not rows.any() or self.design.n_obs == 0:
+                continue
+            d = self.design
+            # per observation, its subject's shortest II and largest AMT among those records (NaN: none)
+            ii = t.II.where(rows).groupby(t.ID, sort=False).transform("min").to_numpy()[d.obs_record]
+            amt = t.AMT.where(rows).groupby(t.ID, sort=False).transform("max").to_numpy()[d.obs_record]
+            keep = np.isfinite(ii)
+            if not keep.any():
+                continue
+            value = individual[name]
+            duration = value[keep] if name == "D1" else amt[keep] / value[keep]
+            pm.Potential(f"{name}_ends_before_next_dose",
+                         pt.switch(pt.all(duration <= ii[keep]), 0.0, -np.inf))
 
     def _pk_posterior_medians(self, model: pm.Model) -> dict:
         """Posterior medians of the PK fit's free variables that this model shares (sequential PK/PD)."""
