@@ -147,6 +147,13 @@ def dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka
         First-order absorption rate constant.
     """
     xp = _ns(x, amt, rate, ii, v1, ka, *lambdas, *coefs)
+    if xp is np:  # branches not taken may overflow or divide by zero; their values are discarded
+        with np.errstate(all="ignore"):
+            return _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, xp)
+    return _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, xp)
+
+
+def _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, xp):
     ii = ii if _is_tensor(ii) else np.asarray(ii, dtype=float)
     ss = ss if _is_tensor(ss) else np.asarray(ss, dtype=bool)
     has_ii = ii > 0
