@@ -15,6 +15,7 @@ from bayespk.errors import BayesPKError, ConvergenceWarning, DataError, SpecErro
 from bayespk.evaluate.compare import compare
 from bayespk.fit import Fit, fit, load
 from bayespk.model import PopulationModel, Prior, Spec
+from bayespk.simulate.regimen import Regimen, simulate_regimens
 
 try:
     __version__ = version("bayespk")
@@ -22,6 +23,6 @@ except PackageNotFoundError:  # pragma: no cover
     __version__ = "0+unknown"
 
 __all__ = [
-    "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "PopulationModel", "Prior",
-    "Spec", "SpecError", "compare", "datasets", "fit", "load", "read_nonmem",
+    "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "PopulationModel", "Prior", "Regimen",
+    "Spec", "SpecError", "compare", "datasets", "fit", "load", "read_nonmem", "simulate_regimens",
 ]  # fmt: skip

@@ -8,6 +8,7 @@
 ``bayespk compare RUN_DIR ...``      PSIS-LOO comparison table
 ``bayespk prior map|robustify|show`` MAP / robust prior files (see bayespk/borrowing/README.md)
 ``bayespk nca CSV [--out FILE]``     non-compartmental analysis of the observed data
+``bayespk simulate RUN_DIR --regimen SPEC ... --out DIR``  regimen simulation: exposure, target attainment
 
 User errors (bad data, bad spec, missing files) print one paragraph to stderr
 and exit with status 2, without a traceback.
@@ -81,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     from bayespk.nca import add_parser as add_nca_parser
 
     add_nca_parser(sub)  # bayespk nca CSV
+
+    from bayespk.simulate.cli import add_parser as add_simulate_parser
+
+    add_simulate_parser(sub)  # bayespk simulate RUN_DIR --regimen SPEC ... --out DIR
     return p
 
 
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
-                    "compare": _compare, "prior": _prior, "nca": _nca}
+                    "compare": _compare, "prior": _prior, "nca": _nca, "simulate": _simulate}
         return commands[args.command](args)
     except BayesPKError as e:
         print(f"bayespk {args.command}: error: {e}", file=sys.stderr)
@@ -110,6 +115,12 @@ def _nca(args) -> int:
     from bayespk.nca import cli
 
     return cli(args)
+
+
+def _simulate(args) -> int:
+    from bayespk.simulate.cli import run
+
+    return run(args)
 
 
 def _fit(args) -> int:
