@@ -142,8 +142,9 @@ class Fit:
     @property
     def free_parameters(self) -> list[str]:
         """Population parameters and the standardized etas: every sampled quantity."""
-        return self.population_parameters + [f"z_{p}" for p, ps in self.spec.parameters.items()
-                                             if ps.iiv is not None]
+        params = self.spec.parameters.items()
+        return (self.population_parameters + [f"z_{p}" for p, ps in params if ps.iiv is not None]
+                + [f"z_iov_{p}" for p, ps in params if ps.iov is not None])
 
     def summary(self) -> pd.DataFrame:
         """Posterior summary of the population parameters (natural scale typical values).
