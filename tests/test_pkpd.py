@@ -158,3 +158,60 @@ def test_steady_state_refused_with_ode_pd():
     d.loc[0, "ADDL"] = 0
     with pytest.raises(DataError, match=r"column SS: the PD model idr3 integrates its states from baseline"):
         PopulationModel(spec("idr3", {"R0": 10.0, "KOUT": 0.3, "EMAX": 2.0, "EC50": 1.5}), d)
+
+
+def test_simulate_observations_draws_the_pd_rows():
+    """simulate_observations fills the PD observation records (DV_PD) as well as the concentrations.
+
+    Regression: the PD rows of a PK/PD spec kept their placeholder DV. Each row is checked against
+    its own individual prediction (from the returned true etas), so PK and PD values landing on
+    the wrong rows would show, and the residual spreads must match the PK and PD error models.
+    """
+    from dataclasses import replace
+
+    from bayespk.simulate import simulate_observations
+
+    n = 60
+    rows = []
+    for i in range(1, n + 1):
+        rows.append(dict(ID=i, TIME=0.0, AMT=100.0, DV=np.nan, EVID=1, MDV=1, ADDL=1, II=12.0, CMT=1, DVID=1))
+        for t in TIMES:
+            rows.append(dict(ID=i, TIME=t, DV=1.0, EVID=0, MDV=0, CMT=2, DVID=1))
+            rows.append(dict(ID=i, TIME=t, DV=1.0, EVID=0, MDV=0, CMT=2, DVID=2))  # placeholder
+    design = pd.DataFrame(rows)
+    params = {k: {"guess": v, "iiv": k == "CL"} for k, v in PK.items()}
+    params |= {"E0": {"guess": 10.0}, "EMAX": {"guess": 50.0, "iiv": False}, "EC50": {"guess": 2.0, "iiv": False}}
+    s = Spec.from_dict({"model": {"structure": "1cmt_oral", "pd": "emax"}, "parameters": params,
+                        "error": {"model": "proportional"}, "pd_error": {"model": "additive"}})
+    truth = PK | {"E0": 10.0, "EMAX": 50.0, "EC50": 2.0, "omega_CL": 0.3, "omega_E0": 0.2, "sigma_prop": 0.1,
+                  "pd_sigma_add": 3.0}
+    out = simulate_observations(s, design, truth, seed=4)
+
+    obs = out[out.EVID == 0]
+    pk, pdr = obs[obs.DVID == 1], obs[obs.DVID == 2]
+    assert len(pdr) == n * len(TIMES) and (pdr.DV != 1.0).all()
+
+    def individual_conc(r):
+        cl, v, ka = PK["CL"] * np.exp(r.ETA_CL), PK["V"], PK["KA"]
+        k = cl / v
+        dts = r.TIME - np.array([0.0, 12.0])
+        dts = dts[dts > 0]
+        return float(np.sum(100 * ka / (v * (ka - k)) * (np.exp(-k * dts) - np.exp(-ka * dts))))
+
+    c_pk = pk.apply(individual_conc, axis=1).to_numpy()
+    c_pd = pdr.apply(individual_conc, axis=1).to_numpy()
+    e = 10.0 * np.exp(pdr.ETA_E0.to_numpy()) + 50.0 * c_pd / (2.0 + c_pd)
+    pd_res = pdr.DV.to_numpy() - e  # additive error, SD 3
+    pk_res = pk.DV.to_numpy() / c_pk - 1  # proportional error, SD 0.1
+    assert abs(pd_res.mean()) < 0.5 and pd_res.std() == pytest.approx(3.0, rel=0.1)
+    assert abs(pk_res.mean()) < 0.02 and pk_res.std() == pytest.approx(0.1, rel=0.1)
+    assert out.groupby("ID").ETA_E0.first().std() == pytest.approx(0.2, rel=0.3)
+
+    # a sequential spec (pk_fit) simulates from the joint model; an LLOQ censors concentrations only
+    same = simulate_observations(replace(s, pk_fit="/nonexistent/pk_fit.nc"), design, truth, seed=4)
+    pd.testing.assert_frame_equal(same, out)
+    blq = simulate_observations(s, design, truth, seed=4, lloq=0.5)
+    is_pd = (blq.EVID == 0) & (blq.DVID == 2)
+    assert blq.BLQ[~is_pd].sum() > 0 and (blq.BLQ[is_pd] == 0).all() and blq.LLOQ[is_pd].isna().all()
+    np.testing.assert_array_equal(blq.DV[is_pd], out.DV[is_pd])
+    PopulationModel(s, blq.drop(columns=[c for c in blq if c.startswith("ETA_")]))  # valid data

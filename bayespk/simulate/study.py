@@ -5,7 +5,8 @@ Two steps, both returning NONMEM-style DataFrames:
 1. :func:`study_design` lays out doses, sampling times and covariates for
    ``n`` subjects (``DV`` left as a placeholder).
 2. :func:`simulate_observations` draws new etas and residual errors from a
-   model spec at fixed population parameter values and writes ``DV``.
+   model spec at fixed population parameter values and writes ``DV`` (PK
+   observations and, for a PK/PD spec, the PD observations).
 
 The observations are drawn from the very PyMC model that a fit builds
 (``pm.do`` fixes the population parameters), so simulation and estimation
@@ -16,6 +17,7 @@ solver.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -106,16 +108,24 @@ def simulate_observations(
     Parameters
     ----------
     spec : Spec
-        The model (its data path is ignored; ``design`` is the data).
+        The model (its data path is ignored; ``design`` is the data). With a
+        PD model (``[model] pd``) the PD observation records (``[model]
+        pd_observations``, e.g. DVID = 2) get a response drawn from the PD
+        model and its ``[pd_error]``, driven by the same individual PK; the
+        other observation records are concentrations. A ``pk_fit`` of the
+        spec (sequential PK/PD) is ignored: the data are drawn from the joint
+        model at ``truth``.
     design : DataFrame
         NONMEM-style layout, e.g. from :func:`study_design`.
     truth : dict
         A value for every population parameter of the spec: typical values
         (``CL``...), ``omega_<P>`` for each parameter with IIV, estimated
-        covariate coefficients (``<P>_<COL>``) and the residual SDs.
+        covariate coefficients (``<P>_<COL>``) and the residual SDs (PK/PD:
+        also the PD error's, ``pd_sigma_add``...).
     seed : int
     lloq : float, optional
-        Flag simulated values below it as BLQ (column BLQ = 1, LLOQ, DV = LLOQ).
+        Flag simulated concentrations below it as BLQ (column BLQ = 1, LLOQ,
+        DV = LLOQ). PD observations are never flagged (their LLOQ is NaN).
 
     Returns
     -------
@@ -123,6 +133,8 @@ def simulate_observations(
         ``design`` with simulated DV, and the true individual etas as columns
         ``ETA_<P>`` (constant within a subject) for checking recovery.
     """
+    if spec.pk_fit is not None:  # sequential estimation is a fitting choice; simulate from the joint model
+        spec = replace(spec, pk_fit=None)
     model = PopulationModel(spec, design)
     pm_model = model.build()
     needed = model.spec.population_parameters
@@ -134,22 +146,33 @@ def simulate_observations(
                         + (f"; unknown {', '.join(extra)}" if extra else ""))
     fixed = pm.do(pm_model, {pm_model[k]: np.asarray(v, dtype=float) for k, v in truth.items()})
     etas = [n for n in (f"eta_{p}" for p in spec.parameters) if n in fixed.named_vars]
-    draws = pm.draw([fixed["DV"], *[fixed[e] for e in etas]], random_seed=seed)
-    dv = np.asarray(draws[0], dtype=float)
+    # observed variables: DV (PK, absent when every observation is PD) and DV_PD (PD model)
+    observed = [(name, d) for name, d in (("DV", model.design), ("DV_PD", model.pd_design))
+                if d is not None and name in fixed.named_vars]
+    draws = pm.draw([*[fixed[name] for name, _ in observed], *[fixed[e] for e in etas]], random_seed=seed)
+    draws = list(draws) if isinstance(draws, (list, tuple)) else [draws]
+    values = dict(zip((name for name, _ in observed), draws))
+    row_index = pd.Index(model.data.table.ROW)
+    rows = {name: row_index.get_indexer(d.obs_row) for name, d in observed}
     out = model.data.table.drop(columns="ROW").copy()
-    obs_rows = pd.Index(model.data.table.ROW).get_indexer(model.design.obs_row)
+    dv = np.asarray(values.get("DV", np.array([])), dtype=float)
+    obs_rows = rows.get("DV", np.array([], dtype=int))
     if (dv < 0).any():
         raise SpecError(f"{int((dv < 0).sum())} simulated concentrations are negative (additive error larger "
                         "than the prediction); use proportional, combined or lognormal error, or an LLOQ")
     out.loc[obs_rows, "DV"] = dv
+    if "DV_PD" in values:
+        out.loc[rows["DV_PD"], "DV"] = np.asarray(values["DV_PD"], dtype=float)
     if lloq is not None:
         below = np.zeros(len(out), bool)
         below[obs_rows] = dv < lloq
-        out["LLOQ"] = np.where(out.EVID == 0, lloq, np.nan)
+        is_pd = np.zeros(len(out), bool)
+        is_pd[rows.get("DV_PD", [])] = True
+        out["LLOQ"] = np.where((out.EVID == 0) & ~is_pd, lloq, np.nan)
         out["BLQ"] = below.astype(int)
         out["CENS"] = below.astype(int)
         out.loc[below, "DV"] = lloq
     subject = {sid: k for k, sid in enumerate(model.design.subject_ids)}
-    for name, values in zip(etas, draws[1:]):
-        out[name.upper()] = [values[subject[i]] for i in out.ID]
+    for name, eta in zip(etas, draws[len(observed):]):
+        out[name.upper()] = [eta[subject[i]] for i in out.ID]
     return out
