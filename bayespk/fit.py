@@ -81,7 +81,8 @@ def fit(
             import nutpie
         except ImportError:  # pragma: no cover - nutpie is a dependency
             raise SpecError("sampler 'nutpie' is not installed; pip install nutpie, or use sampler='pymc'") from None
-        compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec))
+        compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec),
+                                             initial_points=_eta_starts(pm_model, s.seed))
         t_compile = time.perf_counter() - t0
         tree = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
                              target_accept=s.target_accept, progress_bar=progress, save_warmup=False)
@@ -194,10 +195,7 @@ class Fit:
             ``IPRED`` and ``PRED`` with dims (chain, draw, obs) and coords
             ``ID`` and ``TIME`` on ``obs``.
         """
-        post = self.posterior
-        if draws is not None:
-            per_chain = -(-draws // post.sizes["chain"])
-            post = post.isel(draw=slice(None, None, max(1, post.sizes["draw"] // per_chain)))
+        post = self._thinned(draws)
         pm_model, design = self.model.build_prediction(grid=grid, grid_subjects=ids)
         with quiet_pymc():
             out = pm.sample_posterior_predictive(
@@ -207,6 +205,31 @@ class Fit:
         pp = out["posterior_predictive"].to_dataset()
         ids = design.subject_ids[design.obs_subject]
         return pp.assign_coords(ID=("obs", ids), TIME=("obs", design.obs_time))
+
+    def individual_parameters(self, *, draws: int | None = 200, seed: int = 0) -> xr.Dataset:
+        """Each subject's structural parameters per posterior draw (baseline covariates).
+
+        Returns an ``xarray.Dataset`` with one variable per parameter (``CL``,
+        ``CMAX``...), dims (chain, draw, ID).
+        """
+        post = self._thinned(draws)
+        pm_model = self.model.build_individual()
+        names = [f"{p}_i" for p in self.spec.parameters]
+        with quiet_pymc():
+            out = pm.sample_posterior_predictive(
+                xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
+                var_names=names, random_seed=seed, progressbar=False,
+            )
+        pp = out["posterior_predictive"].to_dataset()
+        return pp.rename({f"{p}_i": p for p in self.spec.parameters})
+
+    def _thinned(self, draws: int | None) -> xr.Dataset:
+        """The posterior thinned to about ``draws`` draws (None: all)."""
+        post = self.posterior
+        if draws is not None:
+            per_chain = -(-draws // post.sizes["chain"])
+            post = post.isel(draw=slice(None, None, max(1, post.sizes["draw"] // per_chain)))
+        return post
 
     # ----------------------------------------------------------- evaluation
     def plot_individual(self, ids=None, **kwargs):
@@ -250,6 +273,15 @@ class Fit:
         from bayespk.evaluate.gof import eta_covariates
 
         return eta_covariates(self, covariates)
+
+    def plot_covariate_effects(self, **kwargs):
+        """Forest plot of covariate and treatment effects; returns ``(figure, table)``.
+
+        See :func:`bayespk.evaluate.gof.covariate_effects`.
+        """
+        from bayespk.evaluate.gof import covariate_effects
+
+        return covariate_effects(self, **kwargs)
 
     def plot_prior_posterior(self, **kwargs):
         """Prior vs posterior of every population parameter; returns ``(figure, table)``."""
@@ -313,6 +345,18 @@ def _jittered(pm_model: pm.Model, spec: Spec) -> set:
     so chains still start apart.
     """
     return {rv for rv in pm_model.free_RVs if rv.name not in spec.parameters and not rv.name.startswith("z_")}
+
+
+def _eta_starts(pm_model: pm.Model, seed: int) -> dict:
+    """Starting values of the standardized etas ``z_*``: N(0, 0.01), close to the typical subject.
+
+    Exactly 0 would give a subject whose data say nothing about a parameter
+    (e.g. a CAR-T patient who left before the contraction phase) a gradient of
+    exactly 0 there, which nutpie refuses as an initial point.
+    """
+    rng = np.random.default_rng(seed)
+    return {rv.name: 0.01 * rng.standard_normal(tuple(rv.shape.eval()))
+            for rv in pm_model.free_RVs if rv.name.startswith("z_")}
 
 
 def _start_points(pm_model: pm.Model, spec: Spec, chains: int, seed: int) -> list[dict]:

@@ -18,7 +18,7 @@ import pymc as pm
 
 from bayespk.evaluate.simulation import observation_table, quiet_pymc
 
-__all__ = ["GOF", "gof", "gof_table", "shrinkage", "eta_covariates", "prior_posterior"]
+__all__ = ["GOF", "gof", "gof_table", "shrinkage", "eta_covariates", "prior_posterior", "covariate_effects"]
 
 
 @dataclass
@@ -42,7 +42,10 @@ def gof_table(fit, draws: int = 400) -> pd.DataFrame:
     obs["IPRED"] = pred["IPRED"].median(("chain", "draw")).values
     post = fit.posterior
     err = fit.spec.error
-    med = {n: float(post[n].median()) for n in err.names}
+    med = {n: post[n].median(("chain", "draw")).values for n in err.names}
+    if err.by is not None:  # one error model per assay: each observation's own parameters
+        codes = fit.model._assay_codes("DV", fit.model.design)
+        med = {n: v[codes] for n, v in med.items()}
     f = obs.IPRED.to_numpy()
     if err.model == "lognormal":
         resid = (np.log(np.maximum(obs.DV, 1e-300)) - np.log(np.maximum(f, 1e-300))) / med["sigma_log"]
@@ -205,3 +208,54 @@ def prior_posterior(fit, draws: int = 2000, seed: int = 0):
     fig.suptitle(f"{fit.spec.name}: prior vs posterior", fontsize=10)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
+
+
+def covariate_effects(fit, *, interval: float = 0.9, quantiles=(0.05, 0.95)):
+    """Forest plot of covariate and treatment effects as fold changes of their parameter.
+
+    A numeric covariate is shown at the ``quantiles`` of its baseline values
+    in the data (against its reference value), a categorical one at each
+    level, a treatment multiplier (CAR-T ``[[treatments]]``) as it is. Lines
+    are ``interval`` credible intervals of the factor; the grey band marks
+    0.8-1.25. Returns ``(figure, table)`` with columns ``parameter, effect,
+    label, median, lower, upper``.
+    """
+    import matplotlib.pyplot as plt
+
+    post = fit.posterior.stack(sample=("chain", "draw"))
+    lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
+    rows = []
+
+    def add(parameter, effect, label, factor):
+        q = np.quantile(np.asarray(factor, float), [0.5, lo, hi])
+        rows.append({"parameter": parameter, "effect": effect, "label": label,
+                     "median": q[0], "lower": q[1], "upper": q[2]})
+
+    for c in fit.spec.covariates:
+        info = fit.model._covariates[c.name]
+        theta = np.full(post.sizes["sample"], c.coefficient) if c.fixed else None
+        if c.effect == "categorical":
+            draws = theta if theta is not None else post[c.name].transpose("sample", ...).values
+            for k, level in enumerate(info["levels"]):
+                value = draws if draws.ndim == 1 else draws[:, k]
+                add(c.parameter, c.name, f"{c.column} = {level} (vs {c.reference})", np.exp(value))
+            continue
+        theta = theta if theta is not None else post[c.name].values
+        for x in np.quantile(info["values"], quantiles):
+            add(c.parameter, c.name, f"{c.column} = {x:.3g} (vs {c.reference:g})", np.exp(c.log_factor(x, theta)))
+    for tr in fit.spec.treatments:
+        add("rho", tr.name, f"{tr.column} given (expansion rate)",
+            np.full(post.sizes["sample"], tr.multiplier) if tr.fixed else post[tr.name].values)
+    table = pd.DataFrame(rows, columns=["parameter", "effect", "label", "median", "lower", "upper"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(table), 2) + 1.2))
+    y = np.arange(len(table))[::-1]
+    ax.axvspan(0.8, 1.25, color="0.9", zorder=0)
+    ax.axvline(1.0, color="0.4", lw=1)
+    ax.hlines(y, table.lower, table.upper, color="C0", lw=2)
+    ax.plot(table["median"], y, "o", color="C0")
+    ax.set_yticks(y, [f"{p}: {lab}" for p, lab in zip(table.parameter, table.label)])
+    ax.set_xscale("log")
+    ax.set_xlabel(f"fold change of the parameter (median, {interval:.0%} CrI)")
+    ax.set_title("Covariate and treatment effects")
+    fig.tight_layout()
+    return fig, table

@@ -20,6 +20,8 @@ def individual_curves(fit, *, n_grid: int = 120, interval: float = 0.9, draws: i
     records = fit.tree["records"].to_dataset().to_dataframe()
     t_max = float(records.TIME.max())
     grid = np.unique(np.r_[np.linspace(0.0, t_max, n_grid), records.TIME[records.EVID.isin([1, 4])].to_numpy()])
+    if fit.model.cell_kinetics and t_max > 28.0:  # CAR-T: resolve the first month, then months to years
+        grid = np.unique(np.r_[np.linspace(0.0, 28.0, n_grid), np.geomspace(28.0, t_max, n_grid // 2)])
     pred = fit.predict(grid=grid, draws=draws, ids=ids)
     lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
     ipred = pred["IPRED"].stack(sample=("chain", "draw"))
@@ -47,6 +49,8 @@ def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interva
     const = fit.tree["constant_data"].to_dataset()
     obs = pd.DataFrame({"ID": const["SUBJECT"].values, "TIME": const["TIME"].values,
                         "DV": fit.tree["observed_data"]["DV"].values, "CENS": const["CENS"].values})
+    if fit.spec.error.by is not None:  # curves are in the reference assay's units: show its observations
+        obs = obs[fit.model._assay_codes("DV", fit.model.design) == 0]
     records = fit.tree["records"].to_dataset().to_dataframe()
     doses = records[records.EVID.isin([1, 4])]
     ids = list(pd.unique(curves.ID)) if ids is None else list(ids)

@@ -44,6 +44,7 @@ from bayespk.errors import DataError, SpecError
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.structural import STRUCTURES
+from bayespk.structural.cart import NO_ONSET, CellKinetics
 from bayespk.structural.ode import OdeGrid, integrate
 from bayespk.structural.pd import PD_MODELS
 
@@ -80,12 +81,17 @@ class PopulationModel:
                 self.spec = self.spec.with_data(data.source)
         self.data = data
         self.structure = STRUCTURES[self.spec.structure]
+        self.cell_kinetics = isinstance(self.structure, CellKinetics)
         self.pd = PD_MODELS[self.spec.pd] if self.spec.pd else None
         self._pd_rows = self._pd_observation_rows()
         self.design = self._design(grid=None)
         self._pd_setup(pk_fit)
         self._covariates = self._covariate_design()
         self._occasions = self._occasion_design()
+        self._onsets = self._treatment_onsets()
+        self._assays = {name: self._assay_design(err) for name, err in (("DV", self.spec.error),
+                                                                          ("DV_PD", self.spec.pd_error))
+                        if err is not None and err.by is not None}
         self.spec = self._resolve(self.spec)
         self._check_error_model()
         self._check_dosing_parameters()
@@ -219,6 +225,73 @@ class PopulationModel:
                             f"on {', '.join(with_iov)} cannot be told apart from IIV")
         return {"records": codes, "labels": labels}
 
+    def _treatment_onsets(self) -> np.ndarray | None:
+        """CAR-T structures: per subject, the time of each treatment's first administration after the
+        infusion (``NO_ONSET`` if never given); checks the one-infusion layout."""
+        if not self.cell_kinetics:
+            return None
+        t = self.data.table
+        doses = t[t.EVID.isin([1, 4])]
+        again = doses.duplicated("ID")
+        if again.any():
+            r = doses[again].iloc[0]
+            raise DataError(f"row {int(r.ROW)}: a second dose record for ID {_label(r.ID)}; {self.structure.name} "
+                            "models the kinetics after one cell infusion (the first dose record), so give each "
+                            "patient exactly one")
+        repeated = (doses.ADDL > 0) | (doses.SS > 0)
+        if repeated.any():
+            r = doses[repeated].iloc[0]
+            raise DataError(f"row {int(r.ROW)}, column {'ADDL' if r.ADDL > 0 else 'SS'}: a cell infusion is a single "
+                            f"dose; {self.structure.name} does not use ADDL or SS")
+        infusion = doses.set_index("ID").TIME.reindex(self.design.subject_ids)
+        if infusion.isna().any():
+            raise DataError(f"ID {_label(infusion.index[infusion.isna()][0])}: no dose record; "
+                            f"{self.structure.name} counts time from the cell infusion (EVID 1 record)")
+        onsets = np.full((len(infusion), len(self.spec.treatments)), NO_ONSET)
+        for k, tr in enumerate(self.spec.treatments):
+            if tr.column not in t.columns:
+                raise DataError(f"column {tr.column}: [[treatments]] reads administrations from rows with "
+                                f"{tr.column} > 0, but the dataset has no such column")
+            x = pd.to_numeric(t[tr.column], errors="coerce")
+            bad = t[tr.column].notna() & x.isna()
+            if bad.any():
+                r = t[bad].iloc[0]
+                raise DataError(f"row {int(r.ROW)}, column {tr.column}: {r[tr.column]!r} is not a number "
+                                "(> 0 marks an administration)")
+            first = t.TIME[x > 0].groupby(t.ID[x > 0]).min()
+            onsets[:, k] = (first.reindex(infusion.index) - infusion).fillna(NO_ONSET).to_numpy(float)
+        return onsets
+
+    def _assay_design(self, err) -> dict:
+        """Level code of every record's assay (column ``err.by``), its labels and reference."""
+        t = self.data.table
+        col = err.by
+        if col not in t.columns:
+            raise DataError(f"column {col}: [{err.prefix}error] by = \"{col}\" gives each assay its own error "
+                            "model, but the dataset has no such column")
+        values = t[col]
+        levels = sorted(values.dropna().unique(), key=lambda v: (isinstance(v, str), v))
+        ref = err.reference if err.reference is not None else (levels[0] if levels else None)
+        if ref not in levels:
+            raise SpecError(f"[{err.prefix}error] reference: level {ref!r} does not occur in column {col} "
+                            f"(levels: {', '.join(map(_label, levels))})")
+        order = [ref] + [v for v in levels if v != ref]
+        codes = values.map({v: k for k, v in enumerate(order)}).fillna(-1).to_numpy(int)
+        return {"records": codes, "labels": [_label(v) for v in order], "column": col}
+
+    def _assay_codes(self, name: str, d: Design) -> np.ndarray | None:
+        """Assay code per observation of design ``d`` (``None`` without assays); refuses a missing assay."""
+        info = self._assays.get(name)
+        if info is None:
+            return None
+        codes = info["records"][d.obs_record]
+        missing = (codes < 0) & d.obs_strict
+        if missing.any():
+            k = int(np.argmax(missing))
+            raise DataError(f"row {d.obs_row[k]}, column {info['column']}: observation without an assay; every "
+                            f"observation needs one of {', '.join(info['labels'])}")
+        return np.where(d.obs_strict, codes, 0)  # prediction points: the reference assay
+
     def _record(self, position: int, column: str) -> str:
         """'row R, column C (ID i)' of the record at ``position`` in the table, for error messages."""
         r = self.data.table.iloc[position]
@@ -288,6 +361,9 @@ class PopulationModel:
             coords["occasion"] = self._occasions["labels"]
         if self.pd is not None:
             coords["pd_obs"] = np.arange(self.pd_design.n_obs)
+        for info in self._assays.values():
+            coords[info["column"]] = info["labels"]
+            coords[f"{info['column']}_scaled"] = info["labels"][1:]  # the levels with a scale factor
         return coords
 
     def individual_parameters(self, *designs: Design) -> list[tuple[dict, dict]]:
@@ -296,12 +372,20 @@ class PopulationModel:
         Returns, for each design, per-observation tensors of the individual
         parameters and of the population parameters (covariate effects,
         eta = kappa = 0). The random variables are created once and shared.
+        Fractions of a CAR-T structure (``FB``) vary on the logit scale:
+        ``logit(FB_i) = logit(FB) + covariate effects + eta``. Treatment
+        multipliers (``rho_<COL>``) and assay scale factors (``scale_<COL>``,
+        one per assay, 1 for the reference) are added to both dicts.
         """
         etas = self._etas()
         log_pop, kappas = {}, {}
         n_records = len(self.data.table)
+        unit = self.structure.unit_parameters if self.cell_kinetics else ()
+        shared = self._shared_factors()
         for name, p in self.spec.parameters.items():
-            log_pop[name] = pt.log(p.typical.create(name)) * np.ones(n_records)
+            typical = p.typical.create(name)
+            link = pt.log(typical) - pt.log1p(-typical) if name in unit else pt.log(typical)
+            log_pop[name] = link * np.ones(n_records)
             for c in self.spec.covariates:
                 if c.parameter == name:
                     log_pop[name] = log_pop[name] + self._log_effect(c)
@@ -320,9 +404,28 @@ class PopulationModel:
                     ind = ind + etas[name][s]
                 if name in kappas:
                     ind = ind + kappas[name][self._occasions["records"][rec]]
-                individual[name] = pt.exp(ind)
-                population[name] = pt.exp(pop)
-            out.append((individual, population))
+                inverse = pt.sigmoid if name in unit else pt.exp
+                individual[name] = inverse(ind)
+                population[name] = inverse(pop)
+            out.append((individual | shared, population | shared))
+        return out
+
+    def _shared_factors(self) -> dict:
+        """Treatment multipliers of the expansion rate and assay scale factors (created in the model)."""
+        out = {}
+        for tr in self.spec.treatments:
+            out[tr.name] = pt.as_tensor(tr.multiplier) if tr.fixed else tr.multiplier.create(tr.name)
+        for name, info in self._assays.items():
+            err = self.spec.error if name == "DV" else self.spec.pd_error
+            n = len(info["labels"]) - 1
+            if n == 0:
+                factor = pt.ones(1)
+            elif isinstance(err.scale, float):
+                factor = pt.concatenate([pt.ones(1), pt.as_tensor(np.full(n, err.scale))])
+            else:
+                dim = f"{info['column']}_scaled"
+                factor = pt.concatenate([pt.ones(1), err.scale.create(err.scale_name, dims=dim)])
+            out[f"_scale_{name}"] = factor
         return out
 
     def _etas(self) -> dict:
@@ -352,17 +455,24 @@ class PopulationModel:
             index = np.array([levels.index(v) + 1 if v in levels else 0 for v in x])
             return pt.concatenate([pt.zeros(1), theta])[index]
         theta = c.coefficient if c.fixed else c.coefficient.create(c.name)
-        if c.effect == "power":
-            return theta * np.log(x / c.reference)
-        if c.effect == "exponential":
-            return theta * (x - c.reference)
-        factor = 1.0 + theta * (x - c.reference)  # linear: must stay positive for every subject
-        pm.Potential(f"{c.name}_positive", pt.switch(pt.all(factor > 0), 0.0, -np.inf))
-        return pt.log(pt.maximum(factor, 1e-300))
+        if c.effect == "linear":  # the factor must stay positive for every subject
+            factor = 1.0 + theta * (x - c.reference)
+            pm.Potential(f"{c.name}_positive", pt.switch(pt.all(factor > 0), 0.0, -np.inf))
+        return c.log_factor(x, pt.as_tensor(theta))
 
     def predict(self, params: dict, design: Design):
-        """Concentrations at the design's observations from per-observation parameters."""
+        """Concentrations (CAR-T: cellular levels) at the design's observations from per-observation parameters."""
+        if self.cell_kinetics:
+            t = np.where(design.mask[:, 0], design.dt[:, 0], -1.0)  # days since the infusion; < 0 before it
+            onsets = self._onsets[design.obs_subject]
+            multipliers = [params[tr.name] for tr in self.spec.treatments]
+            return self.structure.level(t, params, list(onsets.T), multipliers)
         return design.concentrations(self.structure, {k: params[k] for k in self.pk_parameters})
+
+    def _in_assay_units(self, f, params: dict, design: Design, name: str = "DV"):
+        """Predictions ``f`` in each observation's assay units (times its assay's scale factor)."""
+        codes = self._assay_codes(name, design)
+        return f if codes is None else f * params[f"_scale_{name}"][codes]
 
     def predict_pd(self, at_obs: dict, drivers: dict | None = None, subjects: dict | None = None):
         """PD response at the PD observations.
@@ -406,9 +516,11 @@ class PopulationModel:
             params = self.individual_parameters(*self._designs())
             self._modeled_infusions_end_in_time(params[0][0])
             if self.design.n_obs and not sequential:
-                self._likelihood(self.predict(params[0][0], self.design), self.design, self.spec.error, "DV", "obs")
+                f = self._in_assay_units(self.predict(params[0][0], self.design), params[0][0], self.design)
+                self._likelihood(f, self.design, self.spec.error, "DV", "obs")
             if self.pd is not None:
                 e = self.predict_pd(params[1][0], *[p[0] for p in params[2:]])
+                e = self._in_assay_units(e, params[1][0], self.pd_design, "DV_PD")
                 self._likelihood(e, self.pd_design, self.spec.pd_error, "DV_PD", "pd_obs")
         if sequential:
             model = pm.do(model, self._pk_posterior_medians(model))
@@ -470,16 +582,40 @@ class PopulationModel:
         d = self._design(grid=grid, grid_subjects=grid_subjects) if grid is not None else self.design
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
             ((individual, population),) = self.individual_parameters(d)
-            ipred = pm.Deterministic("IPRED", self.predict(individual, d), dims="obs")
-            pm.Deterministic("PRED", self.predict(population, d), dims="obs")
+            ipred = self._in_assay_units(self.predict(individual, d), individual, d)
+            pm.Deterministic("IPRED", ipred, dims="obs")
+            pm.Deterministic("PRED", self._in_assay_units(self.predict(population, d), population, d), dims="obs")
             if simulate:
-                model.register_rv(self._residual(ipred), name="DV_sim", dims=("obs",))
+                model.register_rv(self._residual(ipred, design=d), name="DV_sim", dims=("obs",))
         return model, d
 
-    def _residual(self, f, err=None):
-        """The residual error distribution around predictions ``f`` (creates the sigma priors)."""
+    def build_individual(self) -> pm.Model:
+        """A model without likelihood giving each subject's parameters (dims ``ID``) as deterministics.
+
+        Covariates are taken from each subject's first record (baseline).
+        Treatment multipliers and assay factors are in it under their own names.
+        """
+        t = self.data.table
+        first = t.groupby("ID", sort=False).TIME.min().reindex(self.design.subject_ids).to_numpy(float)
+        d = Design.at(self.data, self.structure, self.design.subject_ids, first)
+        with pm.Model(coords=self.coords) as model:
+            ((individual, _),) = self.individual_parameters(d)
+            for name in self.spec.parameters:
+                pm.Deterministic(f"{name}_i", individual[name], dims="ID")
+        return model
+
+    def _residual(self, f, err=None, design: Design | None = None, name: str = "DV"):
+        """The residual error distribution around predictions ``f`` (creates the sigma priors).
+
+        With ``[error] by`` each assay has its own error parameters (dims: the
+        assay column), indexed per observation of ``design``.
+        """
         err = err or self.spec.error
-        sig = {name: err.priors[name].create(err.prefix + name) for name in err.base_names}
+        if err.by is None:
+            sig = {k: err.priors[k].create(err.prefix + k) for k in err.base_names}
+        else:
+            codes = self._assay_codes(name, design)
+            sig = {k: err.priors[k].create(err.prefix + k, dims=err.by)[codes] for k in err.base_names}
         if err.model == "lognormal":
             return pm.LogNormal.dist(mu=pt.log(pt.maximum(f, 1e-300)), sigma=sig["sigma_log"])
         if err.model == "additive":
@@ -493,7 +629,7 @@ class PopulationModel:
         return pm.Normal.dist(mu=f, sigma=sd)
 
     def _likelihood(self, f, d: Design, err, name: str, dims: str):
-        dist = self._residual(f, err)
+        dist = self._residual(f, err, d, name)
         if err.blq == "M4" and err.model != "lognormal":
             # M4 (Beal 2001): every observation conditioned on Y > 0
             dist = pm.Truncated.dist(dist, lower=0.0)

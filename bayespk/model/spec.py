@@ -18,17 +18,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytensor.tensor as pt
 import tomli_w
 
 from bayespk.errors import SpecError
 from bayespk.model.priors import MixturePrior, Prior
 from bayespk.structural import OPTIONAL_PARAMETERS, STRUCTURES
+from bayespk.structural.cart import CELL_KINETICS
 from bayespk.structural.pd import PD_MODELS
 
 __all__ = [
     "Spec",
     "ParameterSpec",
     "CovariateSpec",
+    "TreatmentSpec",
     "ErrorSpec",
     "SamplerSpec",
     "DataSpec",
@@ -54,6 +58,8 @@ SAMPLERS = ("nutpie", "pymc")
 DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
 DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
 DEFAULT_TYPICAL_LOG_SD = 1.0
+DEFAULT_MULTIPLIER = Prior("LogNormal", mu=0.0, sigma=0.7)
+DEFAULT_ASSAY_SCALE = Prior("LogNormal", mu=0.0, sigma=3.0)
 
 
 def _check_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
@@ -83,6 +89,23 @@ def _iiv_block(d: dict, parameters: dict) -> tuple[tuple[str, ...], float]:
     if eta <= 0:
         raise SpecError(f"[iiv] lkj_eta: the LKJ shape must be > 0, got {eta:g}")
     return tuple(correlated), eta
+
+
+def _treatments(raw, structure: str, covariates) -> tuple:
+    """The ``[[treatments]]`` list: time-varying multipliers of the CAR-T expansion rate."""
+    if not isinstance(raw, list):
+        raise SpecError("treatments: use [[treatments]] tables (a list)")
+    out = tuple(TreatmentSpec.from_dict(t, i) for i, t in enumerate(raw))
+    if out and structure not in CELL_KINETICS:
+        raise SpecError(f"[[treatments]]: treatment multipliers act on the expansion rate of a CAR-T structure "
+                        f"({', '.join(CELL_KINETICS)}), not {structure}; use [[covariates]] for time-varying "
+                        "covariates of a PK model")
+    seen = set()
+    for i, t in enumerate(out):
+        if t.column in seen:
+            raise SpecError(f"[[treatments]] #{i + 1}: column {t.column} is given twice")
+        seen.add(t.column)
+    return out
 
 
 def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
@@ -191,7 +214,7 @@ class ParameterSpec:
                 f"{where}: needs 'typical' (a prior, e.g. {{ dist = \"LogNormal\", mu = -3, sigma = 1 }}) "
                 "or 'guess' (a typical value; the prior is then LogNormal(log(guess), 1))"
             )
-        bounded = name in ("F", "IMAX")  # bioavailability, maximal inhibition: may be given a Beta prior
+        bounded = name in ("F", "IMAX", "FB")  # bioavailability, maximal inhibition, persisting fraction
         allowed = ("positive", "unit") if bounded else ("positive",)
         if typical.support not in allowed:
             raise SpecError(f"{where} typical: the typical value of {name} must be positive; "
@@ -262,6 +285,21 @@ class CovariateSpec:
     def fixed(self) -> bool:
         return isinstance(self.coefficient, float)
 
+    def log_factor(self, x, theta):
+        """log of the factor of a numeric effect at covariate values ``x`` (numpy or pytensor).
+
+        A linear factor is floored at 1e-300 (the model keeps it positive with a potential).
+        """
+        if self.effect == "power":
+            return theta * np.log(np.asarray(x, float) / self.reference)
+        if self.effect == "exponential":
+            return theta * (x - self.reference)
+        if self.effect == "linear":
+            factor = 1.0 + theta * (x - self.reference)
+            return (pt.log(pt.maximum(factor, 1e-300)) if type(factor).__module__.startswith("pytensor")
+                    else np.log(np.maximum(factor, 1e-300)))
+        raise SpecError(f"covariate {self.name}: a categorical effect has no numeric factor")
+
     def default_prior(self) -> Prior:
         if self.effect in ("exponential", "linear") and isinstance(self.reference, float) and self.reference:
             return Prior("Normal", mu=0.0, sigma=round(1.0 / abs(self.reference), 6))
@@ -306,6 +344,51 @@ class CovariateSpec:
 
 
 @dataclass(frozen=True)
+class TreatmentSpec:
+    """A time-varying treatment multiplying the CAR-T expansion rate from its first administration.
+
+    Records with ``column`` > 0 are administrations (an EVID 2 record at each
+    one is enough); from the subject's first one on, the expansion rate is
+    multiplied by ``multiplier`` (a number fixes it; a prior estimates it as
+    ``rho_<COLUMN>``). Stein et al. (2019) modelled tocilizumab and
+    corticosteroids this way.
+    """
+
+    column: str
+    multiplier: float | Prior = DEFAULT_MULTIPLIER
+
+    @property
+    def name(self) -> str:
+        return f"rho_{self.column}"
+
+    @property
+    def fixed(self) -> bool:
+        return isinstance(self.multiplier, float)
+
+    @classmethod
+    def from_dict(cls, d: dict, i: int) -> "TreatmentSpec":
+        where = f"[[treatments]] #{i + 1}"
+        _check_keys(d, ("column", "multiplier"), where)
+        if not isinstance(d.get("column"), str):
+            raise SpecError(f"{where}: 'column' is required (the dataset column marking administrations)")
+        m = d.get("multiplier", DEFAULT_MULTIPLIER)
+        if isinstance(m, dict):
+            m = Prior.from_dict(m, f"{where} multiplier")
+            if m.support != "positive":
+                raise SpecError(f"{where} multiplier: a rate multiplier needs a positive prior such as "
+                                f"LogNormal, not {m.dist}")
+        elif not isinstance(m, Prior):
+            m = _number(m, f"{where} multiplier")
+            if m <= 0:
+                raise SpecError(f"{where} multiplier: must be > 0, got {m:g}")
+        return cls(column=d["column"].upper(), multiplier=m)
+
+    def to_dict(self) -> dict:
+        m = self.multiplier
+        return {"column": self.column, "multiplier": m if isinstance(m, float) else m.to_dict()}
+
+
+@dataclass(frozen=True)
 class ErrorSpec:
     """Residual error model and the treatment of BLQ observations.
 
@@ -321,6 +404,12 @@ class ErrorSpec:
     outliers, same scale parameters, degrees of freedom ``nu`` with prior
     ``nu``, default Gamma(2, 0.1)); Student-t is available for the additive,
     proportional and combined models.
+    ``by``: a column (e.g. ``ASSAY``) whose levels are different assays of the
+    same quantity: each level gets its own error parameters (dimension
+    ``<BY>``), and the prediction for a level other than ``reference`` (default:
+    the lowest) is multiplied by its factor ``scale_<BY>`` (prior ``scale``, or a
+    number to fix it; default LogNormal(0, 3)), e.g. CAR+ cells/uL by flow
+    cytometry against transgene copies/ug by qPCR.
     """
 
     model: str = "proportional"
@@ -328,6 +417,13 @@ class ErrorSpec:
     blq: str = "M3"
     distribution: str = "normal"
     prefix: str = ""  # "pd_" for the PD observations of a PK/PD model
+    by: str | None = None
+    reference: float | str | None = None
+    scale: float | Prior = DEFAULT_ASSAY_SCALE
+
+    @property
+    def scale_name(self) -> str:
+        return f"{self.prefix}scale_{self.by}"
 
     @property
     def student_t(self) -> bool:
@@ -346,7 +442,9 @@ class ErrorSpec:
     @classmethod
     def from_dict(cls, d: dict, prefix: str = "") -> "ErrorSpec":
         table = f"[{prefix}error]"
-        _check_keys(d, ("model", "blq", "distribution", "sigma_add", "sigma_prop", "sigma_log", "nu"), table)
+        _check_keys(d, ("model", "blq", "distribution", "sigma_add", "sigma_prop", "sigma_log", "nu", "by",
+                        "reference", "scale"), table)
+        by_kw = _assay_keys(d, table)
         model = d.get("model", "proportional")
         if not isinstance(model, str) or model not in ERROR_MODELS:
             raise SpecError(f"{table} model: {model!r} is not one of {', '.join(ERROR_MODELS)}")
@@ -374,13 +472,44 @@ class ErrorSpec:
                 priors[k] = Prior.from_dict(d[k], f"{table} {k}")
                 if priors[k].support != "positive":
                     raise SpecError(f"{table} {k}: an SD needs a positive prior, not {priors[k].dist}")
-        return cls(model=model, priors=priors, blq=blq, distribution=distribution, prefix=prefix)
+        return cls(model=model, priors=priors, blq=blq, distribution=distribution, prefix=prefix, **by_kw)
 
     def to_dict(self) -> dict:
         out = {"model": self.model, "blq": self.blq}
         if self.student_t:
             out["distribution"] = self.distribution
+        if self.by is not None:
+            out["by"] = self.by
+            if self.reference is not None:
+                out["reference"] = self.reference
+            out["scale"] = self.scale if isinstance(self.scale, float) else self.scale.to_dict()
         return out | {k: p.to_dict() for k, p in self.priors.items()}
+
+
+def _assay_keys(d: dict, table: str) -> dict:
+    """``by`` / ``reference`` / ``scale`` of an error table (separate error models per assay)."""
+    if "by" not in d:
+        extra = [k for k in ("reference", "scale") if k in d]
+        if extra:
+            raise SpecError(f"{table} {extra[0]}: only used with by = \"<column>\" (one error model per assay)")
+        return {}
+    by = d["by"]
+    if not isinstance(by, str) or not by:
+        raise SpecError(f"{table} by: expected a column name such as \"ASSAY\", got {by!r}")
+    ref = d.get("reference")
+    if isinstance(ref, bool) or (ref is not None and not isinstance(ref, (str, int, float))):
+        raise SpecError(f"{table} reference: expected a level of {by.upper()}, got {ref!r}")
+    ref = float(ref) if isinstance(ref, (int, float)) else ref
+    scale = d.get("scale", DEFAULT_ASSAY_SCALE)
+    if isinstance(scale, dict):
+        scale = Prior.from_dict(scale, f"{table} scale")
+        if scale.support != "positive":
+            raise SpecError(f"{table} scale: a scale factor needs a positive prior such as LogNormal, not {scale.dist}")
+    elif not isinstance(scale, Prior):
+        scale = _number(scale, f"{table} scale")
+        if scale <= 0:
+            raise SpecError(f"{table} scale: must be > 0, got {scale:g}")
+    return {"by": by.upper(), "reference": ref, "scale": scale}
 
 
 @dataclass(frozen=True)
@@ -458,6 +587,7 @@ class Spec:
     pd_error: ErrorSpec | None = None
     pk_fit: str | None = None
     ode_step: float = DEFAULT_ODE_STEP
+    treatments: tuple[TreatmentSpec, ...] = ()
 
     @property
     def pd_parameters(self) -> tuple[str, ...]:
@@ -484,7 +614,7 @@ class Spec:
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None = None) -> "Spec":
         _check_keys(d, ("name", "description", "data", "model", "parameters", "iiv", "covariates", "error",
-                        "pd_error", "sampler"), "spec")
+                        "pd_error", "sampler", "treatments"), "spec")
         model = d.get("model")
         if model is None:
             raise SpecError("[model] is required, with structure = one of " + ", ".join(STRUCTURES))
@@ -521,6 +651,7 @@ class Spec:
             if c.name in seen:
                 raise SpecError(f"[[covariates]] #{i + 1}: a second effect of {c.column} on {c.parameter}")
             seen.add(c.name)
+        treatments = _treatments(d.get("treatments", []), structure, covariates)
         name = d.get("name", "model")
         description = d.get("description", "")
         if not isinstance(name, str) or not isinstance(description, str):
@@ -536,6 +667,7 @@ class Spec:
             description=description,
             correlated=correlated,
             lkj_eta=lkj_eta,
+            treatments=treatments,
             **pd_kw,
         )
 
@@ -548,9 +680,12 @@ class Spec:
         names += [f"omega_iov_{p}" for p, ps in self.parameters.items() if ps.iov is not None]
         names += [f"corr_{a}_{b}" for i, a in enumerate(self.correlated) for b in self.correlated[i + 1:]]
         names += [c.name for c in self.covariates if not isinstance(c.coefficient, float)]
-        names += list(self.error.names)
-        if self.pd_error is not None:
-            names += list(self.pd_error.names)
+        names += [t.name for t in self.treatments if not t.fixed]
+        for err in (self.error, self.pd_error):
+            if err is not None:
+                names += list(err.names)
+                if err.by is not None and not isinstance(err.scale, float):
+                    names.append(err.scale_name)
         return names
 
     def to_dict(self) -> dict:
@@ -572,6 +707,8 @@ class Spec:
             out["iiv"] = {"correlated": list(self.correlated), "lkj_eta": self.lkj_eta}
         if self.covariates:
             out["covariates"] = [c.to_dict() for c in self.covariates]
+        if self.treatments:
+            out["treatments"] = [t.to_dict() for t in self.treatments]
         out["error"] = self.error.to_dict()
         if self.pd_error is not None:
             out["pd_error"] = self.pd_error.to_dict()

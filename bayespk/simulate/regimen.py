@@ -892,6 +892,10 @@ def simulate_regimens(
     from bayespk.structural import STRUCTURES
 
     t_start = time.perf_counter()
+    if fit.model.cell_kinetics:
+        raise SpecError(f"simulate_regimens: {fit.spec.structure} is a CAR-T structure, where the cell dose does "
+                        "not drive the kinetics through dosing records; simulate CAR-T patients with "
+                        "bayespk.simulate.cohort.simulate_cart_cohort or from the fit's individual parameters")
     regs = _as_regimens(regimens)
     say = _progress(progress)
     if population not in ("fitted", "virtual"):

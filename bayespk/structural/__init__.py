@@ -1,8 +1,9 @@
-"""Structural (pure math) models: closed-form compartment solutions.
+"""Structural (pure math) models: closed-form compartment solutions and CAR-T kinetics.
 
 :data:`STRUCTURES` is the registry the model layer reads: for each structure
 name, the parameters it needs, its compartment numbering (NONMEM ``CMT``) and
-the function giving one dose's concentration contribution.
+the function giving one dose's concentration contribution (linear PK), or the
+cellular level since the infusion (:class:`~bayespk.structural.cart.CellKinetics`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bayespk.structural.compartments import (
     one_compartment_macro,
     superpose,
 )
+from bayespk.structural.cart import CELL_KINETICS, CellKinetics
 from bayespk.structural.dosing import dose_record, record_timing
 from bayespk.structural.multicompartment import (
     three_compartment,
@@ -70,7 +72,7 @@ class Structure:
                            params.get("KA"))
 
 
-STRUCTURES: dict[str, Structure] = {
+STRUCTURES: dict[str, Structure | CellKinetics] = {
     s.name: s
     for s in (
         Structure(
@@ -130,9 +132,10 @@ STRUCTURES: dict[str, Structure] = {
             macro=three_compartment_macro,
         ),
     )
-}
+} | CELL_KINETICS
 
 __all__ = [
+    "CellKinetics",
     "OPTIONAL_PARAMETERS",
     "STRUCTURES",
     "Structure",
