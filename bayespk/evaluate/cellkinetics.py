@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from bayespk.errors import BayesPKError
 from bayespk.structural.cart import CellKinetics
 
-__all__ = ["ck_metrics", "ck_nca", "compare_ck", "virtual_exposures", "CK_METRICS"]
+__all__ = ["ck_metrics", "ck_metric_draws", "ck_nca", "compare_ck", "virtual_exposures", "CK_METRICS"]
 
 CK_METRICS = ("Cmax", "Tmax", "AUC0_28", "t_double", "t_half_alpha", "t_half_beta", "Tlast")
 
@@ -64,6 +65,22 @@ def ck_metrics(fit, *, draws: int | None = 200, auc_end: float = 28.0, lloq: flo
     ``<metric>_lower``, ``<metric>_upper`` for each of :data:`CK_METRICS`.
     Levels are in the reference assay's units.
     """
+    draws_ = ck_metric_draws(fit, draws=draws, auc_end=auc_end, lloq=lloq, horizon=horizon, seed=seed)
+    lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
+    rows = {"ID": draws_.ID.values}
+    for m in CK_METRICS:
+        q = np.nanquantile(draws_[m].values, [0.5, lo, hi], axis=0)
+        rows |= {f"{m}_median": q[0], f"{m}_lower": q[1], f"{m}_upper": q[2]}
+    return pd.DataFrame(rows)
+
+
+def ck_metric_draws(fit, *, draws: int | None = 200, auc_end: float = 28.0, lloq: float | None = None,
+                    horizon: float = 1825.0, seed: int = 0) -> xr.Dataset:
+    """Every metric of :data:`CK_METRICS` per posterior draw and patient: dims (draw, ID).
+
+    The exposure input of exposure-response fits, e.g.
+    ``fit_response(outcomes, ck_metric_draws(fit)["AUC0_28"], kind="binary", ...)``.
+    """
     structure = _check(fit)
     ind = fit.individual_parameters(draws=draws, seed=seed)
     stacked = ind.stack(sample=("chain", "draw")).transpose("sample", "ID")
@@ -75,12 +92,8 @@ def ck_metrics(fit, *, draws: int | None = 200, auc_end: float = 28.0, lloq: flo
         limits = fit.model.data.table.LLOQ[_reference_rows(fit)].dropna()
         lloq = float(limits.median()) if len(limits) else np.nan
     out = _metrics(structure, p, fit.model._onsets, mult, auc_end=auc_end, lloq=lloq, horizon=horizon)
-    lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
-    rows = {"ID": ind.ID.values}
-    for m in CK_METRICS:
-        q = np.nanquantile(out[m], [0.5, lo, hi], axis=0)
-        rows |= {f"{m}_median": q[0], f"{m}_lower": q[1], f"{m}_upper": q[2]}
-    return pd.DataFrame(rows)
+    coords = {"draw": np.arange(p["CMAX"].shape[0]), "ID": ind.ID.values}
+    return xr.Dataset({m: (("draw", "ID"), v) for m, v in out.items()}, coords=coords)
 
 
 def _metrics(structure: CellKinetics, p: dict, onsets: np.ndarray, mult: list, *, auc_end: float, lloq: float,
