@@ -374,8 +374,9 @@ class PopulationModel:
         eta = kappa = 0). The random variables are created once and shared.
         Fractions of a CAR-T structure (``FB``) vary on the logit scale:
         ``logit(FB_i) = logit(FB) + covariate effects + eta``. Treatment
-        multipliers (``rho_<COL>``) and assay scale factors (``scale_<COL>``,
-        one per assay, 1 for the reference) are added to both dicts.
+        multipliers (key ``rho_<COL>``) and the assay scale factors (key
+        ``_scale_DV`` / ``_scale_DV_PD``: one per assay, 1 for the reference)
+        are added to both dicts.
         """
         etas = self._etas()
         log_pop, kappas = {}, {}
