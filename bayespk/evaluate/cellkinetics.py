@@ -15,9 +15,9 @@
 ``t_half_alpha``, ``t_half_beta``
     Half-lives of the contraction (effector) and persistence (memory) phases.
 ``Tlast``
-    Persistence: the time after the peak at which the predicted level falls
-    below ``lloq`` (default: the median LLOQ of the reference assay), capped
-    at ``horizon`` days.
+    Persistence: the day (since the infusion) on which the predicted level,
+    after its peak, falls below ``lloq`` (default: the median LLOQ of the
+    reference assay); ``peak + horizon`` when it stays above it that long.
 
 :func:`ck_nca` computes Cmax, Tmax, AUC0-28 (linear-up/log-down, BLQ before
 Tmax as 0, after it dropped), Tlast (last quantified sample) and the terminal
@@ -135,7 +135,7 @@ def _metrics(structure: CellKinetics, p: dict, onsets: np.ndarray, mult: list, *
                                  [m[:, None] for m in mj])
             below = cl < lloq
             first = np.argmax(below, axis=1)
-            out["Tlast"][:, j] = np.where(below.any(axis=1), tt[np.arange(n_s), first], horizon)
+            out["Tlast"][:, j] = np.where(below.any(axis=1), tt[np.arange(n_s), first], tt[:, -1])
     return out
 
 

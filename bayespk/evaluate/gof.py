@@ -255,6 +255,10 @@ def covariate_effects(fit, *, interval: float = 0.9, quantiles=(0.05, 0.95)):
     ax.plot(table["median"], y, "o", color="C0")
     ax.set_yticks(y, [f"{p}: {lab}" for p, lab in zip(table.parameter, table.label)])
     ax.set_xscale("log")
+    ticks = [t for t in (0.1, 0.2, 0.5, 0.8, 1.0, 1.25, 2.0, 5.0, 10.0)
+             if table.lower.min() / 1.5 <= t <= table.upper.max() * 1.5] if len(table) else [1.0]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel(f"fold change of the parameter (median, {interval:.0%} CrI)")
     ax.set_title("Covariate and treatment effects")
     fig.tight_layout()
