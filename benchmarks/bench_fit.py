@@ -5,6 +5,11 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_fit.py            # full run (several minutes)
     .venv/bin/python benchmarks/bench_fit.py --quick    # smoke run: 2 chains x 300 draws, 300 tune
     .venv/bin/python benchmarks/bench_fit.py --cases theophylline_nutpie --cold-cache
+    .venv/bin/python benchmarks/bench_fit.py --cases idr_pkpd_nutpie   # ~35 min on 2 busy cores
+
+A run of some cases merges into an existing ``fit.json``: their results are
+replaced, the other cases' kept with the run record they came from (``--fresh``:
+this run's cases only).
 
 Every case runs in a fresh Python subprocess (this file with ``--case NAME``),
 so nothing compiled by an earlier case is reused in memory, and the peak RSS
@@ -20,6 +25,18 @@ sim500_nutpie         500 simulated subjects, 1-cmt oral, IIV on CL/V/KA, power 
                       on CL (estimated), proportional error, 8 samples each; nutpie.
                       Also reports whether each population parameter's 90% interval
                       (q5..q95) covers the value it was simulated at.
+sim200_2cmt_addl_nutpie
+                      200 simulated subjects, 2-cmt IV, 250 mg as 1-h infusions every 12 h
+                      for 14 doses given as ONE record per subject (ADDL=13, II=12, not
+                      expanded rows); 7 samples per subject at jittered times, 3 after the
+                      first dose and 4 around the last (steady state); IIV on CL/V1/V2,
+                      power WT effect on CL (estimated), proportional error; nutpie;
+                      90% coverage of the truth as for sim500.
+idr_pkpd_nutpie       50 simulated subjects, 4 oral dose levels q24h x 3 (ADDL=2): 1-cmt oral
+                      PK driving an indirect-response model type I (inhibition of
+                      production; the PD ODE is integrated by bayespk's RK4,
+                      bayespk/structural/ode.py), PK and PD fitted simultaneously; the PD
+                      data are simulated here with scipy's solve_ivp; nutpie; 90% coverage.
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -81,10 +99,87 @@ SIM_TRUTH = {
     "sigma_prop": 0.15,
 }  # fmt: skip
 
+# ------------------------------------- simulated 2-cmt multiple-dose study (ADDL/II records)
+ADDL_SUBJECTS = 200
+ADDL_DOSE = 250.0  # mg per 1-h infusion
+ADDL_INFUSION_H = 1.0
+ADDL_N_DOSES, ADDL_II = 14, 12.0  # q12h for 7 days: ONE dose record per subject, ADDL = 13, II = 12
+ADDL_LAST_DOSE = (ADDL_N_DOSES - 1) * ADDL_II  # 156 h
+# Sampling windows (h after the first dose); each subject draws one time uniformly in each window.
+# First interval: during/end of infusion, distribution phase, before the 2nd dose. Steady state
+# (the terminal half-life is ~12 h, so after 13 doses the profile is within ~0.1% of steady state):
+# trough before the last dose, just after its infusion, mid-interval, and one washout sample.
+ADDL_WINDOWS = [(0.5, 1.0), (2.0, 4.0), (8.0, 11.75),
+                (ADDL_LAST_DOSE - 0.5, ADDL_LAST_DOSE - 0.05), (ADDL_LAST_DOSE + 1.0, ADDL_LAST_DOSE + 2.0),
+                (ADDL_LAST_DOSE + 4.0, ADDL_LAST_DOSE + 8.0), (ADDL_LAST_DOSE + 12.0, ADDL_LAST_DOSE + 24.0)]
+ADDL_DESIGN_SEED = 21
+ADDL_OBS_SEED = 22
+ADDL_FIT_SEED = 23
+ADDL_SPEC = {
+    "name": "sim200_2cmt_iv_addl_wt",
+    "description": "200 simulated subjects, 2-cmt IV infusion q12h x 14 (ADDL/II), IIV on CL/V1/V2, "
+                   "power WT on CL, proportional error",
+    "model": {"structure": "2cmt_iv"},
+    "parameters": {
+        "CL": {"guess": 4.0, "iiv": {"dist": "HalfNormal", "sigma": 0.5}},
+        "V1": {"guess": 15.0, "iiv": {"dist": "HalfNormal", "sigma": 0.5}},
+        "Q": {"guess": 8.0, "iiv": False},
+        "V2": {"guess": 40.0, "iiv": {"dist": "HalfNormal", "sigma": 0.5}},
+    },
+    "covariates": [{"parameter": "CL", "column": "WT", "effect": "power", "reference": SIM_WT_REF}],
+    "error": {"model": "proportional", "sigma_prop": {"dist": "HalfNormal", "sigma": 0.5}},
+}
+ADDL_TRUTH = {
+    "CL": 5.0, "V1": 20.0, "Q": 10.0, "V2": 50.0,
+    "omega_CL": 0.3, "omega_V1": 0.25, "omega_V2": 0.3,
+    "CL_WT": 0.75,
+    "sigma_prop": 0.15,
+}  # fmt: skip
+
+# ------------------------------------------------ simulated PK/PD study, indirect response I
+IDR_SUBJECTS = 50
+IDR_DOSES = (25.0, 75.0, 225.0, 675.0)  # mg by mouth, subject i gets IDR_DOSES[(i - 1) % 4]; Cmax ~0.4-10 x IC50
+IDR_N_DOSES, IDR_II = 3, 24.0  # once daily for 3 days: one record, ADDL = 2, II = 24
+IDR_PK_TIMES = (1.0, 3.0, 6.0, 12.0, 23.5, 49.0, 54.0, 71.5)
+IDR_PD_TIMES = (0.0, 2.0, 4.0, 8.0, 12.0, 23.5, 36.0, 50.0, 54.0, 60.0, 66.0, 72.0)  # 0: baseline
+# RK4 step 0.5 h instead of the default 0.25 h: a log-density + gradient costs ~7 ms instead of ~20
+# on this study (quiet machine, 96 h design: 10 vs 26 ms). At the simulated values the RK4 response is
+# then within 0.32 (median 7e-4; max relative 0.6%, at 2 h after 675 mg) of the solve_ivp one used to
+# simulate, against a PD error SD of 5. The observations stop at 72 h (the ODE runs from 0 to the last
+# PD observation).
+IDR_ODE_STEP = 0.5
+IDR_SEED = 31
+IDR_FIT_SEED = 33
+IDR_SPEC = {
+    "name": "idr1_pkpd_simulated",
+    "description": "50 simulated subjects, 1-cmt oral PK driving an indirect response model I "
+                   "(inhibition of production), PK and PD fitted simultaneously",
+    "model": {"structure": "1cmt_oral", "pd": "idr1", "pd_observations": {"column": "DVID", "value": 2},
+              "ode_step": IDR_ODE_STEP},
+    "parameters": {
+        "CL": {"guess": 4.0}, "V": {"guess": 40.0}, "KA": {"guess": 0.7},
+        "R0": {"guess": 80.0}, "KOUT": {"guess": 0.1},
+        "IMAX": {"typical": {"dist": "Beta", "alpha": 2, "beta": 2}, "iiv": False},
+        "IC50": {"guess": 2.0},
+    },
+    "error": {"model": "proportional", "sigma_prop": {"dist": "HalfNormal", "sigma": 0.5}},
+    "pd_error": {"model": "additive", "sigma_add": {"dist": "HalfNormal", "sigma": 20.0}},
+}  # fmt: skip
+IDR_TRUTH = {
+    "CL": 5.0, "V": 50.0, "KA": 1.0,
+    "R0": 100.0, "KOUT": 0.2, "IMAX": 0.9, "IC50": 1.0,
+    "omega_CL": 0.3, "omega_V": 0.2, "omega_KA": 0.3,
+    "omega_R0": 0.15, "omega_KOUT": 0.25, "omega_IC50": 0.4,
+    "sigma_prop": 0.15,
+    "pd_sigma_add": 5.0,
+}  # fmt: skip
+
 CASES = {
     "theophylline_nutpie": {"dataset": "theophylline", "sampler": "nutpie"},
     "theophylline_pymc": {"dataset": "theophylline", "sampler": "pymc"},
     "sim500_nutpie": {"dataset": "sim500", "sampler": "nutpie"},
+    "sim200_2cmt_addl_nutpie": {"dataset": "sim200_2cmt_addl", "sampler": "nutpie"},
+    "idr_pkpd_nutpie": {"dataset": "idr_pkpd", "sampler": "nutpie"},
 }
 
 PACKAGES = ("bayespk", "pymc", "pytensor", "nutpie", "numba", "arviz", "numpy", "pandas", "xarray", "scipy")
@@ -159,6 +254,113 @@ def _sim_dataset():
     return spec, data
 
 
+def _addl_dataset():
+    """The 200-subject 2-cmt study: one dose record per subject (ADDL/II), jittered sparse
+    sampling times, DV drawn from the model at ADDL_TRUTH."""
+    import numpy as np
+
+    from bayespk.model.spec import Spec
+    from bayespk.simulate.study import simulate_observations, study_design
+
+    spec = Spec.from_dict(ADDL_SPEC)
+    nominal = np.array([(lo + hi) / 2 for lo, hi in ADDL_WINDOWS])
+    design = study_design(
+        ADDL_SUBJECTS, dose=ADDL_DOSE, times=nominal, route="iv", n_doses=ADDL_N_DOSES, interval=ADDL_II,
+        infusion_duration=ADDL_INFUSION_H,
+        covariates={"WT": lambda rng, n: np.round(np.clip(rng.lognormal(np.log(SIM_WT_REF), 0.2, n), 40, 140), 1)},
+        seed=ADDL_DESIGN_SEED,
+    )  # fmt: skip
+    # individual sampling times: one uniform draw per window (the windows do not overlap, so the
+    # rows stay sorted); the same generator for every run
+    rng = np.random.default_rng(ADDL_DESIGN_SEED + 1000)
+    obs = design.EVID == 0
+    lo = np.tile([w[0] for w in ADDL_WINDOWS], ADDL_SUBJECTS)
+    hi = np.tile([w[1] for w in ADDL_WINDOWS], ADDL_SUBJECTS)
+    assert obs.sum() == len(lo)
+    design.loc[obs, "TIME"] = np.round(rng.uniform(lo, hi), 2)
+    data = simulate_observations(spec, design, ADDL_TRUTH, seed=ADDL_OBS_SEED)
+    return spec, data
+
+
+def _idr_dataset():
+    """The 50-subject PK/PD study, simulated with numpy/scipy at IDR_TRUTH (not with bayespk).
+
+    PK: 1-cmt oral closed form, superposed over the three daily doses; log-normal IIV; proportional
+    error. PD: indirect response I, dR/dt = KOUT R0 (1 - IMAX C/(IC50 + C)) - KOUT R, R(0) = R0,
+    integrated by solve_ivp (DOP853, tight tolerances, restarted at every dose so the kink in C'
+    is a segment boundary) on the true individual concentrations; additive error. PK rows DVID 1,
+    PD rows DVID 2 (both CMT 2)."""
+    import numpy as np
+    import pandas as pd
+    from scipy.integrate import solve_ivp
+
+    from bayespk.model.spec import Spec
+
+    t = IDR_TRUTH
+    rng = np.random.default_rng(IDR_SEED)
+    dose_times = np.arange(IDR_N_DOSES) * IDR_II
+
+    def conc(tt, amt, cl, v, ka):
+        k = cl / v
+        tt = np.asarray(tt, dtype=float)
+        out = np.zeros_like(tt)
+        for td in dose_times:
+            dt = tt - td
+            out += np.where(dt > 0, amt * ka / (v * (ka - k)) * (np.exp(-k * np.maximum(dt, 0))
+                                                                 - np.exp(-ka * np.maximum(dt, 0))), 0.0)
+        return out
+
+    rows = []
+    for i in range(1, IDR_SUBJECTS + 1):
+        amt = IDR_DOSES[(i - 1) % len(IDR_DOSES)]
+        p = {k: t[k] * np.exp(t.get(f"omega_{k}", 0.0) * rng.standard_normal())
+             for k in ("CL", "V", "KA", "R0", "KOUT", "IMAX", "IC50")}
+
+        def rhs(tt, y, p=p, amt=amt):
+            c = conc(tt, amt, p["CL"], p["V"], p["KA"])
+            return [p["KOUT"] * p["R0"] * (1 - p["IMAX"] * c / (p["IC50"] + c)) - p["KOUT"] * y[0]]
+
+        pd_t = np.array(IDR_PD_TIMES)
+        r, y0 = np.empty(len(pd_t)), [p["R0"]]
+        bounds = [*dose_times, max(pd_t[-1], dose_times[-1])]
+        for k, (a, b) in enumerate(itertools.pairwise(bounds)):  # one segment per dosing interval
+            last = k == len(bounds) - 2
+            sel = (pd_t >= a) & ((pd_t <= b) if last else (pd_t < b))
+            t_eval = np.unique(np.append(pd_t[sel], b))
+            sol = solve_ivp(rhs, (a, b), y0, method="DOP853", rtol=1e-10, atol=1e-10, t_eval=t_eval)
+            r[sel] = sol.y[0, np.searchsorted(t_eval, pd_t[sel])]
+            y0 = [sol.y[0, -1]]
+        pk_t = np.array(IDR_PK_TIMES)
+        c = conc(pk_t, amt, p["CL"], p["V"], p["KA"])
+        c_obs = c * (1.0 + t["sigma_prop"] * rng.standard_normal(len(c)))
+        r_obs = r + t["pd_sigma_add"] * rng.standard_normal(len(r))
+        rows.append({"ID": i, "TIME": 0.0, "AMT": amt, "DV": np.nan, "EVID": 1, "MDV": 1, "CMT": 1,
+                     "ADDL": IDR_N_DOSES - 1, "II": IDR_II, "DVID": 1, "DOSE": amt})
+        obs = [(tt, dv, 1) for tt, dv in zip(pk_t, c_obs)] + [(tt, dv, 2) for tt, dv in zip(pd_t, r_obs)]
+        for tt, dv, dvid in sorted(obs, key=lambda o: (o[0], o[2])):
+            rows.append({"ID": i, "TIME": float(tt), "AMT": np.nan, "DV": float(dv), "EVID": 0, "MDV": 0,
+                         "CMT": 2, "ADDL": 0, "II": 0.0, "DVID": dvid, "DOSE": amt})
+    data = pd.DataFrame(rows)
+    if (data.DV[data.EVID == 0] <= 0).any():
+        raise RuntimeError("simulated a non-positive observation; change IDR_SEED")
+    return Spec.from_dict(IDR_SPEC), data
+
+
+def _dataset(name: str):
+    """``(spec, data, truth, seed)`` of a dataset; data None: the spec's own file."""
+    from bayespk.model.spec import Spec
+
+    if name == "theophylline":
+        return Spec.from_toml(THEOPHYLLINE_SPEC), None, None, THEOPHYLLINE_SEED
+    if name == "sim500":
+        return (*_sim_dataset(), SIM_TRUTH, SIM_FIT_SEED)
+    if name == "sim200_2cmt_addl":
+        return (*_addl_dataset(), ADDL_TRUTH, ADDL_FIT_SEED)
+    if name == "idr_pkpd":
+        return (*_idr_dataset(), IDR_TRUTH, IDR_FIT_SEED)
+    raise ValueError(name)
+
+
 def run_case(name: str, chains: int, draws: int, tune: int) -> dict:
     """Fit one case in this process and return its metrics (called in the subprocess)."""
     cfg = CASES[name]
@@ -168,18 +370,13 @@ def run_case(name: str, chains: int, draws: int, tune: int) -> dict:
     from bayespk.errors import ConvergenceWarning
     from bayespk.fit import fit
     from bayespk.model.population import PopulationModel
-    from bayespk.model.spec import Spec
 
     import_s = time.perf_counter() - t_import
     out: dict = {"case": name, "sampler": cfg["sampler"], "dataset": cfg["dataset"],
                  "chains": chains, "draws": draws, "tune": tune}
     with _TreeRSS() as tree_rss:
         t0 = time.perf_counter()
-        if cfg["dataset"] == "theophylline":
-            spec, data, truth, seed = Spec.from_toml(THEOPHYLLINE_SPEC), None, None, THEOPHYLLINE_SEED
-        else:
-            spec, data = _sim_dataset()
-            truth, seed = SIM_TRUTH, SIM_FIT_SEED
+        spec, data, truth, seed = _dataset(cfg["dataset"])
         t_data = time.perf_counter()
         model = PopulationModel(spec, data)
         t_model = time.perf_counter()
@@ -200,9 +397,11 @@ def run_case(name: str, chains: int, draws: int, tune: int) -> dict:
     min_pop = float(pop["ess_bulk"].min())
     min_all = float(diag["min_ess_bulk"])
     s = model.data.summary
+    n_pd_obs = int(model.pd_design.n_obs) if getattr(model, "pd_design", None) is not None else 0
     out.update({
         "subjects": int(model.design.n_subjects),
-        "observations": int(model.design.n_obs),
+        "observations": int(model.design.n_obs) + n_pd_obs,  # PK + PD rows in the likelihood
+        "observations_pd": n_pd_obs,
         "seed": int(result.spec.sampler.seed),
         "target_accept": float(result.spec.sampler.target_accept),
         "n_population_parameters": len(result.population_parameters),
@@ -378,32 +577,62 @@ def _run_subprocess(name: str, settings: dict, cold_cache: bool, timeout: float,
     return res
 
 
+def _obs(r: dict) -> str:
+    n_pd = r.get("observations_pd", 0)
+    return f"{r['observations']}" + (f" ({r['observations'] - n_pd} PK + {n_pd} PD)" if n_pd else "")
+
+
 def _f(x, nd=1, dash="n/a"):
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return dash
     return f"{x:,.{nd}f}"
 
 
-def markdown(report: dict) -> str:
-    env, res = report["environment"], report["results"]
-    s = report["settings"]
+def _run_of(report: dict, r: dict) -> dict:
+    """The run (settings and environment) a result came from; results written before per-case run
+    records existed take the report's own."""
+    return r.get("run") or {k: report.get(k) for k in ("quick", "cold_cache", "settings", "environment")}
+
+
+def _run_lines(run: dict, indent: str = "") -> list[str]:
+    env, s = run["environment"], run["settings"]
     lines = [
-        f"# bayespk fit benchmark ({'quick' if report['quick'] else 'full'})",
-        "",
-        f"- date: {env['date']}",
-        f"- command: `{env['command']}`",
-        (f"- settings: {s['chains']} chains x {s['draws']} draws, {s['tune']} tune; "
-        f"compile cache: {'cold (fresh PyTensor compiledir per case)' if report['cold_cache'] else 'warm (user PyTensor compiledir)'}"),
-        (f"- python {env['python']} on {env['platform']}; CPUs: {env['cpu_count']} "
+        f"{indent}- date: {env['date']}",
+        f"{indent}- command: `{env['command']}`",
+        (f"{indent}- settings: {s['chains']} chains x {s['draws']} draws, {s['tune']} tune; "
+        f"compile cache: {'cold (fresh PyTensor compiledir per case)' if run['cold_cache'] else 'warm (user PyTensor compiledir)'}"),
+        (f"{indent}- python {env['python']} on {env['platform']}; CPUs: {env['cpu_count']} "
         f"(affinity {env['cpu_affinity']}), {env['cpu_model']}; memory {env['memory_gib']} GiB"),
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
-        f"- git: {env['git_commit']}"
+        f"{indent}- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+        f"{indent}- git: {env['git_commit']}"
         + (f" with uncommitted changes in {', '.join(c.split()[-1] for c in env['git_uncommitted_library_changes'])}"
            if env["git_uncommitted_library_changes"] else ""),
     ]
     if env.get("source_changed_during_run"):
-        lines.append("- **warning: bayespk/ or models/ changed while the benchmark ran; cases may have run "
+        lines.append(f"{indent}- **warning: bayespk/ or models/ changed while the benchmark ran; cases may have run "
                      "different code**")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    res = report["results"]
+    runs: dict[tuple, dict] = {}  # distinct runs, in the order of the cases
+    cases_of: dict[tuple, list[str]] = {}
+    for r in res:
+        run = _run_of(report, r)
+        key = (run["environment"]["date"], run["environment"]["command"])
+        runs.setdefault(key, run)
+        cases_of.setdefault(key, []).append(r["case"])
+    kinds = {"quick" if run["quick"] else "full" for run in runs.values()}
+    lines = [f"# bayespk fit benchmark ({kinds.pop() if len(kinds) == 1 else 'quick and full runs mixed'})", ""]
+    if len(runs) == 1:
+        lines += _run_lines(next(iter(runs.values())))
+    else:
+        lines.append(f"The cases below come from {len(runs)} runs (a run of some cases replaces only their "
+                     "results):")
+        for key, run in runs.items():
+            lines += ["", f"Run of {', '.join(f'`{c}`' for c in cases_of[key])}:", ""]
+            lines += _run_lines(run)
     lines += [
         "",
         ("| case | sampler | subjects | observations | wall s (incl compile) | compile s | sampling s "
@@ -416,7 +645,7 @@ def markdown(report: dict) -> str:
             continue
         samp = _f(r["sampling_s"]) + ("\\*" if r["sampling_includes_compile"] else "")
         lines.append(
-            f"| {r['case']} | {r['sampler']} | {r['subjects']} | {r['observations']} | {_f(r['wall_s'])} "
+            f"| {r['case']} | {r['sampler']} | {r['subjects']} | {_obs(r)} | {_f(r['wall_s'])} "
             f"| {_f(r['compile_s'])} | {samp} | {_f(r['min_ess_bulk_pop'], 0)} | {_f(r['ess_per_s_wall_pop'], 2)} "
             f"| {r['divergences']} | {_f(r['max_r_hat'], 3)} | {_f(r['peak_rss_mb'], 0)} |"
         )
@@ -446,7 +675,7 @@ def markdown(report: dict) -> str:
             lines += ["", f"Truth vs posterior, {r['case']} (90% interval q5..q95): "
                           f"{r['coverage90_hits']}/{r['coverage90_total']} population parameters covered"
                           + ("" if r["max_r_hat"] <= 1.01 else
-                             f" (not meaningful: the chains did not converge, max R-hat {r['max_r_hat']:.2f})"),
+                             f" (not meaningful: the chains did not converge, max R-hat {r['max_r_hat']:.3f})"),
                       "",
                       "| parameter | truth | q5 | median | q95 | covered |", "|---|--:|--:|--:|--:|---|"]
             for p, c in r["coverage90"].items():
@@ -471,6 +700,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _previous_results(path: Path, exclude: set[str]) -> list[dict]:
+    """Results in an earlier ``fit.json`` of the cases not run now, each with its ``run`` record."""
+    if not path.exists():
+        return []
+    try:
+        old = json.loads(path.read_text())
+        kept = [r | {"run": _run_of(old, r)} for r in old["results"] if r["case"] not in exclude]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"warning: could not read {path} ({e}); it is replaced by this run's results", file=sys.stderr)
+        return []
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -481,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="give each case an empty PyTensor compiledir (first-ever-run compile time)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per case (default 3600)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="write only this run's cases (default: keep the other cases' results in --out/fit.json)")
     # worker mode (internal)
     ap.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
     ap.add_argument("--chains", type=int, help=argparse.SUPPRESS)
@@ -514,8 +758,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['wall_s']:.1f} s fit wall, min ESS (pop) {r['min_ess_bulk_pop']:.0f}", flush=True)
     env["source_hash"] = source_before
     env["source_changed_during_run"] = _source_hash() != source_before
-    report = {"quick": args.quick, "cold_cache": args.cold_cache, "settings": settings, "environment": env,
-              "results": results}
+    run = {"quick": args.quick, "cold_cache": args.cold_cache, "settings": settings, "environment": env}
+    for r in results:
+        r["run"] = run
+    kept = [] if args.fresh else _previous_results(args.out / "fit.json", exclude=set(args.cases))
+    if kept:
+        print(f"kept the results of {', '.join(r['case'] for r in kept)} from {args.out / 'fit.json'} "
+              "(--fresh drops them)")
+    order = {c: i for i, c in enumerate(CASES)}
+    merged = sorted([*kept, *results], key=lambda r: order.get(r["case"], len(order)))
+    # top-level quick/settings/environment: this (the latest) run; each result has its own under "run"
+    report = {**run, "results": merged}
     md = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fit.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
