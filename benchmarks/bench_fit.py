@@ -174,12 +174,17 @@ IDR_TRUTH = {
     "pd_sigma_add": 5.0,
 }  # fmt: skip
 
+CART_PIECEWISE_SPEC = ROOT / "models" / "cart_tisagenlecleucel_like.toml"
+CART_MECHANISTIC_SPEC = ROOT / "models" / "cart_mechanistic.toml"
+
 CASES = {
     "theophylline_nutpie": {"dataset": "theophylline", "sampler": "nutpie"},
     "theophylline_pymc": {"dataset": "theophylline", "sampler": "pymc"},
     "sim500_nutpie": {"dataset": "sim500", "sampler": "nutpie"},
     "sim200_2cmt_addl_nutpie": {"dataset": "sim200_2cmt_addl", "sampler": "nutpie"},
     "idr_pkpd_nutpie": {"dataset": "idr_pkpd", "sampler": "nutpie"},
+    "cart_piecewise_nutpie": {"dataset": "cart_piecewise", "sampler": "nutpie"},
+    "cart_mechanistic_nutpie": {"dataset": "cart_mechanistic", "sampler": "nutpie"},
 }
 
 PACKAGES = ("bayespk", "pymc", "pytensor", "nutpie", "numba", "arviz", "numpy", "pandas", "xarray", "scipy")
@@ -358,6 +363,15 @@ def _dataset(name: str):
         return (*_addl_dataset(), ADDL_TRUTH, ADDL_FIT_SEED)
     if name == "idr_pkpd":
         return (*_idr_dataset(), IDR_TRUTH, IDR_FIT_SEED)
+    if name == "cart_piecewise":  # 100 simulated CAR-T patients (models/data/make_cart.py), known truth
+        from bayespk.simulate.cohort import simulate_cart_cohort
+
+        spec = Spec.from_toml(CART_PIECEWISE_SPEC)
+        truth = simulate_cart_cohort(1, seed=0).truth  # population values (the cohort is seed 2026)
+        return spec, None, truth, spec.sampler.seed
+    if name == "cart_mechanistic":  # the same study, mechanistic ODE model (no truth: data are piecewise)
+        spec = Spec.from_toml(CART_MECHANISTIC_SPEC)
+        return spec, None, None, spec.sampler.seed
     raise ValueError(name)
 
 

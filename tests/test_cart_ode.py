@@ -212,7 +212,8 @@ def test_pytensor_matches_numpy_and_gradient_is_finite():
 def test_descriptor():
     assert MODEL.name == "cart_kimmel" and MODEL.central_cmt == 1 and MODEL.depot_cmt is None
     assert 6 <= len(MODEL.parameters) <= 8 and all(k.isupper() for k in MODEL.parameters)
-    assert set(MODEL.parameters) == set(TYPICAL_KIMMEL) and MODEL.unit_parameters == ("FM",)
+    assert set(MODEL.parameters) == set(TYPICAL_KIMMEL) and MODEL.unit_parameters == ("FM", "N0")
+    assert MODEL.optional_parameters == ("N0",)
     assert 0 < TYPICAL_KIMMEL["FM"] < 1 and all(v > 0 for v in TYPICAL_KIMMEL.values())
     assert MODEL.n_states == 4 and MODEL.needs_ode and set(MODEL.covariates) == set(COVARIATE_DEFAULTS)
     y0 = MODEL.initial({"C0": np.array([5.0, 7.0])}, {"N0": 0.1})  # scalars broadcast per subject

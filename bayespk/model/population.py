@@ -45,6 +45,7 @@ from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.structural import STRUCTURES
 from bayespk.structural.cart import NO_ONSET, CellKinetics
+from bayespk.structural.cart_ode import FIT_GRID, CellKineticsODE, ck_ode_nodes
 from bayespk.structural.ode import OdeGrid, integrate
 from bayespk.structural.pd import PD_MODELS
 
@@ -81,14 +82,16 @@ class PopulationModel:
                 self.spec = self.spec.with_data(data.source)
         self.data = data
         self.structure = STRUCTURES[self.spec.structure]
-        self.cell_kinetics = isinstance(self.structure, CellKinetics)
+        self.cell_kinetics = isinstance(self.structure, (CellKinetics, CellKineticsODE))
+        self.ck_ode = isinstance(self.structure, CellKineticsODE)
         self.pd = PD_MODELS[self.spec.pd] if self.spec.pd else None
         self._pd_rows = self._pd_observation_rows()
         self.design = self._design(grid=None)
         self._pd_setup(pk_fit)
         self._covariates = self._covariate_design()
         self._occasions = self._occasion_design()
-        self._onsets = self._treatment_onsets()
+        self._infusion, self._onsets = self._cell_infusions()
+        self._ck_subjects, self._tumor = self._ck_ode_setup()
         self._assays = {name: self._assay_design(err) for name, err in (("DV", self.spec.error),
                                                                           ("DV_PD", self.spec.pd_error))
                         if err is not None and err.by is not None}
@@ -225,11 +228,11 @@ class PopulationModel:
                             f"on {', '.join(with_iov)} cannot be told apart from IIV")
         return {"records": codes, "labels": labels}
 
-    def _treatment_onsets(self) -> np.ndarray | None:
-        """CAR-T structures: per subject, the time of each treatment's first administration after the
-        infusion (``NO_ONSET`` if never given); checks the one-infusion layout."""
+    def _cell_infusions(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """CAR-T structures: per subject, the infusion time and the time of each treatment's first
+        administration after it (``NO_ONSET`` if never given); checks the one-infusion layout."""
         if not self.cell_kinetics:
-            return None
+            return None, None
         t = self.data.table
         doses = t[t.EVID.isin([1, 4])]
         again = doses.duplicated("ID")
@@ -260,7 +263,38 @@ class PopulationModel:
                                 "(> 0 marks an administration)")
             first = t.TIME[x > 0].groupby(t.ID[x > 0]).min()
             onsets[:, k] = (first.reindex(infusion.index) - infusion).fillna(NO_ONSET).to_numpy(float)
-        return onsets
+        return infusion.to_numpy(float), onsets
+
+    def _ck_ode_setup(self):
+        """Mechanistic CAR-T: the per-subject design (parameters at the infusion) and B0 per subject."""
+        if not self.ck_ode:
+            return None, None
+        ids = self.design.subject_ids
+        subjects = Design.at(self.data, self.structure, ids, self._infusion)
+        if self.spec.tumor is None:
+            return subjects, np.ones(len(ids))
+        column, reference = self.spec.tumor
+        tb = self.data.subject_covariate(column, needed_for="[model] tumor").reindex(ids)
+        x = pd.to_numeric(tb, errors="coerce").to_numpy(float)
+        if not np.all(x > 0):
+            k = int(np.argmax(~(x > 0)))
+            raise DataError(f"column {column}: baseline tumor burden {tb.iloc[k]!r} of ID {_label(ids[k])} is not "
+                            "a number > 0 ([model] tumor gives B0 = burden / reference)")
+        return subjects, x / reference
+
+    def _ck_ode_level(self, p: dict, design: Design):
+        """Mechanistic CAR-T level at the design's points from per-subject parameters ``p``."""
+        s = self.structure
+        t_rel = design.obs_time - self._infusion[design.obs_subject]
+        t_end = max(float(t_rel.max()), 0.0)
+        fine = ck_ode_nodes(t_end, FIT_GRID["fine_until"], FIT_GRID["fine_step"])
+        required = [np.r_[t_rel[(design.obs_subject == k) & (t_rel >= 0)], fine] for k in range(design.n_subjects)]
+        grid = OdeGrid.build(required, max_step=FIT_GRID["max_step"], t0=0.0)
+        node = grid.index(design.obs_subject, np.maximum(t_rel, 0.0))
+        rates = {k: v for k, v in p.items() if k in s.parameters}
+        covariates = {"B0": self._tumor} | ({"N0": p["N0"]} if "N0" in p else {})
+        states = integrate(s.rhs, s.initial(rates, covariates), grid.h, None, rates)
+        return pt.where(t_rel >= 0, s.output(states[design.obs_subject, node]), 0.0)
 
     def _assay_design(self, err) -> dict:
         """Level code of every record's assay (column ``err.by``), its labels and reference."""
@@ -462,7 +496,10 @@ class PopulationModel:
         return c.log_factor(x, pt.as_tensor(theta))
 
     def predict(self, params: dict, design: Design):
-        """Concentrations (CAR-T: cellular levels) at the design's observations from per-observation parameters."""
+        """Concentrations (CAR-T: cellular levels) at the design's observations from per-observation parameters
+        (mechanistic CAR-T: per-subject parameters, from :attr:`_ck_subjects`)."""
+        if self.ck_ode:
+            return self._ck_ode_level(params, design)
         if self.cell_kinetics:
             t = np.where(design.mask[:, 0], design.dt[:, 0], -1.0)  # days since the infusion; < 0 before it
             onsets = self._onsets[design.obs_subject]
@@ -502,6 +539,8 @@ class PopulationModel:
             out.append(self.pd_design)
             if self._ode is not None:
                 out += [self._ode["drivers"], self._ode["subjects"]]
+        if self.ck_ode:
+            out.append(self._ck_subjects)
         return out
 
     def build(self) -> pm.Model:
@@ -517,7 +556,8 @@ class PopulationModel:
             params = self.individual_parameters(*self._designs())
             self._modeled_infusions_end_in_time(params[0][0])
             if self.design.n_obs and not sequential:
-                f = self._in_assay_units(self.predict(params[0][0], self.design), params[0][0], self.design)
+                at = params[-1][0] if self.ck_ode else params[0][0]  # mechanistic CAR-T: per subject
+                f = self._in_assay_units(self.predict(at, self.design), params[0][0], self.design)
                 self._likelihood(f, self.design, self.spec.error, "DV", "obs")
             if self.pd is not None:
                 e = self.predict_pd(params[1][0], *[p[0] for p in params[2:]])
@@ -582,10 +622,12 @@ class PopulationModel:
         """
         d = self._design(grid=grid, grid_subjects=grid_subjects) if grid is not None else self.design
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
-            ((individual, population),) = self.individual_parameters(d)
-            ipred = self._in_assay_units(self.predict(individual, d), individual, d)
+            ((individual, population), *per_subject) = self.individual_parameters(
+                d, *([self._ck_subjects] if self.ck_ode else []))
+            at_i, at_p = per_subject[0] if self.ck_ode else (individual, population)
+            ipred = self._in_assay_units(self.predict(at_i, d), individual, d)
             pm.Deterministic("IPRED", ipred, dims="obs")
-            pm.Deterministic("PRED", self._in_assay_units(self.predict(population, d), population, d), dims="obs")
+            pm.Deterministic("PRED", self._in_assay_units(self.predict(at_p, d), population, d), dims="obs")
             if simulate:
                 model.register_rv(self._residual(ipred, design=d), name="DV_sim", dims=("obs",))
         return model, d

@@ -26,6 +26,7 @@ from bayespk.errors import SpecError
 from bayespk.model.priors import MixturePrior, Prior
 from bayespk.structural import OPTIONAL_PARAMETERS, STRUCTURES
 from bayespk.structural.cart import CELL_KINETICS
+from bayespk.structural.cart_ode import CELL_KINETICS_ODE
 from bayespk.structural.pd import PD_MODELS
 
 __all__ = [
@@ -106,6 +107,24 @@ def _treatments(raw, structure: str, covariates) -> tuple:
             raise SpecError(f"[[treatments]] #{i + 1}: column {t.column} is given twice")
         seen.add(t.column)
     return out
+
+
+def _tumor(raw, structure: str):
+    """``[model] tumor = { column = "TB", reference = 20 }``: the baseline tumor burden of a mechanistic
+    CAR-T model, B0 = column / reference (None: B0 = 1 for everyone)."""
+    if raw is None:
+        return None
+    if structure not in CELL_KINETICS_ODE:
+        raise SpecError(f"[model] tumor: only used by the mechanistic CAR-T structure "
+                        f"({', '.join(CELL_KINETICS_ODE)}); use [[covariates]] with {structure}")
+    if not isinstance(raw, dict) or not isinstance(raw.get("column"), str):
+        raise SpecError("[model] tumor: expected { column = \"TB\", reference = 20 } (reference: the burden "
+                        "of a typical patient, in the column's units)")
+    _check_keys(raw, ("column", "reference"), "[model] tumor")
+    ref = _number(raw.get("reference", 1.0), "[model] tumor reference")
+    if ref <= 0:
+        raise SpecError(f"[model] tumor reference: must be > 0, got {ref:g}")
+    return raw["column"].upper(), ref
 
 
 def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
@@ -214,7 +233,7 @@ class ParameterSpec:
                 f"{where}: needs 'typical' (a prior, e.g. {{ dist = \"LogNormal\", mu = -3, sigma = 1 }}) "
                 "or 'guess' (a typical value; the prior is then LogNormal(log(guess), 1))"
             )
-        bounded = name in ("F", "IMAX", "FB")  # bioavailability, maximal inhibition, persisting fraction
+        bounded = name in ("F", "IMAX", "FB", "FM", "N0")  # bioavailability, maximal inhibition, CAR-T fractions
         allowed = ("positive", "unit") if bounded else ("positive",)
         if typical.support not in allowed:
             raise SpecError(f"{where} typical: the typical value of {name} must be positive; "
@@ -588,6 +607,7 @@ class Spec:
     pk_fit: str | None = None
     ode_step: float = DEFAULT_ODE_STEP
     treatments: tuple[TreatmentSpec, ...] = ()
+    tumor: tuple[str, float] | None = None  # mechanistic CAR-T: baseline tumor column and reference
 
     @property
     def pd_parameters(self) -> tuple[str, ...]:
@@ -618,7 +638,7 @@ class Spec:
         model = d.get("model")
         if model is None:
             raise SpecError("[model] is required, with structure = one of " + ", ".join(STRUCTURES))
-        _check_keys(model, ("structure", "pd", "pd_observations", "pk_fit", "ode_step"), "[model]")
+        _check_keys(model, ("structure", "pd", "pd_observations", "pk_fit", "ode_step", "tumor"), "[model]")
         structure = model.get("structure")
         if not isinstance(structure, str) or structure not in STRUCTURES:
             raise SpecError(f"[model] structure: {structure!r} is not one of {', '.join(STRUCTURES)}")
@@ -652,6 +672,7 @@ class Spec:
                 raise SpecError(f"[[covariates]] #{i + 1}: a second effect of {c.column} on {c.parameter}")
             seen.add(c.name)
         treatments = _treatments(d.get("treatments", []), structure, covariates)
+        tumor = _tumor(model.get("tumor"), structure)
         name = d.get("name", "model")
         description = d.get("description", "")
         if not isinstance(name, str) or not isinstance(description, str):
@@ -668,6 +689,7 @@ class Spec:
             correlated=correlated,
             lkj_eta=lkj_eta,
             treatments=treatments,
+            tumor=tumor,
             **pd_kw,
         )
 
@@ -696,6 +718,8 @@ class Spec:
         if data:
             out["data"] = data
         out["model"] = {"structure": self.structure}
+        if self.tumor is not None:
+            out["model"]["tumor"] = {"column": self.tumor[0], "reference": self.tumor[1]}
         if self.pd:
             out["model"] |= {"pd": self.pd, "pd_observations": {"column": self.pd_observations[0],
                                                                "value": self.pd_observations[1]},

@@ -20,6 +20,7 @@ from bayespk.structural.compartments import (
     superpose,
 )
 from bayespk.structural.cart import CELL_KINETICS, CellKinetics
+from bayespk.structural.cart_ode import CELL_KINETICS_ODE, CellKineticsODE
 from bayespk.structural.dosing import dose_record, record_timing
 from bayespk.structural.multicompartment import (
     three_compartment,
@@ -72,7 +73,7 @@ class Structure:
                            params.get("KA"))
 
 
-STRUCTURES: dict[str, Structure | CellKinetics] = {
+STRUCTURES: dict[str, Structure | CellKinetics | CellKineticsODE] = {
     s.name: s
     for s in (
         Structure(
@@ -132,10 +133,11 @@ STRUCTURES: dict[str, Structure | CellKinetics] = {
             macro=three_compartment_macro,
         ),
     )
-} | CELL_KINETICS
+} | CELL_KINETICS | CELL_KINETICS_ODE
 
 __all__ = [
     "CellKinetics",
+    "CellKineticsODE",
     "OPTIONAL_PARAMETERS",
     "STRUCTURES",
     "Structure",

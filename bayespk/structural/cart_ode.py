@@ -108,6 +108,7 @@ from bayespk.structural._xp import _ns
 
 __all__ = [
     "CELL_KINETICS_ODE",
+    "FIT_GRID",
     "CONSTANTS",
     "COVARIATE_DEFAULTS",
     "TYPICAL_KIMMEL",
@@ -240,7 +241,8 @@ class CellKineticsODE:
 
     @property
     def optional_parameters(self) -> tuple[str, ...]:
-        return ()
+        """Covariate inputs that may instead be estimated as parameters (``N0``)."""
+        return tuple(k for k in self.covariates if k in self.unit_parameters)
 
 
 CELL_KINETICS_ODE: dict[str, CellKineticsODE] = {
@@ -261,10 +263,15 @@ CELL_KINETICS_ODE: dict[str, CellKineticsODE] = {
             typical=TYPICAL_KIMMEL,
             constants=CONSTANTS,
             covariates=COVARIATE_DEFAULTS,
-            unit_parameters=("FM",),
+            unit_parameters=("FM", "N0"),
         ),
     )
 }
+
+
+#: Grid the population model integrates on: 0.25-day steps to day 42 (expansion, peak, contraction),
+#: then steps of at most 4 days (persistence); ~1e-5 relative error at the typical values.
+FIT_GRID = {"fine_step": 0.25, "fine_until": 42.0, "max_step": 4.0}
 
 
 def ck_ode_nodes(t_end: float, fine_until: float = 60.0, fine_step: float = 0.125) -> np.ndarray:
