@@ -166,3 +166,11 @@ def test_cohort_refuses_bad_settings():
         simulate_cart_cohort(5, structure="cart_lag")
     with pytest.raises(SpecError, match="effects"):
         simulate_cart_cohort(5, effects={("CL", "TB"): ("power", 20.0, 0.3)})
+
+
+def test_lag_spec_builds_with_its_own_tlag():
+    """cart_lag's TLAG is a structural parameter, not the depot lag of PK structures."""
+    model = bpk.PopulationModel(MODELS / "cart_lisocabtagene_like.toml")
+    m = model.build()
+    assert {"TLAG", "TEXP"} <= {v.name for v in m.free_RVs}
+    assert np.isfinite(m.compile_logp()(m.initial_point()))

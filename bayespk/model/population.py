@@ -380,7 +380,7 @@ class PopulationModel:
             if name in self.spec.parameters and not rows.any():
                 raise SpecError(f"[parameters.{name}]: no dose record has {what}, so {name} cannot be estimated")
         for name in ("TLAG", "F"):
-            if name in self.spec.parameters and not depot:
+            if name in self.spec.parameters and not depot and name not in self.structure.parameters:
                 raise SpecError(f"[parameters.{name}]: no dose goes into the depot (CMT "
                                 f"{self.structure.depot_cmt}), so {name} cannot be estimated")
 

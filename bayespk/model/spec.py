@@ -648,7 +648,7 @@ class Spec:
         params_raw = d.get("parameters", {})
         if isinstance(params_raw, dict):
             for k in params_raw:
-                if k in OPTIONAL_PARAMETERS and k not in optional:
+                if k in OPTIONAL_PARAMETERS and k not in optional and k not in needed:
                     raise SpecError(f"[parameters] {k}: the {OPTIONAL_PARAMETERS[k][0]} needs a structure with an "
                                     f"absorption depot; {structure} has none")
         _check_keys(params_raw, needed + optional, "[parameters]")
