@@ -81,8 +81,9 @@ def fit(
             import nutpie
         except ImportError:  # pragma: no cover - nutpie is a dependency
             raise SpecError("sampler 'nutpie' is not installed; pip install nutpie, or use sampler='pymc'") from None
-        compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec),
-                                             initial_points=_eta_starts(pm_model, s.seed))
+        # CAR-T patients who leave before a phase carry no information on its parameters (see _eta_starts)
+        starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics else None
+        compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
         t_compile = time.perf_counter() - t0
         tree = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
                              target_accept=s.target_accept, progress_bar=progress, save_warmup=False)
