@@ -42,7 +42,8 @@ CK_METRICS = ("Cmax", "Tmax", "AUC0_28", "t_double", "t_half_alpha", "t_half_bet
 def _check(fit) -> CellKinetics:
     structure = fit.model.structure
     if not isinstance(structure, CellKinetics):
-        raise BayesPKError(f"CK metrics need a CAR-T structure (cart_piecewise, cart_lag), not {structure.name}")
+        raise BayesPKError(f"CK metrics need a closed-form CAR-T structure (cart_piecewise, cart_lag), not "
+                           f"{structure.name}")
     return structure
 
 
