@@ -44,6 +44,7 @@ def fit(
     chains: int | None = None,
     seed: int | None = None,
     target_accept: float | None = None,
+    adaptation: str | None = None,
     progress: bool = True,
 ) -> "Fit":
     """Sample the posterior of ``model`` and check convergence.
@@ -60,6 +61,8 @@ def fit(
     draws, tune, chains : int
     seed : int
     target_accept : float
+    adaptation : {"diag", "low_rank"}
+        nutpie's mass-matrix adaptation (``[sampler] adaptation``).
     progress : bool
         Show a progress bar while sampling.
 
@@ -70,7 +73,7 @@ def fit(
         is emitted when divergences, R-hat, ESS or E-BFMI are poor.
     """
     spec = model.spec.with_sampler(name=sampler, draws=draws, tune=tune, chains=chains, seed=seed,
-                                   target_accept=target_accept)
+                                   target_accept=target_accept, adaptation=adaptation)
     if spec.sampler.seed is None:
         spec = spec.with_sampler(seed=int(np.random.SeedSequence().entropy % (2**31)))
     s = spec.sampler
@@ -86,7 +89,8 @@ def fit(
         compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
         t_compile = time.perf_counter() - t0
         tree = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
-                             target_accept=s.target_accept, progress_bar=progress, save_warmup=False)
+                             target_accept=s.target_accept, progress_bar=progress, save_warmup=False,
+                             adaptation=s.adaptation)
     else:
         t_compile = float("nan")
         with pm_model:

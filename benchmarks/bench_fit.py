@@ -184,7 +184,9 @@ CASES = {
     "sim200_2cmt_addl_nutpie": {"dataset": "sim200_2cmt_addl", "sampler": "nutpie"},
     "idr_pkpd_nutpie": {"dataset": "idr_pkpd", "sampler": "nutpie"},
     "cart_piecewise_nutpie": {"dataset": "cart_piecewise", "sampler": "nutpie"},
-    "cart_mechanistic_nutpie": {"dataset": "cart_mechanistic", "sampler": "nutpie"},
+    # ODE model at ~6 ms per gradient: its own (shorter) run, not FULL; --quick still shortens it
+    "cart_mechanistic_nutpie": {"dataset": "cart_mechanistic", "sampler": "nutpie",
+                                "settings": {"chains": 4, "draws": 400, "tune": 400}},
 }
 
 PACKAGES = ("bayespk", "pymc", "pytensor", "nutpie", "numba", "arviz", "numpy", "pandas", "xarray", "scipy")
@@ -375,8 +377,11 @@ def _dataset(name: str):
     raise ValueError(name)
 
 
-def run_case(name: str, chains: int, draws: int, tune: int) -> dict:
-    """Fit one case in this process and return its metrics (called in the subprocess)."""
+def run_case(name: str, chains: int, draws: int, tune: int, runs: Path | None = None) -> dict:
+    """Fit one case in this process and return its metrics (called in the subprocess).
+
+    ``runs``: also write the fit's run directory to ``runs / name`` (for ``bayespk compare``).
+    """
     cfg = CASES[name]
     t_import = time.perf_counter()
     import numpy as np
@@ -402,6 +407,8 @@ def run_case(name: str, chains: int, draws: int, tune: int) -> dict:
         diag = result.diagnostics()
         summary = result.summary()
         t_end = time.perf_counter()
+    if runs is not None:
+        result.write_run(runs / name)
 
     wall = float(diag["wall_seconds"])
     compile_s = float(diag["compile_seconds"])
@@ -479,7 +486,7 @@ def run_case(name: str, chains: int, draws: int, tune: int) -> dict:
 
 
 def _worker(args) -> None:
-    res = run_case(args.case, args.chains, args.draws, args.tune)
+    res = run_case(args.case, args.chains, args.draws, args.tune, args.runs)
     sys.stdout.flush()
     print(MARKER + json.dumps(res, default=_json_default), flush=True)
 
@@ -553,9 +560,12 @@ def _source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _run_subprocess(name: str, settings: dict, cold_cache: bool, timeout: float, log_dir: Path) -> dict:
+def _run_subprocess(name: str, settings: dict, cold_cache: bool, timeout: float, log_dir: Path,
+                    runs: Path | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", name,
            "--chains", str(settings["chains"]), "--draws", str(settings["draws"]), "--tune", str(settings["tune"])]
+    if runs is not None:
+        cmd += ["--runs", str(runs.resolve())]
     env = dict(os.environ)
     tmp = None
     if cold_cache:
@@ -737,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="give each case an empty PyTensor compiledir (first-ever-run compile time)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per case (default 3600)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    ap.add_argument("--runs", type=Path, help="also write each case's run directory under RUNS "
+                    "(e.g. to compare the CAR-T models with bayespk compare)")
     ap.add_argument("--fresh", action="store_true",
                     help="write only this run's cases (default: keep the other cases' results in --out/fit.json)")
     # worker mode (internal)
@@ -766,7 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.cases:
         print(f"  {name} ...", end=" ", flush=True)
-        r = _run_subprocess(name, settings, args.cold_cache, args.timeout, args.out / "logs")
+        own = settings if args.quick else CASES[name].get("settings", settings)
+        r = _run_subprocess(name, own, args.cold_cache, args.timeout, args.out / "logs", args.runs)
         results.append(r)
         print("FAILED (see log)" if "error" in r else
               f"{r['wall_s']:.1f} s fit wall, min ESS (pop) {r['min_ess_bulk_pop']:.0f}", flush=True)

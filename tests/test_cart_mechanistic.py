@@ -15,8 +15,8 @@ from bayespk.simulate.cohort import simulate_cart_cohort
 from bayespk.structural.cart_ode import ck_ode_level
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-VALUES = {"C0": 5.0, "RHO": 0.5, "KC": 5e4, "ALPHA": 0.15, "FM": 0.01, "BETA": 0.003, "KILL": 1.5e-4,
-          "B50": 0.05, "N0": 0.05}
+VALUES = {"C0": 5.0, "GX": 0.5 * np.log(20.0) / 1.05 - 0.15, "KC": 5e4, "ALPHA": 0.15, "FM": 0.01,
+          "BETA": 0.003, "KILL": 1.5e-4, "N0": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,27 @@ def test_likelihood_equals_direct_integration(cohort, spec):
             total += (stats.norm.logcdf(np.log(r.LLOQ), np.log(f), sd) if r.BLQ == 1
                       else stats.lognorm.logpdf(r.DV, sd, scale=f))
     assert got == pytest.approx(total, rel=1e-5)
+
+
+def test_fixed_constant_may_be_estimated(cohort, spec):
+    """[parameters.B50] estimates the constant B50: at its fixed value the likelihood is the spec's own."""
+    d = spec.to_dict()
+    d["parameters"]["B50"] = {"typical": {"dist": "LogNormal", "mu": -3.0, "sigma": 1.0}, "iiv": False}
+    names = [p for p, ps in spec.parameters.items() if ps.iiv is not None]
+    fixed = {**VALUES, "N0_FLUAUC": -0.5, "scale_ASSAY": np.array([0.004]), "sigma_log": np.array([0.5, 0.3])}
+    fixed |= {f"z_{p}": np.zeros(12) for p in names} | {f"omega_{p}": 0.5 for p in names}
+
+    def loglik(s, values):
+        m = pm.do(bpk.PopulationModel(s, cohort.data).build(), values)
+        return float(m.compile_logp(vars=[m["DV"]], sum=True)({}))
+
+    estimated = Spec.from_dict(d)
+    assert "B50" in estimated.parameters and "B50" not in spec.parameters
+    base = loglik(spec, fixed)
+    assert loglik(estimated, fixed | {"B50": 0.05}) == pytest.approx(base, rel=1e-12)
+    assert abs(loglik(estimated, fixed | {"B50": 0.5}) - base) > 1.0  # and it acts
+    with pytest.raises(SpecError, match="unknown key|RB0"):
+        Spec.from_dict({**d, "parameters": {**d["parameters"], "RB0": {"guess": 0.01}}})
 
 
 def test_tumor_column_is_checked(cohort, spec):

@@ -39,7 +39,10 @@ SETS = {
     "KILL": [1.5e-4, 5e-5, 4e-4],
     "B50": [0.05, 0.2, 0.01],
 }
-PARAMS = {k: np.array(v) for k, v in SETS.items()}
+RAW = {k: np.array(v) for k, v in SETS.items()}  # the Gompertz coefficient RHO, as in the equations
+# the model's parameters: the net expansion rate GX of a reference patient (B0 = 1, N0 = 0.05) instead of RHO
+PARAMS = {k: v for k, v in RAW.items() if k != "RHO"} | {
+    "GX": RAW["RHO"] * np.log(1 / 0.05) / (1 + RAW["B50"]) - RAW["ALPHA"]}
 COVARIATES = {"N0": np.array([0.05, 0.01, 0.2]), "B0": np.array([1.0, 5.0, 0.2])}
 
 
@@ -71,7 +74,7 @@ def reference_levels(params, covariates, times):
 
 @pytest.fixture(scope="module")
 def reference():
-    return reference_levels(PARAMS, COVARIATES, DAYS)
+    return reference_levels(RAW, COVARIATES, DAYS)
 
 
 def rel_err(a, b):
@@ -177,7 +180,7 @@ def test_typical_curve_is_tisagenlecleucel_like():
 
 
 def test_pytensor_matches_numpy_and_gradient_is_finite():
-    names = MODEL.parameters
+    names = MODEL.parameters + ("B50",)  # a constant given as a parameter overrides it
     grid = OdeGrid.build([np.concatenate([DAYS, ck_ode_nodes(730.0)])] * 3, max_step=2.0)
     idx = grid.index(0, DAYS)
     theta = pt.matrix("theta")  # log parameters (n_parameters, n_subjects)
@@ -213,7 +216,7 @@ def test_descriptor():
     assert MODEL.name == "cart_kimmel" and MODEL.central_cmt == 1 and MODEL.depot_cmt is None
     assert 6 <= len(MODEL.parameters) <= 8 and all(k.isupper() for k in MODEL.parameters)
     assert set(MODEL.parameters) == set(TYPICAL_KIMMEL) and MODEL.unit_parameters == ("FM", "N0")
-    assert MODEL.optional_parameters == ("N0",)
+    assert MODEL.optional_parameters == ("N0", "RN", "RB", "B50")
     assert 0 < TYPICAL_KIMMEL["FM"] < 1 and all(v > 0 for v in TYPICAL_KIMMEL.values())
     assert MODEL.n_states == 4 and MODEL.needs_ode and set(MODEL.covariates) == set(COVARIATE_DEFAULTS)
     y0 = MODEL.initial({"C0": np.array([5.0, 7.0])}, {"N0": 0.1})  # scalars broadcast per subject

@@ -98,7 +98,11 @@ def test_same_seed_same_posterior_and_pymc_sampler():
         a = model.fit(**(SHORT | {"draws": 50, "tune": 100}))
         b = model.fit(**(SHORT | {"draws": 50, "tune": 100}))
         c = model.fit(**(SHORT | {"draws": 50, "tune": 100, "sampler": "pymc"}))
+        d = model.fit(**(SHORT | {"draws": 50, "tune": 100, "adaptation": "low_rank"}))
     np.testing.assert_array_equal(a.posterior["CL"].values, b.posterior["CL"].values)
+    assert d.spec.sampler.adaptation == "low_rank" and a.spec.sampler.adaptation == "diag"
+    assert not np.array_equal(a.posterior["CL"].values, d.posterior["CL"].values)  # another adaptation ran
+    assert abs(float(d.posterior["CL"].median()) / float(a.posterior["CL"].median()) - 1) < 0.1
     assert c.run_info["sampler"] == "pymc"
     assert c.posterior["CL"].shape == (2, 50)
     assert "DV" in c.tree["log_likelihood"]

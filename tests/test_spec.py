@@ -322,6 +322,16 @@ def test_sampler_target_accept_range(value):
         Spec.from_dict(spec_with(sampler={"target_accept": value}))
 
 
+def test_sampler_adaptation():
+    s = Spec.from_dict(spec_with(sampler={"adaptation": "low_rank"}))
+    assert s.sampler.adaptation == "low_rank" and Spec.from_dict(s.to_dict()) == s
+    assert Spec.from_dict(spec_with()).sampler.adaptation == "diag"
+    with pytest.raises(SpecError, match=r"^\[sampler\] adaptation: 'dense' is not one of diag, low_rank"):
+        Spec.from_dict(spec_with(sampler={"adaptation": "dense"}))
+    with pytest.raises(SpecError, match=r"^\[sampler\] adaptation = 'low_rank' needs name = \"nutpie\""):
+        Spec.from_dict(spec_with(sampler={"adaptation": "low_rank", "name": "pymc"}))
+
+
 def test_sampler_unknown_name():
     with pytest.raises(SpecError, match=r"^\[sampler\] name: 'stan' is not one of nutpie, pymc"):
         Spec.from_dict(spec_with(sampler={"name": "stan"}))

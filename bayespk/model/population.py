@@ -291,7 +291,7 @@ class PopulationModel:
         required = [np.r_[t_rel[(design.obs_subject == k) & (t_rel >= 0)], fine] for k in range(design.n_subjects)]
         grid = OdeGrid.build(required, max_step=FIT_GRID["max_step"], t0=0.0)
         node = grid.index(design.obs_subject, np.maximum(t_rel, 0.0))
-        rates = {k: v for k, v in p.items() if k in s.parameters}
+        rates = {k: v for k, v in p.items() if k in s.parameters or k in s.constants}
         covariates = {"B0": self._tumor} | ({"N0": p["N0"]} if "N0" in p else {})
         states = integrate(s.rhs, s.initial(rates, covariates), grid.h, None, rates)
         return pt.where(t_rel >= 0, s.output(states[design.obs_subject, node]), 0.0)

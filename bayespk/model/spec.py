@@ -56,6 +56,7 @@ DEFAULT_IOV = Prior("HalfNormal", sigma=0.3)
 DEFAULT_LKJ_ETA = 2.0
 DEFAULT_ODE_STEP = 0.25
 SAMPLERS = ("nutpie", "pymc")
+ADAPTATIONS = ("diag", "low_rank")  # nutpie mass-matrix adaptation
 DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
 DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
 DEFAULT_TYPICAL_LOG_SD = 1.0
@@ -533,7 +534,13 @@ def _assay_keys(d: dict, table: str) -> dict:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """Sampler settings. ``name`` is ``nutpie`` (default) or ``pymc``."""
+    """Sampler settings. ``name`` is ``nutpie`` (default) or ``pymc``.
+
+    ``adaptation`` (nutpie only): ``"diag"`` (default) adapts a diagonal mass
+    matrix; ``"low_rank"`` adds the few most correlated directions of the
+    posterior (nutpie's low-rank modified mass matrix), for ridges such as the
+    expansion-rate/contraction trade-off of the mechanistic CAR-T model.
+    """
 
     name: str = "nutpie"
     chains: int = 4
@@ -541,14 +548,16 @@ class SamplerSpec:
     tune: int = 1000
     seed: int | None = None
     target_accept: float = 0.9
+    adaptation: str = "diag"
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerSpec":
-        _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept"), "[sampler]")
+        _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept", "adaptation"), "[sampler]")
         out = cls()
         kw: dict[str, Any] = {}
-        if "name" in d:
-            kw["name"] = d["name"]
+        for k in ("name", "adaptation"):
+            if k in d:
+                kw[k] = d[k]
         for k in ("chains", "draws", "tune", "seed"):
             if k in d:
                 v = d[k]
@@ -566,12 +575,19 @@ class SamplerSpec:
             raise SpecError(f"[sampler] name: {self.name!r} is not one of {', '.join(SAMPLERS)}")
         if not 0.5 <= self.target_accept < 1:
             raise SpecError(f"[sampler] target_accept: must be in [0.5, 1), got {self.target_accept:g}")
+        if self.adaptation not in ADAPTATIONS:
+            raise SpecError(f"[sampler] adaptation: {self.adaptation!r} is not one of {', '.join(ADAPTATIONS)}")
+        if self.adaptation != "diag" and self.name != "nutpie":
+            raise SpecError(f"[sampler] adaptation = {self.adaptation!r} needs name = \"nutpie\"; "
+                            f"the pymc sampler adapts a diagonal mass matrix")
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "chains": self.chains, "draws": self.draws, "tune": self.tune,
                "target_accept": self.target_accept}
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.adaptation != "diag":
+            out["adaptation"] = self.adaptation
         return out
 
 
