@@ -10,43 +10,63 @@
 ``bayespk nca CSV [--out FILE]``     non-compartmental analysis of the observed data
 ``bayespk simulate RUN_DIR --regimen SPEC ... --out DIR``  regimen simulation: exposure, target attainment
 
-User errors (bad data, bad spec, missing files) print one paragraph to stderr
-and exit with status 2, without a traceback.
+Exit status: 0 success; 1 internal error (a bug in bayespk; ``--debug`` shows
+the traceback); 2 user error (bad data, spec, options, files; one paragraph on
+stderr, no traceback, nothing sampled); 3 ``fit --keep-partial`` interrupted and
+wrote the draws it had, marked interrupted; 130 interrupted (Ctrl-C, SIGTERM),
+nothing written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 __all__ = ["main"]
 
+EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+SEED_MAX = 2**32 - 1
+FIT_BOUNDS = {"draws": (1, 10**7), "tune": (1, 10**7), "chains": (1, 64), "seed": (0, SEED_MAX)}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bayespk", description="Bayesian population PK/PD modeling.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of any error (for developers)")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit a model spec and write a run directory")
     f.add_argument("spec", help="model spec (TOML), e.g. models/theophylline_1cmt_oral.toml")
-    f.add_argument("--out", required=True, help="run directory to write")
+    f.add_argument("--out", required=True, help="run directory to write (refused if it exists, see --overwrite)")
     f.add_argument("--data", help="dataset CSV (overrides the spec's [data] path)")
     f.add_argument("--sampler", choices=["nutpie", "pymc"])
-    f.add_argument("--draws", type=int)
-    f.add_argument("--tune", type=int)
-    f.add_argument("--chains", type=int)
-    f.add_argument("--seed", type=int)
+    f.add_argument("--draws", type=int, help="draws per chain, 1 to 10^7")
+    f.add_argument("--tune", type=int, help="tuning steps per chain, 1 to 10^7")
+    f.add_argument("--chains", type=int, help="chains, 1 to 64")
+    f.add_argument("--seed", type=int, help=f"random seed, 0 to {SEED_MAX}")
     f.add_argument("--target-accept", type=float)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory whole (report.html, vpc/ and all else in it included)")
+    f.add_argument("--keep-partial", action="store_true",
+                   help="on Ctrl-C / SIGTERM during sampling, write the draws completed so far (every chain cut "
+                        "to the same length), marked interrupted, and exit with status 3")
+    f.add_argument("--allow-changed-data", action="store_true",
+                   help="fit a spec from a run directory even though its data file changed (both SHA-256 "
+                        "hashes are recorded)")
 
     d = sub.add_parser("data", help="validate a NONMEM-style dataset and print its summary")
     d.add_argument("csv")
     d.add_argument("--alias", action="append", default=[], metavar="NAME=COLUMN",
                    help="declare a column rename, e.g. --alias conc=DV (repeatable)")
+    d.add_argument("--lloq", type=float, help="LLOQ of BLQ rows without an LLOQ value (as a spec's [data] lloq)")
 
     s = sub.add_parser("summary", help="print a run directory's parameter table and diagnostics")
     s.add_argument("run_dir")
@@ -90,19 +110,70 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``bayespk ARGS``; returns the exit status (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
+                "compare": _compare, "prior": _prior, "nca": _nca, "simulate": _simulate}
+    with _sigterm_as_interrupt():
+        try:
+            return commands[args.command](args)
+        except (Exception, KeyboardInterrupt) as e:
+            if args.debug:
+                raise
+            return _failure(args.command, e)
+
+
+def _failure(command: str, e: BaseException) -> int:
+    """Print one paragraph for an exception that ended ``command``; returns the exit status."""
     from bayespk.errors import BayesPKError
 
-    args = _parser().parse_args(argv)
-    try:
-        commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
-                    "compare": _compare, "prior": _prior, "nca": _nca, "simulate": _simulate}
-        return commands[args.command](args)
-    except BayesPKError as e:
-        print(f"bayespk {args.command}: error: {e}", file=sys.stderr)
+    if isinstance(e, KeyboardInterrupt):
+        print(f"bayespk {command}: interrupted{' by ' + str(e) if str(e) else ''}; stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(e, BayesPKError):
+        print(f"bayespk {command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"bayespk {args.command}: error: {e.strerror}: {e.filename}", file=sys.stderr)
+    if isinstance(e, OSError) and (e.strerror or e.filename):  # the file system said no: not a bug
+        where = f": {e.filename}" if e.filename else ""
+        print(f"bayespk {command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_USER_ERROR
+    print(f"bayespk {command}: internal error (a bug in bayespk): {type(e).__name__}: {e}; rerun with --debug "
+          "for the traceback", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
+
+
+class _sigterm_as_interrupt:
+    """While a command runs, SIGTERM stops it like Ctrl-C: it goes to the SIGINT handler (which raises
+    KeyboardInterrupt), so temporary files are removed and the exit status is 130."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _forward_to_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _forward_to_sigint(signum, frame):
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signum, frame)  # e.g. the sampling guard of bayespk.fit, which records the signal
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _check_range(option: str, value, low: int, high: int) -> None:
+    """Refuse ``--option value`` outside ``[low, high]`` (None: not given)."""
+    from bayespk.errors import SpecError
+
+    if value is None:
+        return
+    if value < low:
+        raise SpecError(f"--{option} must be >= {low}, got {value}")
+    if value > high:
+        raise SpecError(f"--{option} must be <= {high}, got {value}")
 
 
 def _prior(args) -> int:
@@ -124,30 +195,66 @@ def _simulate(args) -> int:
 
 
 def _fit(args) -> int:
-    from bayespk.errors import ConvergenceWarning, SpecError
-    from bayespk.fit import fit
-    from bayespk.model import PopulationModel, Spec
+    """``bayespk fit``: every check before sampling, then sample, then write the run directory whole.
 
+    Order: options, spec, data (read and validated), the run directory (lock;
+    an existing one refused without --overwrite), its free space; then
+    compile and sample; then write into a temporary directory renamed into
+    place. An interrupt leaves nothing behind (or, with --keep-partial, a run
+    marked interrupted).
+    """
+    from bayespk.errors import ConvergenceWarning
+    from bayespk.fit import SamplingInterrupted, fit
+    from bayespk.model import PopulationModel, Spec
+    from bayespk.rundir import RunWriter
+
+    for option, (low, high) in FIT_BOUNDS.items():
+        _check_range(option, getattr(args, option), low, high)
     spec = Spec.from_toml(args.spec)
     if args.data:
-        spec = spec.with_data(args.data)
+        spec = _with_data(spec, args.data)
     model = PopulationModel(spec)
     print(f"{model}\n{model.data.summary}\n", flush=True)
-    for k in ("draws", "tune", "chains"):
-        v = getattr(args, k)
-        if v is not None and v < 1:
-            raise SpecError(f"--{k} must be >= 1, got {v}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        result = fit(model, sampler=args.sampler, draws=args.draws, tune=args.tune, chains=args.chains,
-                     seed=args.seed, target_accept=args.target_accept, progress=not args.quiet)
-    run = result.write_run(args.out)
-    _print_run(result.summary(), result.diagnostics())
+    out = Path(args.out)
+    try:
+        with RunWriter(out, overwrite=args.overwrite, option="--overwrite") as writer:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                result = fit(model, sampler=args.sampler, draws=args.draws, tune=args.tune, chains=args.chains,
+                             seed=args.seed, target_accept=args.target_accept, progress=not args.quiet,
+                             keep_partial=args.keep_partial, allow_changed_data=args.allow_changed_data,
+                             notify=lambda msg: print(msg, flush=True), preflight=writer.preflight)
+            run = result.write_into(writer)
+    except KeyboardInterrupt as e:
+        where = f"{out} left as it was" if out.exists() else f"{out} not created"
+        what = str(e) if isinstance(e, SamplingInterrupted) else f"interrupted{' by ' + str(e) if str(e) else ''}"
+        print(f"bayespk fit: {what}; nothing written ({where})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    diag = result.diagnostics()
+    _print_run(result.summary(), diag)
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
             print(f"\nWARNING: {w.message}", file=sys.stderr)
     print(f"\nwrote {run}/ (spec.toml, fit.nc, summary.csv, diagnostics.json)")
+    if diag.get("interrupted"):
+        print(f"bayespk fit: interrupted by {diag['signal']} during draws; wrote the first {diag['draws_kept']} "
+              f"draws of each chain (completed per chain: {', '.join(map(str, diag['draws_completed']))} of "
+              f"{diag['draws_requested']}) to {run}, marked \"interrupted\": true in diagnostics.json; the run "
+              "is incomplete: refit to completion before relying on it", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
+
+
+def _with_data(spec, data: str):
+    """The spec reading ``data`` (--data); a data hash recorded for another file no longer applies."""
+    from dataclasses import replace
+
+    new = spec.with_data(data)
+    if spec.data.sha256 is not None and new.data.path != spec.data.path:
+        print(f"note: --data {data} replaces the spec's dataset {spec.data.path}; the SHA-256 the spec recorded "
+              "for that file is not checked", file=sys.stderr)
+        new = replace(new, data=replace(new.data, sha256=None))
+    return new
 
 
 def parse_aliases(items: list[str]) -> dict[str, str]:
@@ -166,45 +273,62 @@ def parse_aliases(items: list[str]) -> dict[str, str]:
 def _data(args) -> int:
     from bayespk.data.nonmem import read_nonmem
 
-    ds = read_nonmem(Path(args.csv), aliases=parse_aliases(args.alias))
+    ds = read_nonmem(Path(args.csv), aliases=parse_aliases(args.alias), lloq=args.lloq)
     print(f"{args.csv}: valid\n{ds.summary}")
     return 0
 
 
 def _summary(args) -> int:
+    """``bayespk summary``: the run's table and diagnostics, after checking fit.nc is intact."""
     import pandas as pd
 
     from bayespk.errors import BayesPKError
+    from bayespk.rundir import read_diagnostics
 
     run = Path(args.run_dir)
     if not (run / "summary.csv").is_file():
         raise BayesPKError(f"{run}: not a run directory (no summary.csv)")
-    diag = json.loads((run / "diagnostics.json").read_text())
-    _print_run(pd.read_csv(run / "summary.csv"), diag)
+    diag = read_diagnostics(run)
+    try:
+        table = pd.read_csv(run / "summary.csv")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BayesPKError(f"{run / 'summary.csv'}: not a readable table ({e}); refit") from None
+    _load_run(run)  # refuses a missing, corrupted or foreign fit.nc
+    _print_run(table, diag)
     return 0
 
 
-def _load_run(run_dir: str):
+def _load_run(run_dir: str | Path):
+    """The Fit of a run directory, verified (checksum of fit.nc, diagnostics.json readable when present).
+
+    An interrupted run (``fit --keep-partial``) loads, with a note on stderr.
+    """
     from bayespk.errors import BayesPKError
     from bayespk.fit import load
+    from bayespk.rundir import read_diagnostics
 
     run = Path(run_dir)
     if not (run / "fit.nc").is_file():
         raise BayesPKError(f"{run}: not a run directory (no fit.nc); create one with `bayespk fit SPEC --out {run}`")
-    return load(run)
+    if (run / "diagnostics.json").exists():
+        read_diagnostics(run)
+    result = load(run)
+    info = result.run_info
+    if info.get("interrupted"):
+        print(f"note: {run} is an interrupted fit: only the first {info.get('draws_kept')} of "
+              f"{info.get('draws_requested')} draws per chain; results are provisional", file=sys.stderr)
+    return result
 
 
-def _positive(name: str, value: int) -> None:
-    from bayespk.errors import SpecError
-
-    if value < 1:
-        raise SpecError(f"--{name} must be >= 1, got {value}")
+def _positive(name: str, value: int, high: int = 10**6) -> None:
+    _check_range(name, value, 1, high)
 
 
 def _vpc(args) -> int:
     from bayespk.errors import BayesPKError
 
     _positive("n-rep", args.n_rep)
+    _check_range("seed", args.seed, 0, SEED_MAX)
     bins: object = args.bins
     if bins != "auto":
         try:
@@ -229,6 +353,7 @@ def _report(args) -> int:
 
     _positive("n-rep", args.n_rep)
     _positive("n-sim", args.n_sim)
+    _check_range("seed", args.seed, 0, SEED_MAX)
     fit = _load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
     path = write_report(fit, out, n_rep=args.n_rep, n_sim=args.n_sim, seed=args.seed,

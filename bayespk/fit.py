@@ -9,11 +9,18 @@ saved with :meth:`Fit.save` and read back with :func:`load` behaves the same.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import platform
+import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -23,16 +30,42 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from bayespk.errors import BayesPKError, SpecError
+from bayespk.errors import BayesPKError, DataError, SpecError
 from bayespk.evaluate.diagnostics import check_convergence, convergence, summary_table
 from bayespk.evaluate.simulation import quiet_pymc
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
+from bayespk.rundir import RunDirError, RunWriter, sha256_file, sha256_json, tree_checksum
 
-__all__ = ["Fit", "fit", "load"]
+__all__ = ["Fit", "SamplingInterrupted", "fit", "load"]
 
 SPEC_ATTR = "bayespk_spec"
+CHECKSUM_ATTR = "bayespk_checksum"
 FORMAT_VERSION = 1
+WAIT_SECONDS = 0.25  # how often the wait for nutpie's sampler returns to Python (and so sees Ctrl-C)
+STATS_PER_DRAW = 20  # sample_stats values per draw, for the size estimate of fit.nc
+
+
+class SamplingInterrupted(KeyboardInterrupt):
+    """Sampling was stopped by SIGINT (Ctrl-C) or SIGTERM before it finished; nothing was kept.
+
+    Attributes
+    ----------
+    signal : str
+        ``"SIGINT"`` or ``"SIGTERM"``.
+    phase : str
+        ``"tuning"`` (no posterior draw yet) or ``"draws"``.
+    completed : list of int or None
+        Posterior draws completed per chain (None where the sampler does not say).
+    requested : int
+        Draws per chain that were asked for.
+    """
+
+    def __init__(self, signal_name: str, phase: str, completed: list[int] | None, requested: int):
+        self.signal, self.phase, self.completed, self.requested = signal_name, phase, completed, requested
+        done = (f" ({', '.join(map(str, completed))} of {requested} draws completed per chain)"
+                if completed and any(completed) else "")
+        super().__init__(f"interrupted by {signal_name} during {phase}{done}")
 
 
 def fit(
@@ -46,6 +79,10 @@ def fit(
     target_accept: float | None = None,
     adaptation: str | None = None,
     progress: bool = True,
+    keep_partial: bool = False,
+    allow_changed_data: bool = False,
+    notify: Callable[[str], None] | None = None,
+    preflight: Callable[[int, str], None] | None = None,
 ) -> "Fit":
     """Sample the posterior of ``model`` and check convergence.
 
@@ -65,50 +102,72 @@ def fit(
         nutpie's mass-matrix adaptation (``[sampler] adaptation``).
     progress : bool
         Show a progress bar while sampling.
+    keep_partial : bool
+        On Ctrl-C (SIGINT) or SIGTERM during sampling, return the draws
+        completed so far, every chain cut to the same length, as a Fit marked
+        ``interrupted`` (its diagnostics say so; PyMC's sampler itself keeps
+        the chains that give the most draws in all). Default: raise
+        :class:`SamplingInterrupted` and keep nothing.
+    allow_changed_data : bool
+        Fit even when the spec records a ``[data] sha256`` (it comes from a
+        run directory) that the data file no longer matches; both hashes are
+        recorded.
+    notify : callable, optional
+        Called with a one-line message when sampling starts.
+    preflight : callable, optional
+        Called as ``preflight(nbytes, what)`` with the estimated size of the
+        run before compiling and sampling (the CLI checks free space with it).
 
     Returns
     -------
     Fit
         With convergence already checked: a :class:`~bayespk.errors.ConvergenceWarning`
         is emitted when divergences, R-hat, ESS or E-BFMI are poor.
+
+    Raises
+    ------
+    SamplingInterrupted
+        Interrupted during sampling (with ``keep_partial``: before any draw).
+    bayespk.errors.DataError
+        The data file changed since the run whose spec this is, or a subject
+        cannot be fitted (observations but no dose before them).
+    bayespk.errors.BayesPKError
+        The sampler cannot start (the log-density is not finite at the
+        starting values); the message names the observations.
     """
     spec = model.spec.with_sampler(name=sampler, draws=draws, tune=tune, chains=chains, seed=seed,
                                    target_accept=target_accept, adaptation=adaptation)
     if spec.sampler.seed is None:
         spec = spec.with_sampler(seed=int(np.random.SeedSequence().entropy % (2**31)))
+    data_sha256, recorded = _data_provenance(model, spec, allow_changed_data)
+    spec = replace(spec, data=replace(spec.data, sha256=data_sha256))
+    _check_subjects_dosed(model)
     s = spec.sampler
     pm_model = model.build()
+    if preflight is not None:
+        preflight(*_size_estimate(pm_model, model, s.draws, s.chains))
     t0 = time.perf_counter()
-    if s.name == "nutpie":
-        try:
-            import nutpie
-        except ImportError:  # pragma: no cover - nutpie is a dependency
-            raise SpecError("sampler 'nutpie' is not installed; pip install nutpie, or use sampler='pymc'") from None
-        # CAR-T patients who leave before a phase carry no information on its parameters (see _eta_starts)
-        starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics else None
-        compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
-        t_compile = time.perf_counter() - t0
-        tree = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
-                             target_accept=s.target_accept, progress_bar=progress, save_warmup=False,
-                             adaptation=s.adaptation)
-    else:
-        t_compile = float("nan")
-        with pm_model:
-            tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
-                             random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
-                             compute_convergence_checks=False, nuts_sampler="pymc", init="adapt_diag",
-                             initvals=_start_points(pm_model, spec, s.chains, s.seed))
+    with _interrupt_guard() as caught:
+        sampled = _sample(pm_model, model, spec, progress, notify, caught)
     wall = time.perf_counter() - t0
-    tree = _clean_tree(tree)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        pm.compute_log_likelihood(tree, model=pm_model, progressbar=False)
+    tree, info = _finish_sampling(sampled, s, keep_partial)
+    if info.get("interrupted"):
+        spec = spec.with_sampler(draws=info["draws_kept"])
+    stored = _log_likelihood_dtype(s.log_likelihood, tree, model)
+    if stored is not None:
+        tree["log_likelihood"] = xr.DataTree(_log_likelihood(tree, pm_model).astype(stored))
     _add_data_groups(tree, model)
     info = {
         "sampler": s.name,
         "seed": s.seed,
         "wall_seconds": round(wall, 3),
-        "compile_seconds": round(t_compile, 3),
+        "compile_seconds": round(sampled.compile_seconds, 3),
+        **info,
+        "data_path": spec.data.path,
+        "data_sha256": data_sha256,
+        **({"data_sha256_recorded": recorded, "data_changed": True}
+           if recorded not in (None, data_sha256) else {}),
+        "spec_sha256": sha256_json(spec.to_dict()),
         "versions": _versions(),
     }
     tree.attrs.update({
@@ -117,9 +176,306 @@ def fit(
         "bayespk_data_summary": json.dumps(model.data.summary.to_dict()),
         "bayespk_format": FORMAT_VERSION,
     })  # fmt: skip
-    result = Fit(tree, spec)
+    result = Fit(tree, spec, model=model)
     check_convergence(result.diagnostics(), warn=True)
     return result
+
+
+#: ``[sampler] log_likelihood = "auto"`` stores the pointwise log-likelihood (float32) up to this many
+#: values (chains x draws x observations; 50 MB) and leaves larger ones to be computed when asked for.
+#: Measured on the 2-core machine: 9.0 million values (204 subjects x 11 samples, 4 x 1000 draws) take
+#: 2.3 s to compute and 72 MB as float64; 1000 subjects (36 million values) took 36 s and 290 MB, always
+#: stored, before this option existed.
+LOG_LIKELIHOOD_AUTO_MAX = 12_500_000
+
+
+def _log_likelihood_dtype(option: str, tree: xr.DataTree, model: PopulationModel):
+    """The dtype in which a fit stores its pointwise log-likelihood, or None (computed on demand)."""
+    if option == "none":
+        return None
+    if option == "auto":
+        post = tree["posterior"]
+        n = post.sizes["chain"] * post.sizes["draw"] * (model.design.n_obs
+                                                          + (model.pd_design.n_obs if model.pd is not None else 0))
+        return np.float32 if n <= LOG_LIKELIHOOD_AUTO_MAX else None
+    return np.dtype(option).type
+
+
+def _log_likelihood(tree: xr.DataTree, pm_model: pm.Model) -> xr.Dataset:
+    """Pointwise log-likelihood of every observed variable at every posterior draw."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = pm.compute_log_likelihood(xr.DataTree(children={"posterior": tree["posterior"]}), model=pm_model,
+                                        progressbar=False, extend_inferencedata=False)
+    return out.to_dataset() if isinstance(out, xr.DataTree) else out
+
+
+# ------------------------------------------------------------------ provenance and checks before sampling
+def _data_provenance(model: PopulationModel, spec: Spec, allow_changed: bool) -> tuple[str | None, str | None]:
+    """SHA-256 of the data file the model read (None for data given as a table), and the one the spec recorded.
+
+    A spec written into a run directory records the hash of its data file; a
+    spec that carries one is refused when the file's bytes changed, unless
+    ``allow_changed``.
+    """
+    path = spec.data.path
+    if path is None or model.data.source != path or not Path(path).is_file():
+        return None, None
+    current = sha256_file(path)
+    recorded = spec.data.sha256
+    if recorded is not None and recorded != current and not allow_changed:
+        raise DataError(
+            f"{path}: the data file changed since the run that wrote this spec: the spec records sha256 "
+            f"{recorded}, the file now has sha256 {current}. Restore the original file, or refit on the new "
+            "data with --allow-changed-data (Python: allow_changed_data=True), which records both hashes"
+        )
+    return current, recorded
+
+
+def _check_subjects_dosed(model: PopulationModel) -> None:
+    """Refuse subjects none of whose observations follows a dose: their predictions are 0 whatever the
+    parameters, so the data say nothing about them and the sampler cannot start (zero gradient)."""
+    d = model.design
+    if model.cell_kinetics or model.pk_fit is not None or not d.n_obs:
+        return
+    n = len(d.subject_ids)
+    dosed = np.zeros(n, dtype=bool)
+    np.logical_or.at(dosed, d.obs_subject, ~d.first_dose_time())
+    counts = np.bincount(d.obs_subject, minlength=n)
+    bad = np.flatnonzero((counts > 0) & ~dosed)
+    if not len(bad):
+        return
+    t = model.data.table
+    with_doses = set(t.ID[t.EVID.isin([1, 4])])
+    ids = [d.subject_ids[i] for i in bad]
+    first = ids[0]
+    why = ("comes before the subject's first dose" if first in with_doses
+           else "has no dose record (EVID 1 or 4) before it: the subject has none")
+    others = (f" (also ID {', '.join(_label(i) for i in ids[1:6])}{', ...' if len(ids) > 6 else ''})"
+              if len(ids) > 1 else "")
+    raise DataError(
+        f"ID {_label(first)}: each of its {counts[bad[0]]} observations {why}{others}, so the model predicts 0 "
+        "for all of them whatever the parameters and the data say nothing about the subject; add the subject's "
+        "dose records, or leave it out (C column, or MDV=1 on its observations)"
+    )
+
+
+def _size_estimate(pm_model: pm.Model, model: PopulationModel, draws: int, chains: int) -> tuple[int, str]:
+    """Bytes ``fit.nc`` will take (with a 25% margin), and how that was counted."""
+    dims = pm_model.named_vars_to_dims
+
+    def size(var) -> int:
+        if dims.get(var.name):
+            return int(np.prod([len(pm_model.coords[d]) for d in dims[var.name]]))
+        return int(np.prod([1 if n is None else n for n in var.type.shape]))
+
+    posterior = sum(size(v) for v in [*pm_model.free_RVs, *pm_model.deterministics])
+    loglik = sum(size(v) for v in pm_model.observed_RVs)
+    per_draw = posterior + loglik + STATS_PER_DRAW
+    fixed = int(model.data.table.memory_usage(deep=True).sum()) * 2 + (1 << 20)
+    nbytes = int(1.25 * (8 * draws * chains * per_draw + fixed))
+    what = (f"fit.nc ({chains} chains x {draws} draws x {per_draw} values (posterior {posterior}, "
+            f"log-likelihood {loglik}, sampler statistics) x 8 bytes, + 25%)")
+    return nbytes, what
+
+
+# ------------------------------------------------------------------ sampling
+@dataclass
+class _Sampled:
+    tree: xr.DataTree | None  # None: interrupted before any draw could be returned
+    compile_seconds: float
+    signal: str | None  # the signal that stopped sampling, None when it finished
+
+
+@contextmanager
+def _interrupt_guard():
+    """While sampling, record SIGINT before raising KeyboardInterrupt (PyMC's sampler swallows it).
+
+    Yields the list the signal names are appended to. The CLI forwards
+    SIGTERM to the SIGINT handler, so both stop sampling the same way. Outside
+    the main thread (no signal handlers there) nothing is installed.
+    """
+    caught: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, frame):
+        caught.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sample(pm_model, model, spec, progress, notify, caught) -> _Sampled:
+    s = spec.sampler
+    say = notify or (lambda msg: None)
+    message = (f"sampling {s.chains} chain{'s' if s.chains > 1 else ''} x {s.draws} draws after {s.tune} tuning "
+               f"steps ({s.name}, seed {s.seed}) ...")
+    if s.name == "nutpie":
+        return _sample_nutpie(pm_model, model, spec, progress, lambda: say(message), caught)
+    say(message)
+    return _sample_pymc(pm_model, model, spec, progress, caught)
+
+
+def _sample_nutpie(pm_model, model, spec, progress, started, caught) -> _Sampled:
+    """nutpie in the background, waited for in short steps so Ctrl-C / SIGTERM stop it cleanly."""
+    try:
+        import nutpie
+    except ImportError:  # pragma: no cover - nutpie is a dependency
+        raise SpecError("sampler 'nutpie' is not installed; pip install nutpie, or use sampler='pymc'") from None
+    s = spec.sampler
+    t0 = time.perf_counter()
+    # CAR-T patients who leave before a phase carry no information on its parameters (see _eta_starts)
+    starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics else None
+    compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
+    t_compile = time.perf_counter() - t0
+    started()
+    background = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
+                               target_accept=s.target_accept, progress_bar=progress, save_warmup=False,
+                               adaptation=s.adaptation, blocking=False)
+    try:
+        while True:
+            try:
+                return _Sampled(background.wait(timeout=WAIT_SECONDS), t_compile, None)
+            except TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        return _Sampled(background.abort(), t_compile, caught[0] if caught else "SIGINT")
+    except RuntimeError as e:
+        background.cancel()
+        if "initializ" in str(e) or "initial point" in str(e):
+            raise _start_failure(pm_model, model, spec, e, starts, nutpie=True) from None
+        raise
+
+
+def _sample_pymc(pm_model, model, spec, progress, caught) -> _Sampled:
+    """PyMC's NUTS; it ends early on KeyboardInterrupt and returns what it has, which ``caught`` tells apart."""
+    from pymc.exceptions import SamplingError
+
+    s = spec.sampler
+    try:
+        with pm_model:
+            tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
+                             random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
+                             compute_convergence_checks=False, nuts_sampler="pymc", init="adapt_diag",
+                             initvals=_start_points(pm_model, spec, s.chains, s.seed))
+    except KeyboardInterrupt:
+        return _Sampled(None, float("nan"), caught[0] if caught else "SIGINT")
+    except SamplingError as e:
+        raise _start_failure(pm_model, model, spec, e, None, nutpie=False) from None
+    except ValueError:
+        if caught:  # interrupted during tuning: "Not enough samples to build a trace"
+            return _Sampled(None, float("nan"), caught[0])
+        raise
+    return _Sampled(tree, float("nan"), caught[0] if caught else None)
+
+
+def _finish_sampling(sampled: _Sampled, s, keep_partial: bool) -> tuple[xr.DataTree, dict]:
+    """The cleaned tree and the run information about an interruption (or raise SamplingInterrupted)."""
+    if sampled.signal is None:
+        return _clean_tree(sampled.tree), {"interrupted": False}
+    completed = _completed_draws(sampled.tree) if sampled.tree is not None else None
+    kept = min(completed) if completed else 0
+    if not keep_partial or kept == 0:
+        raise SamplingInterrupted(sampled.signal, "draws" if kept else "tuning", completed, s.draws)
+    tree = _clean_tree(sampled.tree, draws=kept)
+    return tree, {"interrupted": True, "signal": sampled.signal, "draws_requested": s.draws,
+                  "draws_completed": completed, "draws_kept": kept}
+
+
+def _completed_draws(tree: xr.DataTree) -> list[int]:
+    """Posterior draws each chain completed: the leading draws where every value is finite.
+
+    An interrupted nutpie run pads chains that finished fewer draws with NaN
+    (integer statistics with 0), so the posterior is what tells them apart.
+    """
+    post = tree["posterior"].to_dataset()
+    n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
+    done = np.full(n_chains, n_draws)
+    for var in post.data_vars.values():
+        if var.dtype.kind == "f" and var.size:
+            values = var.transpose("chain", "draw", ...).values.reshape(n_chains, n_draws, -1)
+            finite = np.isfinite(values).all(axis=2)
+            done = np.minimum(done, finite.cumprod(axis=1).sum(axis=1))
+    return [int(n) for n in done]
+
+
+def _start_failure(pm_model, model, spec, error: Exception, starts: dict | None, nutpie: bool) -> BayesPKError:
+    """Why the sampler could not start, in model terms: which observations have an impossible likelihood
+    at the starting values, or which subjects' parameters the log-density does not depend on."""
+    point = pm_model.initial_point(random_seed=spec.sampler.seed)
+    point.update({k: v for k, v in (starts or {}).items() if k in point})
+    terms = pm_model.logp(vars=pm_model.observed_RVs, sum=False)
+    checks, pm_model.check_bounds = pm_model.check_bounds, False  # a failed parameter check (sigma > 0) would
+    try:                                                            # make every term -inf, not just the culprits
+        fn = pm_model.compile_fn(terms, inputs=pm_model.value_vars, on_unused_input="ignore")
+    finally:
+        pm_model.check_bounds = checks
+    values = fn(point)
+    for rv, logp in zip(pm_model.observed_RVs, values):
+        bad = ~np.isfinite(np.asarray(logp))
+        if bad.any():
+            return BayesPKError(_infeasible_observations(model, rv.name, np.flatnonzero(bad)))
+    names = _zero_gradient(pm_model, point, model) if nutpie else []
+    if names:
+        return BayesPKError(
+            f"the sampler cannot start: the log-density does not change with {', '.join(names[:5])}"
+            f"{' and others' if len(names) > 5 else ''} at the starting values (the data say nothing about "
+            "them); give those subjects data that depend on the parameter, remove its IIV, or use "
+            "--sampler pymc"
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return BayesPKError(f"the sampler cannot start ({first}); the log-density is finite at the starting "
+                        "values, so check the priors against the data with a prior predictive check "
+                        "(PopulationModel.prior_predictive)")
+
+
+def _infeasible_observations(model: PopulationModel, name: str, idx: np.ndarray) -> str:
+    """One paragraph on observations whose log-likelihood is not finite at the starting values."""
+    pd_obs = name == "DV_PD"
+    d = model.pd_design if pd_obs else model.design
+    err = model.spec.pd_error if pd_obs else model.spec.error
+    k = int(idx[0])
+    where = (f"row {d.obs_row[k]} (ID {_label(d.subject_ids[d.obs_subject[k]])}, TIME {d.obs_time[k]:g}, "
+             f"DV {d.obs_dv[k]:g})")
+    rows = ", ".join(str(r) for r in d.obs_row[idx[1:6]])
+    more = (f"; also row{'s' if len(idx) > 2 else ''} {rows}{', ...' if len(idx) > 6 else ''}"
+            if len(idx) > 1 else "")
+    if err.model in ("proportional", "lognormal"):
+        why = (f"with {err.model} error the residual SD scales with the prediction, and the prediction is 0 there "
+               "(an observation at the time of an oral dose, before anything is absorbed, or before the first "
+               "dose), so the observed value is impossible. Set MDV=1 on such rows, or use combined error")
+    else:
+        why = ("the prediction is not finite there at the starting values; check the priors of the typical "
+               "values")
+    return (f"the sampler cannot start: the log-likelihood of {name} is not finite at {len(idx)} observation"
+            f"{'s' if len(idx) > 1 else ''}, first {where}{more}: {why}")
+
+
+def _zero_gradient(pm_model, point: dict, model: PopulationModel) -> list[str]:
+    """Standardized etas (``z_P[ID]``) whose gradient is exactly 0 at ``point``: nutpie refuses to start there."""
+    from pymc.blocking import DictToArrayBijection
+
+    grad = pm_model.compile_dlogp()(point)
+    names = []
+    offset = 0
+    for name, shape, _ in DictToArrayBijection.map(point).point_map_info:
+        size = int(np.prod(shape))
+        if name.startswith("z_") and len(shape) == 1 and shape[0] == len(model.design.subject_ids):
+            zero = np.flatnonzero(grad[offset:offset + size] == 0)
+            names += [f"{name}[ID {_label(model.design.subject_ids[i])}]" for i in zero]
+        offset += size
+    return names
+
+
+def _label(v) -> str:
+    """A subject ID as text: 1.0 -> "1"."""
+    return str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
 
 
 class Fit:
@@ -131,9 +487,12 @@ class Fit:
     spec : Spec
     """
 
-    def __init__(self, tree: xr.DataTree, spec: Spec):
+    def __init__(self, tree: xr.DataTree, spec: Spec, model: PopulationModel | None = None):
         self.tree = tree
         self.spec = spec
+        self._diagnostics: dict | None = None
+        if model is not None:  # the model that was sampled: no need to rebuild it from the records
+            self.__dict__["model"] = model
 
     # ----------------------------------------------------------- contents
     @property
@@ -160,10 +519,31 @@ class Fit:
         return summary_table(self.posterior, self.population_parameters)
 
     def diagnostics(self) -> dict:
-        """Convergence diagnostics over all free variables, plus run information."""
+        """Convergence diagnostics over all free variables, plus run information (computed once)."""
+        if self._diagnostics is None:
+            self._diagnostics = self._compute_diagnostics()
+        return copy.deepcopy(self._diagnostics)
+
+    def log_likelihood(self) -> xr.Dataset:
+        """Pointwise log-likelihood (dims chain, draw, obs): stored in the fit, else computed now and kept.
+
+        What a fit stores is set by ``[sampler] log_likelihood`` (see
+        :class:`~bayespk.model.spec.SamplerSpec`).
+        """
+        if "log_likelihood" in self.tree:
+            return self.tree["log_likelihood"].to_dataset()
+        if "_log_likelihood" not in self.__dict__:
+            self.__dict__["_log_likelihood"] = _log_likelihood(self.tree, self.model.build())
+        return self.__dict__["_log_likelihood"]
+
+    def _compute_diagnostics(self) -> dict:
         d = convergence(self.tree, self.free_parameters)
         d["problems"] = check_convergence(d, warn=False)
         d.update(self.run_info)
+        if d.get("interrupted"):
+            d["problems"].insert(0, f"interrupted by {d.get('signal', 'a signal')}: only the first "
+                                    f"{d.get('draws_kept')} of {d.get('draws_requested')} draws per chain were "
+                                    "completed and kept; refit to completion")
         return d
 
     @property
@@ -302,21 +682,51 @@ class Fit:
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
-        """Write the DataTree (with the spec in its attributes) to a netCDF file."""
+        """Write the DataTree (with the spec in its attributes) to a netCDF file.
+
+        The file carries a checksum of its arrays (attribute
+        ``bayespk_checksum``) that :func:`load` verifies. It is written beside
+        ``path`` and renamed into place, so ``path`` is never half written.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.tree.to_netcdf(path, engine="h5netcdf")
+        self.tree.attrs[CHECKSUM_ATTR] = tree_checksum(self.tree, skip_attrs=(CHECKSUM_ATTR,))
+        partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            self.tree.to_netcdf(partial, engine="h5netcdf")
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         return path
 
-    def write_run(self, run_dir: str | Path) -> Path:
-        """Write a run directory: spec.toml, fit.nc, summary.csv, diagnostics.json."""
-        run = Path(run_dir)
-        run.mkdir(parents=True, exist_ok=True)
-        self.spec.write(run / "spec.toml")
-        self.save(run / "fit.nc")
-        self.summary().to_csv(run / "summary.csv", index=False)
-        (run / "diagnostics.json").write_text(json.dumps(self.diagnostics(), indent=2, default=_json_default))
-        return run
+    def write_run(self, run_dir: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a run directory: spec.toml, fit.nc, summary.csv, diagnostics.json.
+
+        The directory is written whole or not at all (see
+        :class:`bayespk.rundir.RunWriter`): into a temporary directory beside
+        it, renamed into place when complete, under a lock that refuses a
+        second writer.
+
+        Parameters
+        ----------
+        run_dir : path
+        overwrite : bool
+            Replace an existing run directory whole; without it an existing
+            directory is refused (:class:`bayespk.rundir.RunDirError`).
+        """
+        with RunWriter(run_dir, overwrite=overwrite) as writer:
+            writer.preflight(int(1.25 * self.tree.nbytes) + (1 << 20), "the run")
+            return self.write_into(writer)
+
+    def write_into(self, writer: RunWriter) -> Path:
+        """Write the run files through a :class:`~bayespk.rundir.RunWriter` the caller holds."""
+        return writer.commit(self._write_files)
+
+    def _write_files(self, folder: Path) -> None:
+        self.spec.write(folder / "spec.toml")
+        self.save(folder / "fit.nc")
+        self.summary().to_csv(folder / "summary.csv", index=False)
+        (folder / "diagnostics.json").write_text(json.dumps(self.diagnostics(), indent=2, default=_json_default))
 
     def __repr__(self) -> str:
         d = self.posterior.sizes
@@ -324,17 +734,41 @@ class Fit:
 
 
 def load(path: str | Path) -> Fit:
-    """Read a fit written by :meth:`Fit.save` (a ``fit.nc`` file or a run directory)."""
+    """Read a fit written by :meth:`Fit.save` (a ``fit.nc`` file or a run directory).
+
+    The checksum the file carries is verified; a file that cannot be read, is
+    not a bayespk fit, or whose arrays changed is refused with a
+    :class:`~bayespk.rundir.RunDirError` naming it. Files written before
+    checksums existed load without verification.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "fit.nc"
     if not path.is_file():
         raise BayesPKError(f"{path}: no such fit file")
-    tree = xr.open_datatree(path, engine="h5netcdf").load()
+    tree = _read_tree(path)
     if SPEC_ATTR not in tree.attrs:
-        raise BayesPKError(f"{path}: not a bayespk fit (no {SPEC_ATTR} attribute)")
-    spec = Spec.from_dict(json.loads(tree.attrs[SPEC_ATTR]))
+        raise RunDirError(f"{path}: not a bayespk fit (no {SPEC_ATTR} attribute): a netCDF file written by "
+                          "something else; refit with `bayespk fit SPEC --out RUN_DIR`")
+    expected = tree.attrs.get(CHECKSUM_ATTR)
+    if expected is not None and tree_checksum(tree, skip_attrs=(CHECKSUM_ATTR,)) != expected:
+        raise RunDirError(f"{path}: checksum mismatch (the file was modified or corrupted); refit")
+    try:
+        spec = Spec.from_dict(json.loads(tree.attrs[SPEC_ATTR]))
+    except ValueError as e:  # SpecError, JSONDecodeError
+        raise RunDirError(f"{path}: the spec stored in the fit cannot be read ({e}); refit") from None
     return Fit(tree, spec)
+
+
+def _read_tree(path: Path) -> xr.DataTree:
+    """The DataTree in ``path``, fully in memory, or a RunDirError saying the file is not a readable fit."""
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as stored:
+            return stored.load()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RunDirError(f"{path}: not a readable fit file ({type(e).__name__}{': ' + first if first else ''}); "
+                          "it is truncated, corrupted or not netCDF; refit") from None
 
 
 # ------------------------------------------------------------------ helpers
@@ -373,12 +807,15 @@ def _start_points(pm_model: pm.Model, spec: Spec, chains: int, seed: int) -> lis
     return [{k: v for k, v in fn(seed + c).items() if k in names} for c in range(chains)]
 
 
-def _clean_tree(tree: xr.DataTree) -> xr.DataTree:
-    """Keep posterior and sample_stats; drop object-typed stats netCDF cannot hold."""
+def _clean_tree(tree: xr.DataTree, draws: int | None = None) -> xr.DataTree:
+    """Keep posterior and sample_stats (the first ``draws`` of each chain); drop object-typed stats netCDF
+    cannot hold."""
     keep = {}
     for g in ("posterior", "sample_stats"):
         ds = tree[g].to_dataset()
         ds = ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object])
+        if draws is not None:
+            ds = ds.isel(draw=slice(0, draws))
         keep[g] = xr.DataTree(ds)
     out = xr.DataTree(children=keep)
     out.attrs.update(tree.attrs)

@@ -76,6 +76,7 @@ import numpy as np
 import pandas as pd
 
 from bayespk.data.nonmem import Dataset, read_nonmem
+from bayespk.data.nonmem import id_label as _label
 from bayespk.errors import BayesPKError, DataError
 
 __all__ = ["EXPOSURES", "NCA_COLUMNS", "compare_exposures", "exposure_table", "nca"]
@@ -170,6 +171,9 @@ def _analyse(data, *, dose_time, lambda_z, min_points, adj_r2_tol, blq, auc_meth
         )
     if not (isinstance(adj_r2_tol, (int, float)) and adj_r2_tol >= 0):
         raise BayesPKError(f"adj_r2_tol must be a number >= 0, got {adj_r2_tol!r}")
+    if dose_time is not None and (isinstance(dose_time, bool) or not isinstance(dose_time, (int, float, np.number))
+                                  or not math.isfinite(dose_time)):
+        raise BayesPKError(f"dose_time must be a finite number (a time in the data's units), got {dose_time!r}")
     if not (
         lambda_z is None
         or lambda_z == "auto"
@@ -226,17 +230,11 @@ def _dataset(data) -> Dataset:
 
 def _expand_doses(doses: pd.DataFrame) -> pd.DataFrame:
     """One row per administered dose (ADDL repeats expanded): ID, TIME, AMT, RATE, CMT."""
-    parts = []
-    for _, d in doses.iterrows():
-        n = int(d.ADDL) + 1
-        parts.append(
-            pd.DataFrame(
-                {"ID": d.ID, "TIME": d.TIME + d.II * np.arange(n), "AMT": d.AMT, "RATE": d.RATE, "CMT": d.CMT}
-            )
-        )
-    if not parts:
-        return pd.DataFrame(columns=["ID", "TIME", "AMT", "RATE", "CMT"])
-    return pd.concat(parts, ignore_index=True).sort_values(["ID", "TIME"], kind="stable")
+    n = doses.ADDL.to_numpy(dtype=int) + 1  # column by column: a row as a Series would turn IDs into floats
+    k = np.concatenate([np.arange(m) for m in n]) if len(n) else np.zeros(0, int)
+    out = pd.DataFrame({c: np.repeat(doses[c].to_numpy(), n) for c in ("ID", "TIME", "AMT", "RATE", "CMT")})
+    out["TIME"] = out.TIME.to_numpy(dtype=float) + np.repeat(doses.II.to_numpy(dtype=float), n) * k
+    return out.sort_values(["ID", "TIME"], kind="stable")
 
 
 def _empty(sid) -> dict:
@@ -450,8 +448,6 @@ def _lambda_z(tad, conc, tmax, tlast, choice, min_points, tol, reasons):
     return lz, n, float(t[-n]), float(t[-1]), r2, adj
 
 
-def _label(x) -> str:
-    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
 
 
 # ---------------------------------------------------------------------- model-based exposures
@@ -633,6 +629,7 @@ def add_parser(sub) -> None:
         metavar="NAME=COLUMN",
         help="declare a column rename, e.g. --alias conc=DV (repeatable)",
     )
+    n.add_argument("--lloq", type=float, help="LLOQ of BLQ rows without an LLOQ value (as a spec's [data] lloq)")
     n.add_argument(
         "--dose-time", type=float, help="analyse the last dose at or before this time (default: first)"
     )
@@ -647,7 +644,7 @@ def cli(args) -> int:
     """Run ``bayespk nca``: print the table (and write it with ``--out``)."""
     from bayespk.cli import parse_aliases
 
-    ds = read_nonmem(Path(args.csv), aliases=parse_aliases(args.alias))
+    ds = read_nonmem(Path(args.csv), aliases=parse_aliases(args.alias), lloq=args.lloq)
     table = nca(
         ds,
         dose_time=args.dose_time,
@@ -683,5 +680,5 @@ def cli(args) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
-        print(f"wrote {out} ({len(table)} subjects)")
+        print(f"wrote {out} ({len(table)} subject{'s' * (len(table) != 1)})")
     return 0

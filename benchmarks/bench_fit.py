@@ -408,7 +408,7 @@ def run_case(name: str, chains: int, draws: int, tune: int, runs: Path | None = 
         summary = result.summary()
         t_end = time.perf_counter()
     if runs is not None:
-        result.write_run(runs / name)
+        result.write_run(runs / name, overwrite=True)  # a benchmark rerun replaces its run
 
     wall = float(diag["wall_seconds"])
     compile_s = float(diag["compile_seconds"])

@@ -1,6 +1,7 @@
 """Fitting, the run directory contract, save/load, seeds and convergence checks (short chains)."""
 
 import json
+import sys
 import tomllib
 import warnings
 
@@ -115,3 +116,40 @@ def test_poor_convergence_is_warned():
     with pytest.warns(bpk.ConvergenceWarning, match="ESS"):
         fit = model.fit(draws=15, tune=15, chains=2, seed=1, progress=False)
     assert fit.diagnostics()["problems"]
+
+
+def test_log_likelihood_on_demand_equals_the_stored_one(run_dir, tmp_path):
+    """``[sampler] log_likelihood = "none"``: nothing stored, computed when LOO asks, same values."""
+    stored = bpk.load(run_dir)
+    assert stored.tree["log_likelihood"]["DV"].dtype == np.float32  # "auto" at this size: float32
+    spec = stored.spec.with_sampler(log_likelihood="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lazy = bpk.PopulationModel(spec).fit(progress=False)
+    assert "log_likelihood" not in lazy.tree
+    lazy.save(tmp_path / "fit.nc")
+    again = bpk.load(tmp_path / "fit.nc")
+    assert "log_likelihood" not in again.tree
+    # same seed and settings: the same draws, so the same pointwise log-likelihood (float32 rounding)
+    np.testing.assert_allclose(again.log_likelihood()["DV"].values, stored.log_likelihood()["DV"].values,
+                               rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert abs(float(again.loo().elpd) - float(stored.loo().elpd)) < 1e-2
+
+
+def test_diagnostics_are_computed_once(run_dir, monkeypatch):
+    fit = bpk.load(run_dir)
+    calls = []
+    fit_module = sys.modules["bayespk.fit"]  # the module (bayespk.fit is also the fit function)
+    original = fit_module.convergence
+    monkeypatch.setattr(fit_module, "convergence", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = fit.diagnostics()
+    first["max_r_hat"] = -1.0  # a caller's change does not reach the fit
+    assert fit.diagnostics()["max_r_hat"] > 0
+    assert len(calls) == 1
+
+
+def test_log_likelihood_option_is_validated():
+    with pytest.raises(bpk.SpecError, match="log_likelihood"):
+        bpk.Spec.from_toml(THEO).with_sampler(log_likelihood="float16")

@@ -26,7 +26,8 @@ import pandas as pd
 
 from bayespk.data.nonmem import Dataset
 from bayespk.errors import DataError
-from bayespk.structural import Structure, record_timing, superpose
+from bayespk.structural import Structure, record_timing
+from bayespk.structural.dosing import _is_tensor, select
 from bayespk.structural._xp import _ns
 
 __all__ = ["Design"]
@@ -172,25 +173,51 @@ class Design:
         (or ``(n_obs, 1)``). Optional parameters: ``TLAG`` and ``F`` act on depot
         doses, ``D1``/``R1`` replace the duration/rate of records with RATE -2/-1.
         Works on numpy arrays and pytensor tensors alike.
+
+        Only the (observation, dose record) pairs where the record reaches the
+        observation are evaluated (:attr:`pairs`), and each record type's
+        expression is built only where the data hold that type (see
+        :func:`~bayespk.structural.dosing.select`); the pairs are then summed
+        per observation.
         """
-        g = {k: v if v.ndim == 2 else v[:, None] for k, v in params.items()}
+        o, k = self.pairs
+        g = {name: (v[:, 0] if v.ndim == 2 else v)[o] for name, v in params.items()}
         xp = _ns(*g.values())
-        depot = self.into_depot
-        lag = g["TLAG"] * depot if "TLAG" in g else None
-        x, n_prev, active = record_timing(self.dt, self.ii, self.addl, self.ss, self.obs_strict[:, None], lag)
-        amt = self.amt * xp.where(depot, g["F"], 1.0) if "F" in g else self.amt
-        rate = self.rate
+        depot = self.into_depot[o, k]
+        rate = self.rate[o, k]
+        amt = self.amt[o, k]
+        lag = select(depot, lambda: g["TLAG"], lambda: 0.0, xp) if "TLAG" in g else None
+        lag = None if lag is None or (not _is_tensor(lag) and not np.any(lag)) else lag
+        ii, ss = self.ii[o, k], self.ss[o, k]
+        x, n_prev, active = record_timing(self.dt[o, k], ii, self.addl[o, k], ss, self.obs_strict[o], lag)
+        if "F" in g:
+            amt = amt * select(depot, lambda: g["F"], lambda: 1.0, xp)
+        infusion = rate != 0  # RATE > 0, or a modeled rate (-1) or duration (-2)
         if "D1" in g:
-            rate = xp.where(rate == -2, amt / g["D1"], rate)
+            rate = select(self.rate[o, k] == -2, lambda: amt / g["D1"], lambda: rate, xp)
         if "R1" in g:
-            rate = xp.where(self.rate == -1, g["R1"], rate)
-        contrib = structure.dose_contribution(x, amt, rate, depot, g, self.ii, n_prev, self.ss)
-        mask = active & self.mask if lag is not None else self.mask & active
-        return superpose(contrib, mask)
+            rate = select(self.rate[o, k] == -1, lambda: g["R1"], lambda: rate, xp)
+        contrib = structure.dose_contribution(x, amt, rate, depot, g, ii, n_prev, ss, infusion=infusion)
+        contrib = select(active, lambda: contrib, lambda: 0.0, xp)
+        return _sum_per_observation(contrib, o, self.n_obs, xp)
+
+    @property
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Observation and slot index of every dose record that reaches an observation (``mask``)."""
+        return np.nonzero(self.mask)
 
     def first_dose_time(self) -> np.ndarray:
         """Per observation: True when no dose precedes it (prediction is exactly 0)."""
         return ~self.mask.any(axis=1)
+
+
+def _sum_per_observation(values, obs, n_obs: int, xp):
+    """Sum per-pair values into their observations (0 where none); no sum where each has one pair."""
+    if len(obs) == n_obs and np.array_equal(obs, np.arange(n_obs)):
+        return values * np.ones(n_obs) if np.ndim(values) == 0 else values
+    if xp is np:
+        return np.bincount(obs, weights=np.broadcast_to(values, obs.shape), minlength=n_obs)
+    return xp.zeros(n_obs)[obs].inc(values * np.ones(len(obs)))
 
 
 def _dose_events(t: pd.DataFrame, structure: Structure) -> pd.DataFrame:

@@ -4,7 +4,8 @@ A dataset is a CSV with one record per row. Column names are case-insensitive;
 ``.``, an empty cell and ``NA`` mean missing. The columns bayespk understands:
 
 ========  ==================================================================
-ID        subject identifier (number); a subject's rows must be contiguous
+ID        subject identifier (whole number or text, kept as written); a
+          subject's rows must be contiguous
 TIME      time of the record; must not decrease within a subject
 AMT       dose amount (dose records only)
 DV        observed value (observation records only)
@@ -32,12 +33,40 @@ Every other column is a covariate (numeric when all its values are numbers,
 text otherwise). Validation happens here, before any model is built; a
 violation raises :class:`~bayespk.errors.DataError` naming the row (1-based,
 counting data rows after the header), the column and the rule.
+
+Exact reading
+-------------
+Separators
+    Taken from the header line: comma when it has a comma, else tab, else
+    semicolon, else runs of whitespace (NONMEM ``.dat``/``.txt`` files).
+    Double quotes are honoured (a quoted field may hold the separator). Every
+    data row must have one field per header name, else the row and line are
+    named; the one exception is an empty field after the last column on every
+    data row (a trailing separator), which is dropped and said in the summary.
+IDs
+    Kept exactly as written: 64-bit integers when every ID is a plain whole
+    number (``7``, ``-3``, ``10010020030040051``; never through float), else
+    every ID is kept as its text (``S-01``, ``007``). Two spellings of one
+    number (``7`` and ``007``, ``1`` and ``1.0``) are refused rather than merged
+    or split.
+Numbers
+    Values must be finite with magnitude at most 1e100 (in NONMEM columns and
+    numeric covariates alike).
+BLQ and LLOQ
+    A BLQ=1 row takes its limit from the LLOQ column, else from ``lloq``
+    (a spec's ``[data] lloq``); DV is never read as the limit of a BLQ row. A
+    CENS=1 row without either takes DV as the limit (nlmixr2), also when a
+    BLQ column flags it too (as in ``Dataset.table``, which holds both). The
+    limit of a censored row must be > 0.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +74,7 @@ import pandas as pd
 
 from bayespk.errors import DataError
 
-__all__ = ["Dataset", "DataSummary", "read_nonmem", "NONMEM_COLUMNS"]
+__all__ = ["Dataset", "DataSummary", "read_nonmem", "NONMEM_COLUMNS", "id_label", "plot_text"]
 
 NONMEM_COLUMNS = (
     "ID", "TIME", "AMT", "DV", "EVID", "MDV", "CMT", "RATE", "II", "ADDL", "SS",
@@ -53,6 +82,12 @@ NONMEM_COLUMNS = (
 )  # fmt: skip
 MISSING = {".", "", "NA", "NaN", "nan"}
 MAX_LISTED = 10
+MAX_ABS = 1e100  # larger magnitudes are refused: they are typos or unit errors, and overflow downstream
+SEPARATORS = {",": "comma", "\t": "tab", ";": "semicolon", None: "whitespace"}
+_INT_ID = re.compile(r"0|-?[1-9][0-9]*")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")
+_WS_FIELD = re.compile(r'"([^"]*)"|(\S+)')
 
 
 @dataclass
@@ -68,6 +103,7 @@ class DataSummary:
     n_other_events: int
     excluded: dict[str, int] = field(default_factory=dict)
     covariates: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the file was read, where it was not plain
 
     def __str__(self) -> str:
         lines = [
@@ -80,6 +116,7 @@ class DataSummary:
         for reason, n in self.excluded.items():
             lines.append(f"{n} rows excluded: {reason}")
         lines.append("covariates: " + (", ".join(self.covariates) or "none"))
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -93,6 +130,7 @@ class DataSummary:
             "n_other_events": self.n_other_events,
             "excluded": dict(self.excluded),
             "covariates": list(self.covariates),
+            "notes": list(self.notes),
         }
 
 
@@ -154,9 +192,10 @@ class Dataset:
         filled = t.groupby("ID", sort=False)[col].ffill()
         missing = filled.isna()
         if missing.any():
-            r = t[missing].iloc[0]
+            k = int(np.argmax(missing.to_numpy()))
             raise DataError(
-                f"row {int(r.ROW)}, column {col}: missing value for ID {_fmt(r.ID)} with no earlier value to carry "
+                f"row {int(t.ROW.iloc[k])}, column {col}: missing value for ID {id_label(t.ID.iloc[k])} with no "
+                "earlier value to carry "
                 f"forward; {needed_for} needs {col} from each subject's first record on "
                 f"({int(missing.sum())} rows without a value)"
             )
@@ -178,8 +217,23 @@ class Dataset:
         self.table.drop(columns="ROW").to_csv(path, index=False, na_rep=".")
 
 
-def _fmt(x) -> str:
-    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+def id_label(x) -> str:
+    """A subject ID (or a covariate level) as text: ``7`` for 7, 7.0 or ``np.int64(7)``; text unchanged.
+
+    Never exponent notation: a 17-digit ID is printed with all its digits.
+    """
+    if isinstance(x, (float, np.floating)) and float(x).is_integer() and abs(x) < 2**63:
+        return str(int(x))
+    return str(x)
+
+
+def plot_text(x) -> str:
+    """``id_label(x)`` with ``$`` escaped, for matplotlib titles, tick labels and legends.
+
+    A level such as ``$x^$`` would otherwise be parsed as math text, and an
+    invalid one makes drawing the figure fail.
+    """
+    return id_label(x).replace("$", r"\$")
 
 
 class _Problems:
@@ -218,16 +272,22 @@ def read_nonmem(
     source: str | Path | pd.DataFrame,
     *,
     aliases: dict[str, str] | None = None,
+    lloq: float | None = None,
 ) -> Dataset:
     """Read and validate a NONMEM-style dataset.
 
     Parameters
     ----------
     source : path or DataFrame
-        A CSV file, or a DataFrame with the same columns.
+        A comma-, tab-, semicolon- or whitespace-separated text file (the
+        separator is taken from the header line), or a DataFrame with the same
+        columns.
     aliases : dict, optional
         Declared renames, e.g. ``{"conc": "DV", "subject": "ID"}`` (case-insensitive).
         Nothing is renamed unless declared here.
+    lloq : float, optional
+        The LLOQ of censored rows (BLQ=1 or CENS=1) that have no LLOQ value of
+        their own (a spec's ``[data] lloq``); said in the summary when used.
 
     Returns
     -------
@@ -246,7 +306,9 @@ def read_nonmem(
     (12, 132)
     """
     label = str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"
-    raw = _read_raw(source, label)
+    lloq = _check_lloq_option(lloq, label)
+    notes: list[str] = []
+    raw = _read_raw(source, label, notes)
     raw = _rename(raw, aliases or {}, label)
     problems = _Problems(label)
 
@@ -259,10 +321,15 @@ def read_nonmem(
 
     for col in ("ID", "TIME", "AMT", "DV"):
         if col not in raw.columns:
+            names = [c for c in raw.columns if c != "ROW"]
+            hint = ""
+            if len(names) == 1 and any(ch in names[0] for ch in "|:/ "):
+                hint = (f" The header was read as the single column {names[0]!r}: bayespk reads comma-, tab-, "
+                        "semicolon- and whitespace-separated files.")
             raise DataError(
                 f"{label}: column {col} is required but absent; columns are: "
-                + ", ".join(c for c in raw.columns if c != "ROW")
-                + ". Declare a rename with aliases={'yourname': '" + col + "'}."
+                + ", ".join(names)
+                + ". Declare a rename with aliases={'yourname': '" + col + "'}." + hint
             )
     if len(raw) == 0:
         raise DataError(f"{label}: the dataset has no data rows")
@@ -273,26 +340,31 @@ def read_nonmem(
             continue
         text = raw[col].str.strip()
         missing = text.isin(MISSING)
+        if col == "ID":
+            table[col] = _subject_ids(raw, text, missing, problems, notes)
+            continue
         values = pd.to_numeric(text.where(~missing), errors="coerce")
         bad = values.isna() & ~missing
         if col in NONMEM_COLUMNS:
-            problems.add_mask(raw, bad, col, lambda r, c=col: f"'{r[c]}' is not a number")
+            problems.add_mask(raw, bad, col, lambda r, c=col: _not_a_number(r[c]))
             table[col] = values.astype(float)
         elif bad.any():
             table[col] = text.where(~missing).astype(object)  # a text (categorical) covariate
         else:
             table[col] = values.astype(float)
     problems.raise_if_any()
-
-    for col in NONMEM_COLUMNS:
-        if col in table.columns:
-            inf = np.isinf(table[col].to_numpy(dtype=float))
-            problems.add_mask(table, inf, col, "value is infinite")
+    _check_magnitudes(table, problems)
     problems.raise_if_any()
 
+    blq_only = "BLQ" in table.columns and "CENS" not in table.columns  # BLQ=1 rows then need an LLOQ
     table = _fill_defaults(table, problems)
     problems.raise_if_any()
-    _check_rules(table, problems)
+    if lloq is not None:
+        table, n = _apply_lloq(table, lloq)
+        if n:
+            notes.append(f"LLOQ {lloq:g} ([data] lloq) used for {n} censored row{'s' * (n != 1)} without an "
+                         "LLOQ value")
+    _check_rules(table, problems, blq_only)
     problems.raise_if_any()
 
     mdv_obs = (table.EVID == 0) & (table.MDV == 1)
@@ -311,6 +383,7 @@ def read_nonmem(
         n_other_events=int((table.EVID == 2).sum()),
         excluded=excluded,
         covariates=covariates,
+        notes=notes,
     )
     if summary.n_observations == 0:
         raise DataError(f"{label}: no observation records (EVID 0, MDV 0) to fit")
@@ -318,7 +391,88 @@ def read_nonmem(
                    source=label)
 
 
-def _read_raw(source, label: str) -> pd.DataFrame:
+def _check_lloq_option(lloq, label: str) -> float | None:
+    if lloq is None:
+        return None
+    if isinstance(lloq, bool) or not isinstance(lloq, (int, float, np.number)):
+        raise DataError(f"{label}: lloq ([data] lloq, --lloq) must be a number > 0, got {lloq!r}")
+    try:
+        value = float(lloq)
+    except OverflowError:
+        value = float("inf")
+    if not (np.isfinite(value) and 0 < value <= MAX_ABS):
+        raise DataError(f"{label}: lloq ([data] lloq, --lloq) must be a finite number > 0, got {lloq!r}")
+    return value
+
+
+def _not_a_number(value: str) -> str:
+    """The rule for a value that does not parse as a number, with a hint for decimal commas."""
+    v = str(value).strip()
+    if _DECIMAL_COMMA.fullmatch(v):
+        return f"'{v}' is not a number (decimal comma? write {v.replace(',', '.')})"
+    return f"'{v}' is not a number"
+
+
+def _subject_ids(raw: pd.DataFrame, text: pd.Series, missing: pd.Series, problems: _Problems,
+                 notes: list[str]) -> pd.Series:
+    """The ID column, exactly as written: int64 when every ID is a plain whole number, else text.
+
+    Never through float (a 17-digit ID keeps every digit). Text IDs that are
+    two spellings of one number (``7`` and ``007``) are refused: they would be
+    two subjects where the writer may have meant one.
+    """
+    problems.add_mask(raw, missing, "ID", "missing ID (every row needs one)")
+    if missing.any():
+        return text.astype(object)
+    if text.map(lambda v: bool(_INT_ID.fullmatch(v))).all():
+        values = [int(v) for v in text]
+        if min(values) >= -(2**63) and max(values) < 2**63:
+            return pd.Series(np.array(values, dtype=np.int64), index=text.index)
+    first_row = dict(zip(text[::-1], raw.ROW[::-1]))  # each ID -> its first row
+    spellings: dict[Decimal, str] = {}
+    for v, row in first_row.items():
+        if not _NUMBER.fullmatch(v):
+            continue
+        try:
+            number = Decimal(v)
+        except InvalidOperation:  # pragma: no cover - _NUMBER only matches what Decimal reads
+            continue
+        other = spellings.setdefault(number, v)
+        if other != v:
+            a, b = sorted((v, other), key=lambda x: first_row[x])
+            problems.add(first_row[b], "ID",
+                         f"ID '{b}' is the same number as ID '{a}' (row {first_row[a]}) written differently; IDs "
+                         "that are not all plain whole numbers are kept as text, so these would be two subjects: "
+                         "write each subject's ID one way")
+    odd = next((v for v in text if not _INT_ID.fullmatch(v)), None) or max(text, key=len)
+    notes.append(f"subject IDs kept as text, as written (not all plain whole numbers within 64 bits, e.g. {odd!r})")
+    return pd.Series([str(v) for v in text], index=text.index, dtype=object)
+
+
+def _check_magnitudes(table: pd.DataFrame, problems: _Problems) -> None:
+    """Refuse non-finite values and magnitudes above MAX_ABS in every numeric column."""
+    for col in table.columns:
+        if col in ("ROW", "ID") or table[col].dtype == object:
+            continue
+        x = table[col].to_numpy(dtype=float)
+        problems.add_mask(table, np.isinf(x), col, "value is infinite")
+        huge = np.isfinite(x) & (np.abs(np.nan_to_num(x)) > MAX_ABS)
+        problems.add_mask(table, huge, col,
+                          lambda r, c=col: f"value {r[c]:g} is too large (|value| > 1e100); check it and its "
+                                           "units")
+
+
+def _apply_lloq(t: pd.DataFrame, lloq: float) -> tuple[pd.DataFrame, int]:
+    """Fill ``lloq`` into the LLOQ of left-censored observation rows that have none."""
+    fill = (t.EVID == 0) & (t.CENS == 1) & t.LLOQ.isna()
+    if not fill.any():
+        return t, 0
+    t = t.copy()
+    t.loc[fill, "LLOQ"] = lloq
+    return t, int(fill.sum())
+
+
+def _read_raw(source, label: str, notes: list[str]) -> pd.DataFrame:
     rows = None
     if isinstance(source, pd.DataFrame):
         if "ROW" in source.columns:  # a Dataset.table fed back in keeps its source row numbers
@@ -326,33 +480,142 @@ def _read_raw(source, label: str) -> pd.DataFrame:
             if np.isnan(rows).any() or len(np.unique(rows)) != len(rows):
                 raise DataError(f"{label}: column ROW is reserved for source row numbers (whole, unique)")
             source = source.drop(columns="ROW")
-        raw = source.astype(str).where(source.notna(), ".")
+        names = [str(c).strip().upper() for c in source.columns]
+        dup = next((c for c, n in zip(source.columns, names) if names.count(n) > 1), None)
+        if dup is not None:
+            raise DataError(f"{label}: column {dup!r} appears more than once (names are case-insensitive)")
+        raw = pd.DataFrame({c: _as_text(source[c]) for c in source.columns}, index=source.index)
     else:
         path = Path(source)
+        if path.is_dir():
+            raise DataError(f"{label}: is a directory, not a data file")
         if not path.is_file():
             raise DataError(f"{label}: no such file")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise DataError(f"{label}: not UTF-8 text ({e}); save the file as UTF-8 CSV") from None
+        if "\x00" in text:
+            raise DataError(f"{label}: not a text file (it holds NUL bytes; UTF-16 or binary?); save it as UTF-8 CSV")
         if not text.strip():
             raise DataError(f"{label}: the file is empty")
-        try:
-            raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                              skipinitialspace=True)
-            # read_csv renames a repeated name (DV, DV -> DV, DV.1): refuse it instead
-            header = pd.read_csv(io.StringIO(text), header=None, nrows=1, dtype=str, keep_default_na=False,
-                                 skipinitialspace=True).iloc[0].str.strip().tolist()
-        except pd.errors.ParserError as e:
-            raise DataError(f"{label}: not a readable CSV ({e})") from None
-        dup = next((n for n in header if n and header.count(n) > 1), None)
-        if dup is not None:
-            raise DataError(f"{label}: column {dup!r} appears more than once in the header")
+        header, records = _split_records(text, label, notes)
+        raw = pd.DataFrame(records, columns=header, dtype=object) if records else pd.DataFrame(
+            {h: pd.Series(dtype=object) for h in header})
     raw = raw.reset_index(drop=True)
     if "ROW" in raw.columns:
         raise DataError(f"{label}: column ROW is reserved (bayespk numbers the rows); rename it")
     raw.insert(0, "ROW", rows.astype(int) if rows is not None else np.arange(1, len(raw) + 1))
     return raw
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """A DataFrame column as the text a file would hold: whole floats without ``.0`` (IDs), missing as ``.``."""
+    if pd.api.types.is_float_dtype(column):
+        out = column.astype(str).to_numpy(dtype=object)
+        v = column.to_numpy(dtype=float)
+        whole = np.isfinite(v) & (np.floor(v) == v) & (np.abs(v) < 2**63)
+        out[whole] = v[whole].astype(np.int64).astype(str)
+    elif column.dtype == object:  # mixed cells, e.g. IDs 1 and 2.0 from a list of dicts
+        out = np.array([id_label(v) for v in column], dtype=object)
+    else:
+        out = column.astype(str).to_numpy(dtype=object)
+    out[column.isna().to_numpy()] = "."
+    return pd.Series(out, index=column.index, dtype=object)
+
+
+def _separator(header_line: str) -> str | None:
+    """The separator the header line uses: comma, else tab, else semicolon, else whitespace (None)."""
+    for sep in (",", "\t", ";"):
+        if sep in header_line:
+            return sep
+    return None if len(header_line.split()) > 1 else ","
+
+
+def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header names and data rows (fields stripped), checked field by field against the header.
+
+    Blank lines are skipped (rows are numbered without them). A row with a
+    different number of fields than the header is refused naming its row and
+    line, except an empty trailing field on every data row (a separator at
+    the end of each line), which is dropped and noted.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    first = next(i for i, line in enumerate(lines) if line.strip())
+    sep = _separator(lines[first])
+    parsed: list[tuple[int, list[str]]] = []  # (line number, fields)
+    if sep is None:
+        for i, line in enumerate(lines[first:], start=first + 1):
+            if line.strip():
+                parsed.append((i, [a if b == "" else b for a, b in _WS_FIELD.findall(line)]))
+    else:
+        reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=sep, skipinitialspace=True,
+                            strict=True)
+        start = first
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise DataError(f"{label}: not a readable CSV: line {start + 1}: {e} (a quote opened on this "
+                                "line is not closed, or a quote stands inside an unquoted value)") from None
+            end = first + reader.line_num
+            if end > start + 1:
+                raise DataError(f"{label}: not a readable CSV: lines {start + 1}-{end}: a quoted value runs over "
+                                "several lines (an unclosed quote?)")
+            if fields and any(f.strip() for f in fields) or len(fields) > 1:
+                parsed.append((end, [f.strip() for f in fields]))
+            start = end
+    (header_line, header), data = parsed[0], parsed[1:]
+    header = [h.strip() for h in header]
+    n = len(header)
+    name = SEPARATORS[sep]
+    shown = "','" if sep == "," else name
+    if sep != ",":
+        notes.append(f"read as {name}-separated (from the header line)")
+    counts = [len(f) for _, f in data]
+    if data and header[-1] == "" and all(c == n and f[-1] == "" for c, (_, f) in zip(counts, data)):
+        header, data = header[:-1], [(i, f[:-1]) for i, f in data]
+        counts, n = [c - 1 for c in counts], n - 1
+        notes.append(f"every line ends with a separator ({shown}); the empty last column was ignored")
+    elif data and all(c == n + 1 and f[-1] == "" for c, (_, f) in zip(counts, data)):
+        data = [(i, f[:-1]) for i, f in data]
+        counts = [n] * len(data)
+        notes.append(f"every data row ends with an extra empty field (a trailing {shown}); it was ignored")
+    elif data and all(c == n + 1 for c in counts):
+        raise DataError(f"{label}: every data row has one more field ({n + 1}) than the header (line {header_line}) "
+                        f"names ({n}), and the extra fields hold values: is a column name missing from the header, "
+                        f"or does every row hold an unquoted {shown} inside a value?")
+    unnamed = [k + 1 for k, h in enumerate(header) if h == ""]
+    if unnamed:
+        trailing = " (the header line ends with a separator?)" if unnamed == [n] else ""
+        raise DataError(f"{label}: line {header_line}: column {unnamed[0]} has no name in the header; every column "
+                        f"needs one{trailing}")
+    dup = next((h for h in header if header.count(h) > 1), None)
+    if dup is not None:
+        raise DataError(f"{label}: column {dup!r} appears more than once in the header")
+    problems = _Problems(label)
+    for row, ((line, fields), count) in enumerate(zip(data, counts), start=1):
+        if count != n:
+            problems.items.append(f"row {row} (line {line}): {count} field{'s' * (count != 1)}, but the header "
+                                  f"names {n} columns"
+                                  + _field_hint(fields, sep, n))
+    problems.raise_if_any()
+    return header, [f for _, f in data]
+
+
+def _field_hint(fields: list[str], sep: str | None, n: int) -> str:
+    """Why a row may have the wrong number of fields: another separator, or a trailing one."""
+    joined = (sep or " ").join(fields)
+    for other, name in SEPARATORS.items():
+        if other is not None and other != sep and joined.count(other) == n - 1:
+            return f" (this row seems {name}-separated, the header {SEPARATORS[sep]}-separated)"
+    if fields and fields[-1] == "" and len(fields) == n + 1:
+        return " (it ends with an empty field: a trailing separator?)"
+    if sep is None:
+        return " (in a whitespace-separated file a missing value must be written, e.g. '.')"
+    return ""
 
 
 def _rename(raw: pd.DataFrame, aliases: dict[str, str], label: str) -> pd.DataFrame:
@@ -382,7 +645,6 @@ def _rename(raw: pd.DataFrame, aliases: dict[str, str], label: str) -> pd.DataFr
 
 def _fill_defaults(t: pd.DataFrame, problems: _Problems) -> pd.DataFrame:
     t = t.copy()
-    problems.add_mask(t, t.ID.isna(), "ID", "missing ID (every row needs one)")
     problems.add_mask(t, t.TIME.isna(), "TIME", "missing TIME")
     if "EVID" not in t.columns:
         t["EVID"] = np.where(t.AMT.fillna(0) > 0, 1.0, 0.0)
@@ -417,7 +679,9 @@ def _fill_defaults(t: pd.DataFrame, problems: _Problems) -> pd.DataFrame:
     return t
 
 
-def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
+def _check_rules(t: pd.DataFrame, problems: _Problems, blq_only: bool = True) -> None:
+    """Record-level rules; ``blq_only``: the dataset flags censoring by BLQ alone (no CENS column), so
+    its BLQ=1 rows need an LLOQ (with a CENS column, CENS=1 without an LLOQ reads DV as the limit)."""
     evid_ok = t.EVID.isin([0, 1, 2, 3, 4])
     problems.add_mask(
         t, ~evid_ok, "EVID",
@@ -474,9 +738,19 @@ def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
     # censoring
     problems.add_mask(t, (t.CENS != 0) & ~obs, "CENS", "BLQ/CENS flag on a non-observation record")
     left = used & (t.CENS == 1)
-    no_lloq = left & t.LLOQ.isna() & t.DV.isna()
-    problems.add_mask(t, no_lloq, "LLOQ", "BLQ record needs an LLOQ value (or DV holding the LLOQ with CENS=1)")
+    blq = left & (t.BLQ == 1) if blq_only else left & False
+    problems.add_mask(t, blq & t.LLOQ.isna(), "LLOQ",
+                      "BLQ record needs an LLOQ value: give it in an LLOQ column, or as [data] lloq = <number> in "
+                      "the spec (DV is not read as the limit of a BLQ=1 row; CENS=1 rows take DV as the limit)")
+    cens_only = left & ~blq
+    problems.add_mask(t, cens_only & t.LLOQ.isna() & t.DV.isna(), "LLOQ",
+                      "BLQ record needs an LLOQ value (or DV holding the LLOQ with CENS=1)")
     problems.add_mask(t, t.LLOQ < 0, "LLOQ", lambda r: f"LLOQ must be >= 0, got {r.LLOQ:g}")
+    problems.add_mask(t, left & (t.LLOQ <= 0), "LLOQ",
+                      lambda r: f"the LLOQ of a censored row must be > 0, got {r.LLOQ:g}")
+    problems.add_mask(t, cens_only & t.LLOQ.isna() & (t.DV <= 0), "DV",
+                      lambda r: f"CENS=1 without an LLOQ takes DV as the LLOQ, which must be > 0, got {r.DV:g}; "
+                                "give the LLOQ in an LLOQ column or as [data] lloq")
     under = used & (t.CENS == 0) & t.LLOQ.notna() & (t.DV < t.LLOQ)
     problems.add_mask(t, under, "DV",
                       lambda r: f"DV {r.DV:g} is below LLOQ {r.LLOQ:g} but the row is not flagged BLQ/CENS")
@@ -492,7 +766,8 @@ def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
     rows = t.ROW.to_numpy()[new_block]
     for i, r in zip(block_ids, rows):
         if i in seen:
-            problems.add(r, "ID", f"ID {_fmt(i)} appears again after other IDs; a subject's rows must be contiguous")
+            problems.add(r, "ID", f"ID {id_label(i)} appears again after other IDs; a subject's rows must be "
+                                  "contiguous")
         seen.add(i)
     same = np.r_[False, ids[1:] == ids[:-1]]
     times = t.TIME.to_numpy()
@@ -500,5 +775,5 @@ def _check_rules(t: pd.DataFrame, problems: _Problems) -> None:
     for k in np.flatnonzero(back)[: MAX_LISTED + 1]:
         problems.add(
             t.ROW.iloc[k], "TIME",
-            f"TIME {times[k]:g} decreases within ID {_fmt(ids[k])} (previous row has TIME {times[k - 1]:g})",
+            f"TIME {times[k]:g} decreases within ID {id_label(ids[k])} (previous row has TIME {times[k - 1]:g})",
         )  # fmt: skip

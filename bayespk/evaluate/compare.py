@@ -25,7 +25,7 @@ LOO_K_THRESHOLD = 0.7
 
 
 def _loglik_tree(fit, by: str) -> xr.DataTree:
-    ll = fit.tree["log_likelihood"].to_dataset()
+    ll = fit.log_likelihood()
     if by == "obs":
         pass
     elif by == "subject":

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 
+from bayespk.data.nonmem import plot_text
 from bayespk.evaluate.simulation import observation_table, quiet_pymc
 
 __all__ = ["GOF", "gof", "gof_table", "shrinkage", "eta_covariates", "prior_posterior", "covariate_effects"]
@@ -152,10 +153,10 @@ def eta_covariates(fit, covariates: list[str] | None = None):
             else:
                 levels = sorted(x.dropna().unique(), key=str)
                 ax.boxplot([y[x == lv] for lv in levels],
-                           tick_labels=[f"{lv:g}" if isinstance(lv, float) else str(lv) for lv in levels])
+                           tick_labels=[f"{lv:g}" if isinstance(lv, float) else plot_text(lv) for lv in levels])
             ax.axhline(0, color="k", lw=0.7)
             if i == len(etas) - 1:
-                ax.set_xlabel(c)
+                ax.set_xlabel(plot_text(c))
             if j == 0:
                 ax.set_ylabel(f"eta_{p}")
     fig.suptitle(f"{fit.spec.name}: posterior-mean etas vs covariates", fontsize=10)
@@ -253,7 +254,7 @@ def covariate_effects(fit, *, interval: float = 0.9, quantiles=(0.05, 0.95)):
     ax.axvline(1.0, color="0.4", lw=1)
     ax.hlines(y, table.lower, table.upper, color="C0", lw=2)
     ax.plot(table["median"], y, "o", color="C0")
-    ax.set_yticks(y, [f"{p}: {lab}" for p, lab in zip(table.parameter, table.label)])
+    ax.set_yticks(y, [plot_text(f"{p}: {lab}") for p, lab in zip(table.parameter, table.label)])
     ax.set_xscale("log")
     ticks = [t for t in (0.1, 0.2, 0.5, 0.8, 1.0, 1.25, 2.0, 5.0, 10.0)
              if table.lower.min() / 1.5 <= t <= table.upper.max() * 1.5] if len(table) else [1.0]

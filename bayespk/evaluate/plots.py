@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from bayespk.data.nonmem import plot_text
+
 __all__ = ["individual_curves", "plot_individual"]
 
 
@@ -68,7 +70,7 @@ def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interva
             ax.plot(o.TIME[o.CENS != 0], o.DV[o.CENS != 0], "o", mfc="none", color="C3", ms=4, label="BLQ")
         for t in doses.TIME[doses.ID == sid]:
             ax.axvline(t, ymax=0.06, color="C2", lw=1.5)
-        ax.set_title(f"ID {sid:g}" if isinstance(sid, (int, float)) else f"ID {sid}", fontsize=9)
+        ax.set_title(f"ID {plot_text(sid)}", fontsize=9)
         if log:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(ids):]:

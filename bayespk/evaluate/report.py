@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -66,6 +67,10 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pro
                      "<p>Typical values on their natural scale; <code>omega_*</code> are IIV SDs on the log scale; "
                      "q5/q95 bound the 90% credible interval.</p>" + _table(fit.summary())))
     status = "ok" if not diag["problems"] else "poor"
+    interrupted = "" if not diag.get("interrupted") else (
+        f'<p class="poor">INTERRUPTED: sampling was stopped by {html.escape(str(diag.get("signal")))} after '
+        f'{diag.get("draws_kept")} of {diag.get("draws_requested")} draws per chain; every result in this report '
+        "is provisional. Refit to completion.</p>")
     conv = pd.DataFrame([
         ("divergences", diag["divergences"], "0"),
         ("max R-hat", f"{diag['max_r_hat']:.4f} ({diag['max_r_hat_parameter']})", "<= 1.01"),
@@ -73,7 +78,7 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pro
         ("min tail ESS", f"{diag['min_ess_tail']:.0f} ({diag['min_ess_tail_parameter']})", f">= {100 * diag['chains']}"),
         ("min E-BFMI", f"{diag['min_bfmi']:.2f}", ">= 0.3"),
     ], columns=["diagnostic", "value", "target"])  # fmt: skip
-    text = (f'<p class="{status}">Convergence: {"OK" if status == "ok" else "POOR"}</p>'
+    text = (interrupted + f'<p class="{status}">Convergence: {"OK" if status == "ok" else "POOR"}</p>'
             + ("<ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in diag["problems"]) + "</ul>" if diag["problems"] else "")
             + _table(conv)
             + f'<p class="meta">{diag["chains"]} chains x {diag["draws"]} draws, sampler {diag.get("sampler")}, '
@@ -128,12 +133,24 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pro
     meta = (f'<p class="meta">{html.escape(spec.structure)}, {html.escape(spec.error.model)} error; data '
             f'{html.escape(str(spec.data.path))}: {summary.get("n_subjects", "?")} subjects, '
             f'{summary.get("n_observations", "?")} observations; generated '
-            f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by bayespk.</p>')
+            f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by bayespk.</p>' + _provenance(diag))
     nav = "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections) + "</nav>"
     body = "".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>{c}</section>' for a, t, c in sections)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(spec.name)} - "
             f"bayespk report</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
             f"<h1>{html.escape(spec.name)}</h1>{meta}{nav}{body}</body></html>")
+
+
+def _provenance(diag: dict) -> str:
+    """The hashes that identify what the run used (absent in runs written before they were recorded)."""
+    items = [(k, diag.get(k)) for k in ("data_sha256", "data_sha256_recorded", "spec_sha256")]
+    items = [(k, v) for k, v in items if v]
+    if not items:
+        return ""
+    labels = {"data_sha256": "data file SHA-256", "data_sha256_recorded": "data file SHA-256 recorded by the spec "
+              "(the data changed; fitted with --allow-changed-data)", "spec_sha256": "resolved spec SHA-256"}
+    return ('<p class="meta">' + "; ".join(f"{labels[k]} <code>{html.escape(str(v))}</code>" for k, v in items)
+            + "</p>")
 
 
 def write_report(fit, path: str | Path, **kwargs) -> Path:
@@ -150,5 +167,11 @@ def write_report(fit, path: str | Path, **kwargs) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(fit, **kwargs), encoding="utf-8")
+    text = render_report(fit, **kwargs)
+    partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # never a half-written report at ``path``
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bayespk.data.nonmem import plot_text
 from bayespk.errors import BayesPKError
 from bayespk.evaluate.simulation import observation_table, prior_replicates, simulate_replicates
 
@@ -307,8 +308,8 @@ def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y
             ax.set_yscale("log")
         kind = "prediction-corrected " if settings["pred_corr"] else ""
         ax.set_ylabel(f"{kind}DV")
-        shown = f"{level:g}" if isinstance(level, (int, float, np.number)) else str(level)
-        ax.set_title(f"{settings['strat']} = {shown}" if settings["strat"] else "", fontsize=9)
+        shown = f"{level:g}" if isinstance(level, (float, np.floating)) else plot_text(level)
+        ax.set_title(f"{plot_text(settings['strat'])} = {shown}" if settings["strat"] else "", fontsize=9)
         if censored:
             bx = axes[1, c]
             bx.fill_between(x, tb.sim_frac_blq_lo, tb.sim_frac_blq_hi, color="C2", alpha=0.3, lw=0,

@@ -77,9 +77,10 @@ class PopulationModel:
                 raise SpecError("no data: give data=... or a [data] path in the spec")
             data = self.spec.data.path
         if not isinstance(data, Dataset):
-            data = read_nonmem(data, aliases=self.spec.data.aliases)
+            data = read_nonmem(data, aliases=self.spec.data.aliases, lloq=self.spec.data.lloq)
             if self.spec.data.path is None and isinstance(data.source, str) and data.source != "<DataFrame>":
                 self.spec = self.spec.with_data(data.source)
+        _check_column_names(data)
         self.data = data
         self.structure = STRUCTURES[self.spec.structure]
         self.cell_kinetics = isinstance(self.structure, (CellKinetics, CellKineticsODE))
@@ -238,9 +239,9 @@ class PopulationModel:
         again = doses.duplicated("ID")
         if again.any():
             r = doses[again].iloc[0]
-            raise DataError(f"row {int(r.ROW)}: a second dose record for ID {_label(r.ID)}; {self.structure.name} "
-                            "models the kinetics after one cell infusion (the first dose record), so give each "
-                            "patient exactly one")
+            raise DataError(f"row {int(r.ROW)}: a second dose record for ID {_label(doses.ID[again].iloc[0])}; "
+                            f"{self.structure.name} models the kinetics after one cell infusion (the first dose "
+                            "record), so give each patient exactly one")
         repeated = (doses.ADDL > 0) | (doses.SS > 0)
         if repeated.any():
             r = doses[repeated].iloc[0]
@@ -328,8 +329,8 @@ class PopulationModel:
 
     def _record(self, position: int, column: str) -> str:
         """'row R, column C (ID i)' of the record at ``position`` in the table, for error messages."""
-        r = self.data.table.iloc[position]
-        return f"row {int(r.ROW)}, column {column} (ID {_label(r.ID)})"
+        t = self.data.table  # column by column: a row as a Series may turn IDs into floats
+        return f"row {int(t.ROW.iloc[position])}, column {column} (ID {_label(t.ID.iloc[position])})"
 
     def _resolve(self, spec: Spec) -> Spec:
         """Fill data-dependent defaults so the stored spec reproduces the run."""
@@ -414,16 +415,18 @@ class PopulationModel:
         """
         etas = self._etas()
         log_pop, kappas = {}, {}
-        n_records = len(self.data.table)
+        first = self._first_records()
         unit = self.structure.unit_parameters if self.cell_kinetics else ()
         shared = self._shared_factors()
         for name, p in self.spec.parameters.items():
             typical = p.typical.create(name)
             link = pt.log(typical) - pt.log1p(-typical) if name in unit else pt.log(typical)
-            log_pop[name] = link * np.ones(n_records)
-            for c in self.spec.covariates:
-                if c.parameter == name:
-                    log_pop[name] = log_pop[name] + self._log_effect(c)
+            covs = [c for c in self.spec.covariates if c.parameter == name]
+            # per record where a covariate or an occasion changes within a subject, else per subject
+            per_record = p.iov is not None or any(self._covariates[c.name]["time_varying"] for c in covs)
+            rows = slice(None) if per_record else first
+            n = len(self.data.table) if per_record else len(first)
+            log_pop[name] = (per_record, pt.broadcast_to(sum((self._log_effect(c, rows) for c in covs), link), (n,)))
             if p.iov is not None:
                 omega = p.iov.create(f"omega_iov_{name}")
                 z = pm.Normal(f"z_iov_{name}", 0.0, 1.0, dims="occasion")
@@ -433,17 +436,24 @@ class PopulationModel:
             s, rec = design.obs_subject, design.obs_record
             individual, population = {}, {}
             for name in self.spec.parameters:
-                pop = log_pop[name][rec]
-                ind = pop
-                if name in etas:
-                    ind = ind + etas[name][s]
-                if name in kappas:
-                    ind = ind + kappas[name][self._occasions["records"][rec]]
                 inverse = pt.sigmoid if name in unit else pt.exp
-                individual[name] = inverse(ind)
-                population[name] = inverse(pop)
+                per_record, pop = log_pop[name]
+                if per_record:
+                    ind = pop[rec] + (etas[name][s] if name in etas else 0.0)
+                    if name in kappas:
+                        ind = ind + kappas[name][self._occasions["records"][rec]]
+                    individual[name], population[name] = inverse(ind), inverse(pop[rec])
+                else:  # transform once per subject, then gather
+                    individual[name] = inverse(pop + etas[name])[s] if name in etas else inverse(pop)[s]
+                    population[name] = inverse(pop)[s]
             out.append((individual | shared, population | shared))
         return out
+
+    def _first_records(self) -> np.ndarray:
+        """Position in the table of each subject's first record, in the order of ``design.subject_ids``."""
+        ids = self.data.table.ID.to_numpy()
+        first = pd.Series(np.arange(len(ids))).groupby(ids, sort=False).first()
+        return first.reindex(self.design.subject_ids).to_numpy(int)
 
     def _shared_factors(self) -> dict:
         """Treatment multipliers of the expansion rate and assay scale factors (created in the model)."""
@@ -479,10 +489,10 @@ class PopulationModel:
                     pm.Deterministic(f"corr_{a}_{corr[j]}", r[i, j])
         return {name: pm.Deterministic(f"eta_{name}", omegas[name] * z[name], dims="ID") for name in omegas}
 
-    def _log_effect(self, c: CovariateSpec):
-        """log of the covariate factor on every record (creates the coefficient's prior)."""
+    def _log_effect(self, c: CovariateSpec, rows=slice(None)):
+        """log of the covariate factor on the records ``rows`` (default all; creates the coefficient's prior)."""
         info = self._covariates[c.name]
-        x = info["records"]
+        x = info["records"][rows]
         if c.effect == "categorical":
             levels = info["levels"]
             theta = (pt.as_tensor(np.full(len(levels), c.coefficient)) if c.fixed
@@ -731,6 +741,17 @@ def _default_error_priors(err, design: Design):
 def _label(v) -> str:
     """A level as text: 1.0 -> "1", "male" -> "male"."""
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _check_column_names(data: Dataset) -> None:
+    """Refuse dataset columns a fit cannot store: ``fit.nc`` keeps the records by column name, and
+    netCDF reads ``/`` in a name as a group separator (the fit would fail after sampling)."""
+    bad = [c for c in data.table.columns if "/" in str(c)]
+    if bad:
+        fixed = bad[0].replace("/", "_")
+        raise DataError(f"{data.source}: column {bad[0]}: a '/' cannot be part of a column name in a fit (fit.nc "
+                        f"stores the records by column name, and netCDF uses '/' between groups); rename it in "
+                        f"the file, or declare [data] aliases = {{ \"{bad[0]}\" = \"{fixed}\" }} in the spec")
 
 
 def _observe(dist, y, name: str = "DV", dims: str = "obs"):

@@ -21,7 +21,27 @@ import pymc as pm
 
 from bayespk.errors import SpecError
 
-__all__ = ["Prior", "MixturePrior", "ALLOWED"]
+__all__ = ["Prior", "MixturePrior", "ALLOWED", "finite_number"]
+
+
+def finite_number(v, where: str, what: str = "") -> float:
+    """``v`` as a float, or a SpecError naming ``where`` (and ``what``) when it is not a finite number.
+
+    Refuses booleans, text, NaN, infinities and integers too large for a float
+    (TOML integers are unbounded: a 401-digit integer is valid TOML).
+    """
+    rule = f"{what}must be a finite number" if what else "expected a finite number"
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise SpecError(f"{where}: expected a finite number, got {v!r}")
+    try:
+        x = float(v)
+    except OverflowError:
+        raise SpecError(f"{where}: {rule}, got a {len(str(abs(int(v))))}-digit integer (larger than any "
+                        "float)") from None
+    if not math.isfinite(x):
+        raise SpecError(f"{where}: {rule}, got {x}")
+    return x
+
 
 # distribution -> (required parameters, optional parameters, support)
 ALLOWED: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
@@ -58,7 +78,7 @@ class Prior:
 
     def __init__(self, dist: str, /, where: str = "prior", **params: float):
         object.__setattr__(self, "dist", dist)
-        object.__setattr__(self, "params", {k: float(v) for k, v in params.items()})
+        object.__setattr__(self, "params", {k: _parameter(v, dist, k, where) for k, v in params.items()})
         self.validate(where)
 
     def __hash__(self) -> int:
@@ -80,8 +100,7 @@ class Prior:
                 + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(extra)}")
             )
         for k, v in self.params.items():
-            if not math.isfinite(v):
-                raise SpecError(f"{where}: parameter {k} of {self.dist} must be a finite number, got {v}")
+            _parameter(v, self.dist, k, where)
         for k in ("sigma", "beta", "lam", "alpha", "nu"):
             if k in self.params and self.params[k] <= 0:
                 raise SpecError(f"{where}: parameter {k} of {self.dist} must be > 0, got {self.params[k]:g}")
@@ -111,6 +130,11 @@ class Prior:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
         return f"Prior({self.dist!r}, {args})"
+
+
+def _parameter(v, dist, name: str, where: str) -> float:
+    """A prior parameter as a float; the error names the table, the parameter and the rule."""
+    return finite_number(v, f"{where} {name}", f"parameter {name} of {dist} ")
 
 
 # (family, scale) -> (component parameter names, PyMC component, support)
@@ -232,9 +256,10 @@ class MixturePrior:
                             f"missing {', '.join(missing)}")
         for k in ("weights", n1, n2):
             v = d[k]
-            if not isinstance(v, (list, tuple)) or not all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            if not isinstance(v, (list, tuple)):
                 raise SpecError(f"{where}: {k} must be a list of numbers, got {v!r}")
+            for j, x in enumerate(v):
+                finite_number(x, f"{where} {k}[{j}]")
         try:
             return cls(family, scale, tuple(d["weights"]), tuple(d[n1]), tuple(d[n2]), file)
         except SpecError as e:

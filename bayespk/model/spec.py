@@ -13,6 +13,7 @@ run exactly. See the README for the format and the defaults.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytensor.tensor as pt
 import tomli_w
 
 from bayespk.errors import SpecError
-from bayespk.model.priors import MixturePrior, Prior
+from bayespk.model.priors import MixturePrior, Prior, finite_number
 from bayespk.structural import OPTIONAL_PARAMETERS, STRUCTURES
 from bayespk.structural.cart import CELL_KINETICS
 from bayespk.structural.cart_ode import CELL_KINETICS_ODE
@@ -57,6 +58,7 @@ DEFAULT_LKJ_ETA = 2.0
 DEFAULT_ODE_STEP = 0.25
 SAMPLERS = ("nutpie", "pymc")
 ADAPTATIONS = ("diag", "low_rank")  # nutpie mass-matrix adaptation
+LOG_LIKELIHOOD = ("auto", "float32", "float64", "none")  # what a fit stores of the pointwise log-likelihood
 DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
 DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
 DEFAULT_TYPICAL_LOG_SD = 1.0
@@ -161,21 +163,44 @@ def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
 
 
 def _number(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SpecError(f"{where}: expected a finite number, got {v!r}")
-    return float(v)
+    return finite_number(v, where)
+
+
+def _column(v: Any, where: str) -> str:
+    """A dataset column named in the spec (upper case), refusing names a fit cannot store.
+
+    Columns become variable names in the model and in ``fit.nc`` (e.g.
+    ``CL_WT`` for a covariate effect); netCDF uses ``/`` to separate groups,
+    so a column with ``/`` must be renamed through ``[data] aliases``.
+    """
+    if not isinstance(v, str) or not v.strip():
+        raise SpecError(f"{where}: expected a column name, got {v!r}")
+    if "/" in v:
+        fixed = "_".join(x for x in v.strip().upper().replace("/", "_").split("_") if x) or "X"
+        raise SpecError(f"{where}: column {v!r} has a '/', which cannot be part of a variable name in fit.nc "
+                        f"(netCDF uses it between groups); rename the column: [data] aliases = {{ \"{v}\" = "
+                        f"\"{fixed}\" }} and {where.rsplit(' ', 1)[-1]} = \"{fixed}\"")
+    return v.strip().upper()
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where the dataset is, and declared column renames."""
+    """Where the dataset is, declared column renames, and the SHA-256 of the file a run used.
+
+    ``sha256`` is written by ``bayespk fit`` into a run's ``spec.toml``; a spec
+    that carries it is refused when the file's bytes no longer match.
+    ``lloq`` is the limit of censored rows (BLQ=1 or CENS=1) without an LLOQ
+    value of their own; the data summary says how many rows used it.
+    """
 
     path: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)
+    sha256: str | None = None
+    lloq: float | None = None  # LLOQ of censored rows (BLQ=1 / CENS=1) that have no LLOQ value of their own
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None) -> "DataSpec":
-        _check_keys(d, ("path", "aliases"), "[data]")
+        _check_keys(d, ("path", "aliases", "sha256", "lloq"), "[data]")
         path = d.get("path")
         if path is not None:
             if not isinstance(path, str):
@@ -187,7 +212,16 @@ class DataSpec:
         aliases = d.get("aliases", {})
         if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
             raise SpecError("[data] aliases: expected a table of column = \"NONMEM name\"")
-        return cls(path=path, aliases=dict(aliases))
+        sha256 = d.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+            raise SpecError(f"[data] sha256: expected 64 lower-case hex digits (written by bayespk fit), "
+                            f"got {sha256!r}")
+        lloq = d.get("lloq")
+        if lloq is not None:
+            lloq = _number(lloq, "[data] lloq")
+            if lloq <= 0:
+                raise SpecError(f"[data] lloq: the limit of quantification must be > 0, got {lloq:g}")
+        return cls(path=path, aliases=dict(aliases), sha256=sha256, lloq=lloq)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -195,6 +229,10 @@ class DataSpec:
             out["path"] = self.path
         if self.aliases:
             out["aliases"] = dict(self.aliases)
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        if self.lloq is not None:
+            out["lloq"] = self.lloq
         return out
 
 
@@ -332,14 +370,15 @@ class CovariateSpec:
         for k in ("parameter", "column", "effect"):
             if k not in d or not isinstance(d[k], str):
                 raise SpecError(f"{where}: '{k}' is required (a string)")
+        column = _column(d["column"], f"{where} column")
         effect = d["effect"]
         if effect not in EFFECTS:
             raise SpecError(f"{where} effect: {effect!r} is not one of {', '.join(EFFECTS)}")
         ref = d.get("reference")
         if effect == "categorical":
-            if ref is not None and not isinstance(ref, (str, int, float)):
+            if isinstance(ref, bool) or (ref is not None and not isinstance(ref, (str, int, float))):
                 raise SpecError(f"{where} reference: expected a level, got {ref!r}")
-            ref = None if ref is None else (float(ref) if not isinstance(ref, str) else ref)
+            ref = None if ref is None else (_number(ref, f"{where} reference") if not isinstance(ref, str) else ref)
         else:
             if ref is None:
                 raise SpecError(f"{where} reference: a {effect} effect needs a reference value "
@@ -351,8 +390,7 @@ class CovariateSpec:
         if coef is not None:
             coef = Prior.from_dict(coef, f"{where} coefficient") if isinstance(coef, dict) else _number(
                 coef, f"{where} coefficient")
-        return cls(parameter=d["parameter"], column=d["column"].upper(), effect=effect, reference=ref,
-                   coefficient=coef)
+        return cls(parameter=d["parameter"], column=column, effect=effect, reference=ref, coefficient=coef)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"parameter": self.parameter, "column": self.column, "effect": self.effect}
@@ -391,6 +429,7 @@ class TreatmentSpec:
         _check_keys(d, ("column", "multiplier"), where)
         if not isinstance(d.get("column"), str):
             raise SpecError(f"{where}: 'column' is required (the dataset column marking administrations)")
+        column = _column(d["column"], f"{where} column")
         m = d.get("multiplier", DEFAULT_MULTIPLIER)
         if isinstance(m, dict):
             m = Prior.from_dict(m, f"{where} multiplier")
@@ -401,7 +440,7 @@ class TreatmentSpec:
             m = _number(m, f"{where} multiplier")
             if m <= 0:
                 raise SpecError(f"{where} multiplier: must be > 0, got {m:g}")
-        return cls(column=d["column"].upper(), multiplier=m)
+        return cls(column=column, multiplier=m)
 
     def to_dict(self) -> dict:
         m = self.multiplier
@@ -516,10 +555,11 @@ def _assay_keys(d: dict, table: str) -> dict:
     by = d["by"]
     if not isinstance(by, str) or not by:
         raise SpecError(f"{table} by: expected a column name such as \"ASSAY\", got {by!r}")
+    _column(by, f"{table} by")
     ref = d.get("reference")
     if isinstance(ref, bool) or (ref is not None and not isinstance(ref, (str, int, float))):
         raise SpecError(f"{table} reference: expected a level of {by.upper()}, got {ref!r}")
-    ref = float(ref) if isinstance(ref, (int, float)) else ref
+    ref = _number(ref, f"{table} reference") if isinstance(ref, (int, float)) else ref
     scale = d.get("scale", DEFAULT_ASSAY_SCALE)
     if isinstance(scale, dict):
         scale = Prior.from_dict(scale, f"{table} scale")
@@ -540,6 +580,13 @@ class SamplerSpec:
     matrix; ``"low_rank"`` adds the few most correlated directions of the
     posterior (nutpie's low-rank modified mass matrix), for ridges such as the
     expansion-rate/contraction trade-off of the mechanistic CAR-T model.
+
+    ``log_likelihood``: what the fit stores of the pointwise log-likelihood
+    (the input of PSIS-LOO): ``"float32"`` or ``"float64"`` arrays in
+    ``fit.nc``, or ``"none"`` (computed when ``loo``/``compare`` first ask for
+    it). ``"auto"`` (default) stores float32 up to
+    :data:`bayespk.fit.LOG_LIKELIHOOD_AUTO_MAX` values (chains x draws x
+    observations) and nothing above.
     """
 
     name: str = "nutpie"
@@ -549,13 +596,15 @@ class SamplerSpec:
     seed: int | None = None
     target_accept: float = 0.9
     adaptation: str = "diag"
+    log_likelihood: str = "auto"
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerSpec":
-        _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept", "adaptation"), "[sampler]")
+        _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept", "adaptation", "log_likelihood"),
+                    "[sampler]")
         out = cls()
         kw: dict[str, Any] = {}
-        for k in ("name", "adaptation"):
+        for k in ("name", "adaptation", "log_likelihood"):
             if k in d:
                 kw[k] = d[k]
         for k in ("chains", "draws", "tune", "seed"):
@@ -577,6 +626,9 @@ class SamplerSpec:
             raise SpecError(f"[sampler] target_accept: must be in [0.5, 1), got {self.target_accept:g}")
         if self.adaptation not in ADAPTATIONS:
             raise SpecError(f"[sampler] adaptation: {self.adaptation!r} is not one of {', '.join(ADAPTATIONS)}")
+        if self.log_likelihood not in LOG_LIKELIHOOD:
+            raise SpecError(f"[sampler] log_likelihood: {self.log_likelihood!r} is not one of "
+                            f"{', '.join(LOG_LIKELIHOOD)}")
         if self.adaptation != "diag" and self.name != "nutpie":
             raise SpecError(f"[sampler] adaptation = {self.adaptation!r} needs name = \"nutpie\"; "
                             f"the pymc sampler adapts a diagonal mass matrix")
@@ -588,6 +640,8 @@ class SamplerSpec:
             out["seed"] = self.seed
         if self.adaptation != "diag":
             out["adaptation"] = self.adaptation
+        if self.log_likelihood != "auto":
+            out["log_likelihood"] = self.log_likelihood
         return out
 
 
@@ -633,6 +687,8 @@ class Spec:
     def from_toml(cls, path: str | Path) -> "Spec":
         """Read a TOML spec file; relative data paths are taken from the file's folder."""
         p = Path(path)
+        if p.is_dir():
+            raise SpecError(f"{path}: is a directory, not a spec file")
         if not p.is_file():
             raise SpecError(f"{path}: no such spec file")
         try:

@@ -123,7 +123,7 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from bayespk.cli import _load_run
+    from bayespk.cli import SEED_MAX, _check_range, _load_run
     from bayespk.simulate.exposure import Target, metric_name
     from bayespk.simulate.regimen import Regimen, read_regimen_file, simulate_regimens
 
@@ -154,8 +154,9 @@ def run(args) -> int:
     n_subjects = (args.n_subjects if args.n_subjects is not None else 1000) if population == "virtual" else None
     if n_subjects is not None and n_subjects < 1:
         raise SpecError(f"--n-subjects must be >= 1, got {n_subjects}")
-    if args.n_draws < 1:
-        raise SpecError(f"--n-draws must be >= 1, got {args.n_draws}")
+    _check_range("n-draws", args.n_draws, 1, 10**6)
+    _check_range("resolution", args.resolution, 1, 10**5)
+    _check_range("seed", args.seed, 0, SEED_MAX)
 
     fit = _load_run(args.run_dir)
     sim = simulate_regimens(

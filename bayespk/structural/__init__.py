@@ -61,16 +61,18 @@ class Structure:
         """Optional parameters this structure accepts (see :data:`OPTIONAL_PARAMETERS`)."""
         return tuple(p for p, (_, depot) in OPTIONAL_PARAMETERS.items() if self.depot_cmt or not depot)
 
-    def dose_contribution(self, x, amt, rate, into_depot, params: dict, ii=0.0, n_prev=0.0, ss=False):
+    def dose_contribution(self, x, amt, rate, into_depot, params: dict, ii=0.0, n_prev=0.0, ss=False,
+                          infusion=None):
         """Concentration from dose records, with ``params`` keyed by parameter name.
 
         Without ``ii``/``n_prev``/``ss``: one dose given ``x`` ago. With them: a
-        whole record (see :func:`~bayespk.structural.dosing.dose_record`).
+        whole record (see :func:`~bayespk.structural.dosing.dose_record`, which
+        also explains ``infusion``).
         """
         disposition = [params[p] for p in self.parameters if p != "KA"]
         lambdas, coefs = self.macro(*disposition)
         return dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, disposition[1],
-                           params.get("KA"))
+                           params.get("KA"), infusion=infusion)
 
 
 STRUCTURES: dict[str, Structure | CellKinetics | CellKineticsODE] = {

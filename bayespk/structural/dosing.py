@@ -47,9 +47,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayespk.structural._xp import _ns, _phi
+from bayespk.structural._xp import _ns
 
-__all__ = ["record_timing", "dose_record"]
+__all__ = ["record_timing", "dose_record", "select"]
 
 _TIE = 1e-4  # relative |KA - lambda| below which the divided difference uses the derivative
 
@@ -95,11 +95,10 @@ def record_timing(dt, ii, addl, ss, strict, lag=None):
 
 
 def _geometric(lam, ii, n, ss, xp):
-    """S_n(lambda) (module doc), with safe arguments in every branch."""
+    """S_n(lambda) (module doc), with safe arguments in every branch that is built."""
     denom = -xp.expm1(-lam * ii)
-    n_safe = xp.where(ss, 1.0, n)
-    finite = -xp.expm1(-lam * n_safe * ii)
-    return xp.where(ss, 1.0, finite) / denom
+    n_safe = select(ss, lambda: 1.0, lambda: n, xp)
+    return select(ss, lambda: 1.0 / denom, lambda: -xp.expm1(-lam * n_safe * ii) / denom, xp)
 
 
 def _over_expm1(mu, a, xp):
@@ -115,14 +114,15 @@ def _train_divided_difference(lam, ka, y, ii, n, ss, xp):
     delta_safe = xp.where(tie, 1.0, delta)
     exact = (xp.exp(-lam * y) * _geometric(lam, ii, n, ss, xp)
              - xp.exp(-ka * y) * _geometric(ka, ii, n, ss, xp)) / delta_safe
-    n_safe = xp.where(ss | (n <= 0), 1.0, n)
-    tail = xp.where(ss | (n <= 0), 0.0, _over_expm1(mid, n_safe * ii, xp))
+    single = ss | (n <= 0)
+    n_safe = select(single, lambda: 1.0, lambda: n, xp)
+    tail = select(single, lambda: 0.0, lambda: _over_expm1(mid, n_safe * ii, xp), xp)
     log_slope = -y + tail - _over_expm1(mid, ii, xp)
     derivative = -xp.exp(-mid * y) * _geometric(mid, ii, n, ss, xp) * log_slope
     return xp.where(tie, derivative, exact)
 
 
-def dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka=None):
+def dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka=None, infusion=None):
     """Central concentration from one dose record (all its doses), given the macro constants.
 
     Parameters
@@ -145,50 +145,102 @@ def dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka
         Central volume.
     ka : array, optional
         First-order absorption rate constant.
+    infusion : array of bool, optional
+        Which records are zero-order inputs, when ``rate`` is a tensor (a
+        modeled rate or duration); by default ``rate > 0``.
+
+    Notes
+    -----
+    Every choice between record types (bolus, infusion, constant infusion,
+    depot, a train of earlier doses, steady state) is made on data. Where the
+    data are numpy arrays (always, inside a model: they come from the design),
+    only the branches that some record uses are built, so the graph of a
+    single-route study holds only that route's expression.
     """
     xp = _ns(x, amt, rate, ii, v1, ka, *lambdas, *coefs)
     if xp is np:  # branches not taken may overflow or divide by zero; their values are discarded
         with np.errstate(all="ignore"):
-            return _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, xp)
-    return _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, xp)
+            return _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, infusion, xp)
+    return _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, infusion, xp)
 
 
-def _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, xp):
+def _dose_record(x, amt, rate, into_depot, ii, n_prev, ss, lambdas, coefs, v1, ka, infusion, xp):
     ii = ii if _is_tensor(ii) else np.asarray(ii, dtype=float)
     ss = ss if _is_tensor(ss) else np.asarray(ss, dtype=bool)
     has_ii = ii > 0
-    ii_safe = xp.where(has_ii, ii, 1.0)
-    n = xp.where(has_ii, n_prev, 0.0)
-    train = has_ii & (ss | (n > 0))  # earlier doses of the record contribute
-    is_infusion = rate > 0
-    constant = is_infusion & (amt <= 0) & ss
-    safe_rate = xp.where(is_infusion, rate, 1.0)
-    duration = xp.where(constant, 0.0, amt / safe_rate)
-    after = xp.maximum(x - duration, 0.0)
-    during = xp.minimum(x, duration)
-    gap_to_next = xp.maximum(x + ii_safe - duration, 0.0)
+    ii_safe = select(has_ii, lambda: ii, lambda: 1.0, xp)
+    n = select(has_ii, lambda: n_prev, lambda: 0.0, xp)
+    train = select(has_ii, lambda: ss | (n > 0), lambda: np.False_, xp)  # earlier doses of the record contribute
+    is_infusion = rate > 0 if infusion is None else infusion
+    constant = select(ss, lambda: is_infusion & (amt <= 0), lambda: np.False_, xp)  # SS infusion with AMT = 0
+    depot = into_depot if ka is not None else False
+    safe_rate = select(is_infusion, lambda: rate, lambda: 1.0, xp)
     total = 0.0
     for lam, a in zip(lambdas, coefs):
-        s = xp.where(train, _geometric(lam, ii_safe, n, ss, xp), 0.0)
-        bolus = amt * (xp.exp(-lam * x) + xp.exp(-lam * (x + ii_safe)) * s)
-        infusion = safe_rate / lam * (xp.exp(-lam * after) * -xp.expm1(-lam * during)
-                                      + -xp.expm1(-lam * duration) * xp.exp(-lam * gap_to_next) * s)
-        term = xp.where(constant, safe_rate / lam, xp.where(is_infusion, infusion, bolus))
-        if ka is not None:
-            single = _single_absorption(lam, ka, x, xp)
-            earlier = xp.where(train, _train_divided_difference(lam, ka, x + ii_safe, ii_safe, n, ss, xp), 0.0)
-            term = xp.where(into_depot, amt * ka * (single + earlier), term)
-        total = total + a * term
+        def earlier(value):  # the train of earlier doses, where there is one
+            return select(train, value, lambda: 0.0, xp)
+
+        def bolus():
+            return amt * (xp.exp(-lam * x) + earlier(lambda: xp.exp(-lam * (x + ii_safe))
+                                                      * _geometric(lam, ii_safe, n, ss, xp)))
+
+        def running():
+            duration = amt / safe_rate
+            gap_to_next = xp.maximum(x + ii_safe - duration, 0.0)
+            return safe_rate / lam * (
+                xp.exp(-lam * xp.maximum(x - duration, 0.0)) * -xp.expm1(-lam * xp.minimum(x, duration))
+                + earlier(lambda: -xp.expm1(-lam * duration) * xp.exp(-lam * gap_to_next)
+                          * _geometric(lam, ii_safe, n, ss, xp)))
+
+        def absorbed():
+            return amt * ka * (_single_absorption(lam, ka, x, xp) + earlier(
+                lambda: _train_divided_difference(lam, ka, x + ii_safe, ii_safe, n, ss, xp)))
+
+        def not_absorbed():
+            return select(constant, lambda: safe_rate / lam,
+                          lambda: select(is_infusion, running, bolus, xp), xp)
+
+        total = total + a * select(depot, absorbed, not_absorbed, xp)
     return total / v1
 
 
+def select(cond, then, otherwise, xp):
+    """``where(cond, then(), otherwise())``, building only the branches the data use.
+
+    ``then`` and ``otherwise`` are functions returning the branch values. When
+    ``cond`` is known (a bool or numpy array: it comes from the data) and
+    uniform, only the branch it selects is built; otherwise both are built and
+    chosen elementwise.
+    """
+    if not _is_tensor(cond):
+        c = np.asarray(cond, dtype=bool)
+        if c.all():
+            return then()
+        if not c.any():
+            return otherwise()
+    a, b = then(), otherwise()
+    if not (_is_tensor(cond) or _is_tensor(a) or _is_tensor(b)):
+        return np.where(cond, a, b)
+    return xp.where(cond, a, b)
+
+
 def _single_absorption(lam, ka, dt, xp):
-    """(exp(-lam dt) - exp(-ka dt)) / (ka - lam), smooth and exact through ka == lam."""
-    gap = xp.abs(ka - lam)
-    # min(lam, ka) as (lam + ka - |ka - lam|) / 2: exact gradient at the tie (see
-    # compartments.first_order_absorption)
-    lo = (lam + ka - gap) / 2.0
-    return dt * xp.exp(-lo * dt) * _phi(gap * dt, xp)
+    """(exp(-lam dt) - exp(-ka dt)) / (ka - lam), exact through ka == lam.
+
+    Written as the hand-written form, two exponentials and a division. Where
+    ``|ka - lam|`` is below ``_TIE`` of ``ka + lam`` the division is replaced by
+    the expansion around the tie, ``dt exp(-lam dt) (1 - u + 2u^2/3 - u^3/3)``
+    with ``u = (ka - lam) dt / 2`` (``exp(-u) sinh(u)/u`` to third order; the
+    next term is below ``u^4 / 5``), whose value and gradient are exact at the
+    tie.
+    """
+    delta = ka - lam
+    tie = xp.abs(delta) <= _TIE * (ka + lam)
+    decay = xp.exp(-lam * dt)
+    exact = (decay - xp.exp(-ka * dt)) / xp.where(tie, 1.0, delta)
+    u = delta * dt / 2.0
+    near = dt * decay * (1.0 - u + u * u * (2.0 / 3.0) - u * u * u / 3.0)
+    return xp.where(tie, near, exact)
 
 
 def _is_tensor(a) -> bool:
