@@ -93,7 +93,7 @@ def cache_dir_from_env() -> Path | None:
 
 
 def clear(cache_dir: str | os.PathLike | None = None) -> int:
-    """Delete the cached compiled models in ``cache_dir`` (default: as :func:`compile_nutpie`); returns how many."""
+    """Delete the models cached in ``cache_dir`` (default as :func:`compile_nutpie`); returns how many."""
     folder = _folder(cache_dir)
     if folder is None or not folder.is_dir():
         return 0
@@ -135,8 +135,8 @@ def compile_nutpie(pm_model, *, jitter_rvs=None, initial_points=None, cache_dir=
     try:
         _check_supported()
         key, graph = _model_key(pm_model)
-    except _Uncacheable as e:
-        log.debug("compiling without the cache: %s", e)
+    except Exception as e:  # noqa: BLE001 - _Uncacheable, or a model nutpie will explain better
+        log.debug("compiling without the cache: %s: %s", type(e).__name__, e)
         return _done("uncacheable", t0, None, None,
                      compile_pymc_model(pm_model, jitter_rvs=jitter_rvs, initial_points=initial_points))
     path = folder / f"{key[:40]}.nbp"
@@ -150,7 +150,12 @@ def compile_nutpie(pm_model, *, jitter_rvs=None, initial_points=None, cache_dir=
         else:
             _touch(path)
             return _done("hit", t0, key, path, compiled)
-    compiled, entry = _compile(pm_model, graph, jitter_rvs, initial_points)
+    try:
+        compiled, entry = _compile(pm_model, graph, jitter_rvs, initial_points)
+    except Exception as e:  # noqa: BLE001 - nutpie's internals changed, or the model does not compile:
+        log.debug("compiling without the cache: %s: %s", type(e).__name__, e)  # nutpie's own says which
+        return _done("uncacheable", t0, key, None,
+                     compile_pymc_model(pm_model, jitter_rvs=jitter_rvs, initial_points=initial_points))
     status = "miss"
     if entry is not None and _write_entry(path, key, entry):
         stats["stored"] += 1
@@ -191,14 +196,15 @@ def _check_supported() -> None:
     except ImportError as e:
         raise _Uncacheable(f"cannot import nutpie/numba internals ({e})") from None
     needed = ["_make_functions", "_make_c_logp_func", "_make_c_expand_func", "make_user_data",
-              "_prepare_dims_and_coords", "_wrap_with_lock", "_rv_dict_to_flat_array_wrapper", "CompiledPyMCModel"]
+              "_prepare_dims_and_coords", "_wrap_with_lock", "_rv_dict_to_flat_array_wrapper",
+              "CompiledPyMCModel"]
     missing = [n for n in needed if not hasattr(ncp, n)]
     if missing or not hasattr(CompileResult, "_rebuild") or not hasattr(CompileResult, "_reduce"):
         raise _Uncacheable(f"nutpie/numba internals changed (missing {missing or 'CompileResult._rebuild'})")
     names = {f.name for f in fields(ncp.CompiledPyMCModel)}
-    want = {"compiled_logp_func", "compiled_expand_func", "initial_point_func", "shared_data", "shared_var_keys",
-            "user_data", "n_expanded", "shape_info", "logp_func", "expand_func", "_n_dim", "_shapes", "_coords",
-            "dims", "reparameterized_names"}
+    want = {"compiled_logp_func", "compiled_expand_func", "initial_point_func", "shared_data",
+            "shared_var_keys", "user_data", "n_expanded", "shape_info", "logp_func", "expand_func", "_n_dim",
+            "_shapes", "_coords", "dims", "reparameterized_names"}
     if not want <= names or not hasattr(CFunc, "compile"):
         raise _Uncacheable(f"nutpie's CompiledPyMCModel changed (fields {sorted(want - names)} missing)")
 
@@ -209,7 +215,7 @@ class _Graph:
     def __init__(self, free_names, free_shapes, remaining_names, shared):
         self.free_names = free_names  # value variables of the free RVs, in order
         self.free_shapes = free_shapes
-        self.remaining_names = remaining_names  # the other traced variables (deterministics, constrained values)
+        self.remaining_names = remaining_names  # the other traced variables (deterministics, ...)
         self.shared = shared  # name -> SharedVariable in the graphs
 
 
@@ -223,8 +229,8 @@ def _model_key(model) -> tuple[str, _Graph]:
     logp = model.logp()
     h = hashlib.sha256()
     h.update(repr(_environment()).encode())
-    h.update(repr(("free", free_names, [_type_key(v.type) for v in value_vars],
-                   "remaining", [v.name for v in remaining], "check_bounds", bool(model.check_bounds))).encode())
+    h.update(repr(("free", free_names, [_type_key(v.type) for v in value_vars], "remaining",
+                   [v.name for v in remaining], "check_bounds", bool(model.check_bounds))).encode())
     shared: dict[str, SharedVariable] = {}
     _hash_graph(h, [logp, *remaining], value_vars, shared)
     free_shapes = [tuple(int(s) for s in v.type.shape) if all(s is not None for s in v.type.shape) else None
@@ -281,7 +287,7 @@ def _hash_graph(h, outputs, inputs, shared: dict) -> None:
         elif isinstance(var, Constant):
             desc = ("constant", _type_key(var.type), _data_key(var.data))
         else:
-            raise _Uncacheable(f"the graph has a free input {var} that is neither a value variable nor shared")
+            raise _Uncacheable(f"the graph has a free input {var}, neither a value variable nor shared")
         ids[var] = len(ids)
         h.update(repr(desc).encode())
         return ids[var]
@@ -397,24 +403,23 @@ def _compile(model, graph: _Graph, jitter_rvs, initial_points):
     import nutpie.compile_pymc as ncp
 
     ipf = _initial_point_fn(model, jitter_rvs, initial_points)
-    n_dim, n_expanded, logp_fn_pt, expand_fn_pt, initial_point_fn, shape_info, reparameterized = ncp._make_functions(
-        model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=ipf)
-    logp_shared = [v.name for v in logp_fn_pt.get_shared()]
-    expand_shared = [v.name for v in expand_fn_pt.get_shared()]
-    shared_order = list(dict.fromkeys([*logp_shared, *expand_shared]))
-    cacheable = all(n in graph.shared for n in shared_order) and len(set(shared_order)) == len(shared_order)
-    variables = {v.name: v for v in [*logp_fn_pt.get_shared(), *expand_fn_pt.get_shared()]}
-    shared_var_keys, shared_data, user_data = _shared_layout(shared_order, variables)
+    made = ncp._make_functions(model, mode="NUMBA", compute_grad=True, join_expanded=True,
+                               pymc_initial_point_fn=ipf)
+    n_dim, n_expanded, logp_fn_pt, expand_fn_pt, initial_point_fn, shape_info, reparameterized = made
+    # shared variables in nutpie's order (by identity, as nutpie), keyed by position instead of nutpie's uuid4
+    logp_vars, expand_vars = list(logp_fn_pt.get_shared()), list(expand_fn_pt.get_shared())
+    ordered = list({id(v): v for v in [*logp_vars, *expand_vars]}.values())
+    shared_var_keys, shared_data, user_data = _shared_layout(ordered)
     logp_raw, logp_sig = ncp._make_c_logp_func(n_dim, logp_fn_pt.vm.jit_fn, user_data,
-                                               [_shared_key(i) for i in _indices(logp_shared, shared_order)],
-                                               shared_data)
+                                               [shared_var_keys[v] for v in logp_vars], shared_data)
     logp_cf, logp_cres = _cfunc(logp_raw, logp_sig)
     expand_raw, expand_sig = ncp._make_c_expand_func(n_dim, n_expanded, expand_fn_pt.vm.jit_fn, user_data,
-                                                     [_shared_key(i) for i in _indices(expand_shared, shared_order)],
-                                                     shared_data)
+                                                     [shared_var_keys[v] for v in expand_vars], shared_data)
     expand_cf, expand_cres = _cfunc(expand_raw, expand_sig)
-    compiled = _assemble(model, n_dim, n_expanded, shape_info, reparameterized, initial_point_fn, logp_cf, expand_cf,
-                         shared_var_keys, shared_data, user_data, logp_fn_pt, expand_fn_pt)
+    # a stored entry finds its shared variables again by name: they must be the graph's, one per name
+    cacheable = all(v.name is not None and graph.shared.get(v.name) is v for v in ordered)
+    compiled = _assemble(model, n_dim, n_expanded, shape_info, reparameterized, initial_point_fn, logp_cf,
+                         expand_cf, shared_var_keys, shared_data, user_data, logp_fn_pt, expand_fn_pt)
     entry = None
     blockers = [c for c in (logp_cres, expand_cres) if c is None or c.lifted or c.library.has_dynamic_globals]
     if not cacheable:
@@ -427,32 +432,29 @@ def _compile(model, graph: _Graph, jitter_rvs, initial_points):
             "n_dim": int(n_dim), "n_expanded": int(n_expanded),
             "names": list(names), "shapes": [tuple(int(s) for s in shape) for shape in shapes],
             "reparameterized": list(reparameterized),
-            "logp_shared": logp_shared, "expand_shared": expand_shared, "shared_order": shared_order,
+            "shared_order": [v.name for v in ordered],
             "logp_sig": logp_sig, "expand_sig": expand_sig,
             "logp": logp_cres._reduce(), "expand": expand_cres._reduce(),
         }
     return compiled, entry
 
 
-def _shared_key(i: int) -> str:
-    return f"shared{i}"
+def _shared_layout(ordered):
+    """nutpie's ``shared_var_keys``, ``shared_data`` and ``user_data`` for the shared variables ``ordered``.
 
-
-def _indices(names, order) -> list[int]:
-    return [order.index(n) for n in names]
-
-
-def _shared_layout(order, variables):
-    """nutpie's ``shared_var_keys``, ``shared_data`` and ``user_data`` for shared variables in ``order``."""
+    The keys name the fields of the record the compiled callbacks read the
+    data pointers from, so they must be the same in every process: ``shared0``,
+    ``shared1``, ... in nutpie's order (nutpie draws random ones).
+    """
     import nutpie.compile_pymc as ncp
 
     shared_var_keys, shared_data = {}, {}
-    for i, name in enumerate(order):
-        key = _shared_key(i)
-        value = np.array(variables[name].get_value(), order="C", copy=True)
+    for i, var in enumerate(ordered):
+        key = f"shared{i}"
+        value = np.array(var.get_value(), order="C", copy=True)
         value.flags.writeable = False
         shared_data[key] = value
-        shared_var_keys[variables[name]] = key
+        shared_var_keys[var] = key
     return shared_var_keys, shared_data, ncp.make_user_data(shared_var_keys, shared_data)
 
 
@@ -466,7 +468,8 @@ def _assemble(model, n_dim, n_expanded, shape_info, reparameterized, initial_poi
         _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info)},
         compiled_logp_func=logp_cf, compiled_expand_func=expand_cf, initial_point_func=initial_point_fn,
         shared_data=shared_data, shared_var_keys=shared_var_keys, user_data=user_data, n_expanded=n_expanded,
-        shape_info=shape_info, logp_func=logp_func, expand_func=expand_func, reparameterized_names=reparameterized,
+        shape_info=shape_info, logp_func=logp_func, expand_func=expand_func,
+        reparameterized_names=reparameterized,
     )  # fmt: skip
 
 
@@ -494,7 +497,7 @@ def _from_entry(model, entry: dict, graph: _Graph, jitter_rvs, initial_points):
     order = entry["shared_order"]
     if any(n not in graph.shared for n in order):
         raise ValueError("the stored shared variables are not the model's")
-    shared_var_keys, shared_data, user_data = _shared_layout(order, graph.shared)
+    shared_var_keys, shared_data, user_data = _shared_layout([graph.shared[n] for n in order])
     ctx = registry.cpu_target.target_context
     ctx.refresh()
     logp_cres = CompileResult._rebuild(ctx, *entry["logp"])
@@ -511,7 +514,7 @@ def _from_entry(model, entry: dict, graph: _Graph, jitter_rvs, initial_points):
 
 def _not_callable(name):
     def stored(*args):
-        raise TypeError(f"{name} was loaded from the bayespk compile cache: call it through its .address or .ctypes")
+        raise TypeError(f"{name} comes from the bayespk compile cache: call it by its .address or .ctypes")
 
     stored.__name__ = stored.__qualname__ = name
     return stored

@@ -30,6 +30,8 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
+from bayespk import compile_cache
+from bayespk.compile_cache import compile_nutpie
 from bayespk.errors import BayesPKError, DataError, SpecError
 from bayespk.evaluate.diagnostics import check_convergence, convergence, summary_table
 from bayespk.evaluate.simulation import quiet_pymc
@@ -162,6 +164,7 @@ def fit(
         "seed": s.seed,
         "wall_seconds": round(wall, 3),
         "compile_seconds": round(sampled.compile_seconds, 3),
+        **({"compile_cache": compile_cache.last.get("status")} if s.name == "nutpie" else {}),
         **info,
         "data_path": spec.data.path,
         "data_sha256": data_sha256,
@@ -332,7 +335,7 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught) -> _Sampled
     t0 = time.perf_counter()
     # CAR-T patients who leave before a phase carry no information on its parameters (see _eta_starts)
     starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics else None
-    compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
+    compiled = compile_nutpie(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
     t_compile = time.perf_counter() - t0
     started()
     background = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
@@ -466,7 +469,7 @@ def _zero_gradient(pm_model, point: dict, model: PopulationModel) -> list[str]:
     offset = 0
     for name, shape, _ in DictToArrayBijection.map(point).point_map_info:
         size = int(np.prod(shape))
-        if name.startswith("z_") and len(shape) == 1 and shape[0] == len(model.design.subject_ids):
+        if name.startswith(ETA_PREFIXES) and len(shape) == 1 and shape[0] == len(model.design.subject_ids):
             zero = np.flatnonzero(grad[offset:offset + size] == 0)
             names += [f"{name}[ID {_label(model.design.subject_ids[i])}]" for i in zero]
         offset += size
@@ -508,7 +511,8 @@ class Fit:
     def free_parameters(self) -> list[str]:
         """Population parameters and the standardized etas: every sampled quantity."""
         params = self.spec.parameters.items()
-        return (self.population_parameters + [f"z_{p}" for p, ps in params if ps.iiv is not None]
+        return (self.population_parameters
+                + [f"{'eta' if ps.centered else 'z'}_{p}" for p, ps in params if ps.iiv is not None]
                 + [f"z_iov_{p}" for p, ps in params if ps.iov is not None])
 
     def summary(self) -> pd.DataFrame:
@@ -772,6 +776,10 @@ def _read_tree(path: Path) -> xr.DataTree:
 
 
 # ------------------------------------------------------------------ helpers
+#: Names of sampled per-subject effects: standardized etas (``z_P``, ``z_iov_P``) and centred ones (``eta_P``).
+ETA_PREFIXES = ("z_", "eta_")
+
+
 def _jittered(pm_model: pm.Model, spec: Spec) -> set:
     """Free variables whose starting values are jittered (uniform +-1 on the unconstrained scale).
 
@@ -783,7 +791,8 @@ def _jittered(pm_model: pm.Model, spec: Spec) -> set:
     subjects). Omegas, covariate coefficients and residual SDs are jittered,
     so chains still start apart.
     """
-    return {rv for rv in pm_model.free_RVs if rv.name not in spec.parameters and not rv.name.startswith("z_")}
+    return {rv for rv in pm_model.free_RVs
+            if rv.name not in spec.parameters and not rv.name.startswith(ETA_PREFIXES)}
 
 
 def _eta_starts(pm_model: pm.Model, seed: int) -> dict:
@@ -795,7 +804,7 @@ def _eta_starts(pm_model: pm.Model, seed: int) -> dict:
     """
     rng = np.random.default_rng(seed)
     return {rv.name: 0.01 * rng.standard_normal(tuple(rv.shape.eval()))
-            for rv in pm_model.free_RVs if rv.name.startswith("z_")}
+            for rv in pm_model.free_RVs if rv.name.startswith(ETA_PREFIXES)}
 
 
 def _start_points(pm_model: pm.Model, spec: Spec, chains: int, seed: int) -> list[dict]:

@@ -25,7 +25,7 @@ and **warm** (the same caches again: every later run). Variants:
 Variants and the cold/warm pairs are interleaved in each repeat (their order
 alternates from one repeat to the next); the table gives min and median over
 repeats. ``compile s`` is the fit's own ``compile_seconds`` (diagnostics.json),
-``sampling s`` its ``wall_seconds`` (sampling only). ``--via patched`` runs the
+``sampling s`` its ``wall_seconds`` less ``compile_seconds`` (sampling only). ``--via patched`` runs the
 same command through ``python -c`` with ``nutpie.compile_pymc_model`` replaced by
 :func:`bayespk.compile_cache.compile_nutpie`, for measuring before
 ``bayespk/fit.py`` calls it (with ``--via cli``, the default, a ``cached`` run that
@@ -33,7 +33,8 @@ writes no cache entry is flagged: fit.py does not use the cache). Also timed, as
 separate processes: ``import bayespk.cli, bayespk.fit, nutpie`` (what the fit
 command imports before it starts work).
 
-Results: ``benchmarks/results/compile.md`` and ``compile.json``; the 1-minute
+Results: ``benchmarks/results/compile.md`` and ``compile.json`` (every command's
+output: ``results/logs/compile.log``); the 1-minute
 load average before and after each run is recorded (the machine is shared:
 numbers from a loaded machine are slower, see the load column).
 """
@@ -101,11 +102,17 @@ def run_once(variant: str, phase: str, cache: Path, work: Path, args, log) -> di
     if proc.returncode == 0 and diag.is_file():
         d = json.loads(diag.read_text())
         r["compile_s"] = d.get("compile_seconds")
-        r["sampling_s"] = d.get("wall_seconds")
+        if d.get("wall_seconds") is not None and d.get("compile_seconds") is not None:
+            r["sampling_s"] = round(d["wall_seconds"] - d["compile_seconds"], 3)  # fit.py's wall includes compile
     entries = list((cache / "bayespk" / "nutpie").glob("*.nbp"))
     r["cache_entries"] = len(entries)
     r["cache_entry_kib"] = round(sum(p.stat().st_size for p in entries) / 1024) if entries else 0
     return r
+
+
+def _log_path(out: Path) -> Path:
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    return out / "logs" / "compile.log"
 
 
 def time_imports(repeats: int) -> list[float]:
@@ -192,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     env = _environment(argv)
+    env["command"] = shlex.join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT))
+                                 else sys.executable, os.path.relpath(__file__, ROOT), *argv])
     settings = {"repeats": args.repeats, "draws": args.draws, "tune": args.tune, "chains": args.chains,
                 "via": args.via, "variants": args.variants}
     args.out.mkdir(parents=True, exist_ok=True)
     runs, warnings = [], []
     with tempfile.TemporaryDirectory(prefix="bayespk-bench-compile-") as tmp, \
-            open(args.out / "compile.log", "w") as log:
+            open(_log_path(args.out), "w") as log:
         work = Path(tmp)
         for rep in range(args.repeats):
             order = args.variants if rep % 2 == 0 else args.variants[::-1]
@@ -213,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"load {r['load_before']:.1f})", flush=True)
         imports = time_imports(args.import_repeats) if args.import_repeats else []
     if any(r["rc"] != 0 for r in runs):
-        warnings.append(f"{sum(r['rc'] != 0 for r in runs)} run(s) failed: see {args.out / 'compile.log'}")
+        warnings.append(f"{sum(r['rc'] != 0 for r in runs)} run(s) failed: see {_log_path(args.out)}")
     if any(r["variant"] == "cached" and r["cache_entries"] == 0 and r["rc"] == 0 for r in runs):
         warnings.append("the cached variant wrote no cache entry: bayespk/fit.py does not call "
                         "bayespk.compile_cache.compile_nutpie yet (use --via patched)")
@@ -224,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "compile.md").write_text(md)
     print()
     print(md)
-    print(f"wrote {args.out / 'compile.json'} and {args.out / 'compile.md'} (logs: {args.out / 'compile.log'})")
+    print(f"wrote {args.out / 'compile.json'} and {args.out / 'compile.md'} (log: {_log_path(args.out)})")
     return 1 if any(r["rc"] != 0 for r in runs) else 0
 
 

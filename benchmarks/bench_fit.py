@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 import warnings
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -181,6 +182,10 @@ CASES = {
     "theophylline_nutpie": {"dataset": "theophylline", "sampler": "nutpie"},
     "theophylline_pymc": {"dataset": "theophylline", "sampler": "pymc"},
     "sim500_nutpie": {"dataset": "sim500", "sampler": "nutpie"},
+    "sim1000_nutpie": {"dataset": "sim1000", "sampler": "nutpie"},
+    # the same studies with centred etas on CL, V and KA ([parameters.P] centered = true)
+    "sim500_centered_nutpie": {"dataset": "sim500", "sampler": "nutpie", "centered": ("CL", "V", "KA")},
+    "sim1000_centered_nutpie": {"dataset": "sim1000", "sampler": "nutpie", "centered": ("CL", "V", "KA")},
     "sim200_2cmt_addl_nutpie": {"dataset": "sim200_2cmt_addl", "sampler": "nutpie"},
     "idr_pkpd_nutpie": {"dataset": "idr_pkpd", "sampler": "nutpie"},
     "cart_piecewise_nutpie": {"dataset": "cart_piecewise", "sampler": "nutpie"},
@@ -244,8 +249,8 @@ def _maxrss_mb(who) -> float:
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-def _sim_dataset():
-    """The 500-subject dataset: design, then DV drawn from the model at SIM_TRUTH."""
+def _sim_dataset(n_subjects: int = SIM_SUBJECTS):
+    """The simulated 1-cmt oral study (500 subjects by default): design, then DV drawn at SIM_TRUTH."""
     import numpy as np
 
     from bayespk.model.spec import Spec
@@ -253,7 +258,7 @@ def _sim_dataset():
 
     spec = Spec.from_dict(SIM_SPEC)
     design = study_design(
-        SIM_SUBJECTS, dose=SIM_DOSE, times=np.array(SIM_TIMES), route="oral",
+        n_subjects, dose=SIM_DOSE, times=np.array(SIM_TIMES), route="oral",
         covariates={"WT": lambda rng, n: np.round(np.clip(rng.lognormal(np.log(SIM_WT_REF), 0.2, n), 40, 140), 1)},
         seed=SIM_DESIGN_SEED,
     )  # fmt: skip
@@ -361,6 +366,8 @@ def _dataset(name: str):
         return Spec.from_toml(THEOPHYLLINE_SPEC), None, None, THEOPHYLLINE_SEED
     if name == "sim500":
         return (*_sim_dataset(), SIM_TRUTH, SIM_FIT_SEED)
+    if name == "sim1000":  # the same design and truth, twice the subjects
+        return (*_sim_dataset(1000), SIM_TRUTH, SIM_FIT_SEED)
     if name == "sim200_2cmt_addl":
         return (*_addl_dataset(), ADDL_TRUTH, ADDL_FIT_SEED)
     if name == "idr_pkpd":
@@ -396,6 +403,9 @@ def run_case(name: str, chains: int, draws: int, tune: int, runs: Path | None = 
     with _TreeRSS() as tree_rss:
         t0 = time.perf_counter()
         spec, data, truth, seed = _dataset(cfg["dataset"])
+        if cfg.get("centered"):
+            spec = replace(spec, parameters={p: replace(ps, centered=p in cfg["centered"])
+                                             for p, ps in spec.parameters.items()})
         t_data = time.perf_counter()
         model = PopulationModel(spec, data)
         t_model = time.perf_counter()

@@ -44,7 +44,7 @@ def draws(compiled):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A cache folder holding the small model, its entry, and the draws of the model as compiled then (a miss)."""
+    """A cache folder holding the small model, its entry, and the draws of the model compiled (a miss)."""
     folder = tmp_path_factory.mktemp("bayespk-cache")
     compiled = compile_(small_model(), folder)
     assert cc.last["status"] == "miss"
@@ -57,7 +57,7 @@ def entries(folder):
 
 def test_a_fresh_model_object_hits_the_disk_cache_and_samples_the_same_draws(cache):
     folder, entry, first = cache
-    assert entries(folder) == [entry]
+    assert entry in entries(folder)
     hits = cc.stats["hit"]
     compiled = compile_(small_model(), folder)  # a new pm.Model: nothing shared in memory with the first
     assert cc.last["status"] == "hit" and cc.stats["hit"] == hits + 1
@@ -127,6 +127,8 @@ def test_a_corrupt_entry_is_ignored_and_rebuilt(tmp_path, cache, damage):
     assert cc.last["status"] == "miss" and cc.stats["corrupt"] == corrupt + 1
     assert path.read_bytes()[: len(cc.MAGIC)] == cc.MAGIC  # rewritten whole
     assert not list((tmp_path / cc.SUBDIR).glob(".*"))  # no temporary file left
+    if damage == "garbage":
+        assert cc.clear(tmp_path) == 1 and not list((tmp_path / cc.SUBDIR).iterdir())
     if damage == "flipped":
         for name, values in draws(compiled).items():
             np.testing.assert_array_equal(values, first[name])

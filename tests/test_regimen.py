@@ -9,6 +9,7 @@ and the curves can be written down by hand. One tiny real fit (12 simulated subj
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -445,6 +446,9 @@ def test_fitted_and_virtual_populations(tiny_run):
     assert np.isfinite(virt.values("low", "T_above")).all() and virt.profiles.regimen.nunique() == 2
     fig = virt.plot(["Cmin>=1", "AUC in [20, 60]"], by="SEX")
     assert len(fig.axes) == 2
+    # a label that reads as matplotlib math text (invalid: "$x^$") is drawn as plain text
+    odd = simulate_regimens(fit, ["50q12x6,label=$x^$"], n_draws=5, progress=False)
+    odd.plot(["Cmin>=1"]).savefig(io.BytesIO(), format="png")
     long = virt.to_frame()
     assert len(long) == 2 * 30 * 10 and {"Cmax", "AUC_ss", "WT", "SEX"} <= set(long.columns)
     with pytest.raises(SpecError, match="use population='virtual'"):

@@ -7,6 +7,7 @@ slow. Every simulation uses seed 1, fixed before the first run.
 
 from __future__ import annotations
 
+import io
 import numpy as np
 import pandas as pd
 import pytest
@@ -341,6 +342,9 @@ def test_plots_return_figures():
     ]
     assert all(isinstance(f, Figure) for f in figs)
     assert len(figs[1].axes) == 2
+    odd = mock_fit("binary", {"intercept": 0.0, "b_exposure": 1.0}, sd=0.2)
+    odd.exposure_name = "$x^$"  # a column name that reads as (invalid) matplotlib math text
+    plot_response(odd).savefig(io.BytesIO(), format="png")
 
 
 # ------------------------------------------------------------------ dose x tumor-burden table (fast)

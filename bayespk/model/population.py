@@ -474,10 +474,13 @@ class PopulationModel:
         return out
 
     def _etas(self) -> dict:
-        """Per-subject etas (dims ID), correlated through an LKJ prior where the spec says so."""
+        """Per-subject etas (dims ID): non-centered (``eta = omega * z``), correlated through an LKJ
+        prior where the spec says so, or centered (sampled directly) where a parameter says so."""
         params = self.spec.parameters
         omegas = {name: p.iiv.create(f"omega_{name}") for name, p in params.items() if p.iiv is not None}
-        z = {name: pm.Normal(f"z_{name}", 0.0, 1.0, dims="ID") for name in omegas}
+        centered = {name: pm.Normal(f"eta_{name}", 0.0, omegas[name], dims="ID")
+                    for name in omegas if params[name].centered}
+        z = {name: pm.Normal(f"z_{name}", 0.0, 1.0, dims="ID") for name in omegas if name not in centered}
         corr = self.spec.correlated
         if corr:
             chol = pm.LKJCorr("chol_corr_iiv", n=len(corr), eta=self.spec.lkj_eta)
@@ -487,7 +490,7 @@ class PopulationModel:
             for i, a in enumerate(corr):
                 for j in range(i + 1, len(corr)):
                     pm.Deterministic(f"corr_{a}_{corr[j]}", r[i, j])
-        return {name: pm.Deterministic(f"eta_{name}", omegas[name] * z[name], dims="ID") for name in omegas}
+        return centered | {name: pm.Deterministic(f"eta_{name}", omegas[name] * z[name], dims="ID") for name in z}
 
     def _log_effect(self, c: CovariateSpec, rows=slice(None)):
         """log of the covariate factor on the records ``rows`` (default all; creates the coefficient's prior)."""
@@ -607,7 +610,7 @@ class PopulationModel:
         pd_names = set(self.spec.pd_parameters)
         fixed = {}
         for rv in model.free_RVs:
-            own = rv.name.removeprefix("omega_").removeprefix("z_")
+            own = rv.name.removeprefix("omega_").removeprefix("z_").removeprefix("eta_")
             if rv.name in post and own not in pd_names:
                 values = post[rv.name].median(("chain", "draw")).values
                 if values.shape != tuple(rv.shape.eval()):

@@ -85,6 +85,9 @@ def _iiv_block(d: dict, parameters: dict) -> tuple[tuple[str, ...], float]:
             raise SpecError(f"[iiv] correlated: {p!r} is not a parameter of the model ({', '.join(parameters)})")
         if parameters[p].iiv is None:
             raise SpecError(f"[iiv] correlated: {p} has no IIV (iiv = false), so it cannot be correlated")
+        if parameters[p].centered:
+            raise SpecError(f"[iiv] correlated: {p} has centered = true; correlated etas are built from "
+                            "standardized ones (non-centered), so drop one of the two")
     if len(set(correlated)) != len(correlated):
         raise SpecError("[iiv] correlated: a parameter is listed twice")
     if len(correlated) == 1:
@@ -245,17 +248,25 @@ class ParameterSpec:
     prior of omega, the SD of eta on the log scale (``None``: no IIV). ``iov``
     is the prior of the SD of ``kappa ~ Normal(0, omega_iov)``, drawn per
     subject and occasion (the dataset's ``OCC`` column); ``None``: no IOV.
+
+    ``centered``: sample the etas themselves (``eta ~ Normal(0, omega)``)
+    instead of the standardized ``z = eta / omega`` (the default,
+    non-centered). Centred etas suit parameters the individual data determine
+    well (low shrinkage, e.g. CL and V with rich sampling), where the
+    non-centered form ties every ``z`` to omega and mixes slowly; non-centered
+    suits sparse data. Not with ``[iiv] correlated``.
     """
 
     name: str
     typical: Prior | MixturePrior
     iiv: Prior | None = DEFAULT_IIV
     iov: Prior | None = None
+    centered: bool = False
 
     @classmethod
     def from_dict(cls, name: str, d: dict, base_dir: Path | None = None) -> "ParameterSpec":
         where = f"[parameters.{name}]"
-        _check_keys(d, ("typical", "guess", "iiv", "iov"), where)
+        _check_keys(d, ("typical", "guess", "iiv", "iov", "centered"), where)
         if "typical" in d and "guess" in d:
             raise SpecError(f"{where}: give either 'typical' (a prior) or 'guess' (a value), not both")
         if "typical" in d and isinstance(d["typical"], dict) and "file" in d["typical"]:
@@ -302,12 +313,20 @@ class ParameterSpec:
         if name == "IMAX" and (iiv is not None or iov is not None):
             raise SpecError(f"{where}: IMAX must stay <= 1 for every subject; give it iiv = false (and no iov) "
                             "and a prior on [0, 1] such as Beta")
-        return cls(name=name, typical=typical, iiv=iiv, iov=iov)
+        centered = d.get("centered", False)
+        if not isinstance(centered, bool):
+            raise SpecError(f"{where} centered: expected true or false, got {centered!r}")
+        if centered and iiv is None:
+            raise SpecError(f"{where} centered = true: {name} has no IIV (iiv = false), so there are no etas "
+                            "to centre")
+        return cls(name=name, typical=typical, iiv=iiv, iov=iov, centered=centered)
 
     def to_dict(self) -> dict:
         out = {"typical": self.typical.to_dict(), "iiv": self.iiv.to_dict() if self.iiv else False}
         if self.iov is not None:
             out["iov"] = self.iov.to_dict()
+        if self.centered:
+            out["centered"] = True
         return out
 
 

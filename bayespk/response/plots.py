@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bayespk.data.nonmem import plot_text
 from bayespk.errors import SpecError
 
 __all__ = ["binned_observations", "kaplan_meier", "plot_dose_table", "plot_response"]
@@ -82,8 +83,8 @@ def plot_response(
         )
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel(fit.exposure_name)
-        ax.set_title(label)
+        ax.set_xlabel(plot_text(fit.exposure_name))
+        ax.set_title(plot_text(label))
     axes[0][0].set_ylabel("probability")
     axes[0][0].legend(fontsize="small", loc="best")
     fig.tight_layout()
@@ -157,7 +158,7 @@ def _plot_tte(fit, *, covariates, times, bins, figsize):
             where="post",
             color=color,
             lw=1.2,
-            label=f"KM, bin {n + 1} ({fit.exposure_name} ~ {e_bin:.3g})",
+            label=plot_text(f"KM, bin {n + 1} ({fit.exposure_name} ~ {e_bin:.3g})"),
         )
         s = np.column_stack(
             [
@@ -168,10 +169,10 @@ def _plot_tte(fit, *, covariates, times, bins, figsize):
         q5, q50, q95 = np.quantile(s, [0.05, 0.5, 0.95], axis=0)
         ax.fill_between(grid, q5, q95, color=color, alpha=0.15)
         ax.plot(grid, q50, color=color, ls="--")
-    ax.set_xlabel(fit.outcome)
+    ax.set_xlabel(plot_text(fit.outcome))
     ax.set_ylabel("survival probability")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Weibull PH by {fit.exposure_name} bin (dashed: model, 90% band)")
+    ax.set_title(plot_text(f"Weibull PH by {fit.exposure_name} bin (dashed: model, 90% band)"))
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -209,7 +210,7 @@ def plot_dose_table(table: pd.DataFrame, *, figsize=None):
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("dose")
         ax.set_ylabel("probability")
-        ax.set_title(label)
+        ax.set_title(plot_text(label))
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     return fig

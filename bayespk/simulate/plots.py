@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bayespk.data.nonmem import plot_text
 from bayespk.simulate.exposure import CONCENTRATION_METRICS, Target, target_attainment
 
 __all__ = ["plot_regimens"]
@@ -53,7 +54,7 @@ def plot_regimens(sim, targets=None, *, by: str | None = None, bins=4, ci: float
         for lb in order:
             p = prof[prof.regimen == lb]
             ax.fill_between(p.time, p.lower, p.upper, color=colors[lb], alpha=0.2, linewidth=0)
-            ax.plot(p.time, p["median"], color=colors[lb], lw=1.5, label=f"{lb}")
+            ax.plot(p.time, p["median"], color=colors[lb], lw=1.5, label=plot_text(lb))
     intervals = {tuple(v) for v in sim.info.get("intervals", {}).values()}
     if len(intervals) == 1:
         a, b = intervals.pop()
@@ -68,7 +69,7 @@ def plot_regimens(sim, targets=None, *, by: str | None = None, bins=4, ci: float
         for v in (t.lower, t.upper):
             if v is not None and v not in drawn:
                 drawn.add(v)
-                ax.axhline(v, color="k", ls="--", lw=1, label=f"target {t.label}")
+                ax.axhline(v, color="k", ls="--", lw=1, label=plot_text(f"target {t.label}"))
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("time")
@@ -86,7 +87,7 @@ def plot_regimens(sim, targets=None, *, by: str | None = None, bins=4, ci: float
         for k, (tg, st) in enumerate(series):
             rows = strat[(strat.target == tg) & (strat.stratum == st)]
             x = np.array([x0[r] for r in rows.regimen]) - 0.4 + width * (k + 0.5)
-            label = tg if st == "all" else f"{tg}, {rows.by.iloc[0]} {st}"
+            label = plot_text(tg if st == "all" else f"{tg}, {rows.by.iloc[0]} {st}")
             err = np.vstack([rows["median"] - rows.lower, rows.upper - rows["median"]])
             line = ax2.errorbar(x, rows["median"], yerr=np.clip(err, 0, None), fmt="o", capsize=3, label=label)
             ax2.plot(x, rows.probability, "o", mfc="none", color=line[0].get_color(), ms=9)

@@ -30,7 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
+import numpy as np
+
 from bayespk.structural._xp import _ns
+from bayespk.structural.dosing import _is_tensor, select
 
 __all__ = ["CellKinetics", "CELL_KINETICS", "ck_level", "expansion_integral", "NO_ONSET"]
 
@@ -55,6 +58,8 @@ def expansion_integral(u, start, onsets, multipliers):
     k = len(onsets)
     for size in range(1, k + 1):
         for subset in combinations(range(k), size):
+            if any(_never(onsets[j]) for j in subset):
+                continue  # a treatment nobody received: its terms are 0
             coef = 1.0
             begin = start
             for j in subset:
@@ -62,6 +67,11 @@ def expansion_integral(u, start, onsets, multipliers):
                 begin = xp.maximum(begin, onsets[j])
             total = total + coef * xp.maximum(u - begin, 0.0)
     return total
+
+
+def _never(onset) -> bool:
+    """True when ``onset`` is data saying the treatment is never given (:data:`NO_ONSET` everywhere)."""
+    return not _is_tensor(onset) and bool(np.all(np.asarray(onset) >= NO_ONSET))
 
 
 def ck_level(t, CMAX, FX, TMAX, ALPHA, FB, BETA, TLAG=0.0, onsets=(), multipliers=()):
@@ -79,7 +89,7 @@ def ck_level(t, CMAX, FX, TMAX, ALPHA, FB, BETA, TLAG=0.0, onsets=(), multiplier
     log_level = log_c0 + rho * expansion_integral(u, start, onsets, multipliers)
     tau = xp.maximum(t - peak, 0.0)
     decline = (1.0 - FB) * xp.exp(-ALPHA * tau) + FB * xp.exp(-BETA * tau)
-    return xp.where(t >= 0.0, xp.exp(log_level) * decline, 0.0)
+    return select(t >= 0.0, lambda: xp.exp(log_level) * decline, lambda: 0.0, xp)
 
 
 @dataclass(frozen=True)
