@@ -1,5 +1,6 @@
 """MAP priors: input validation, the three families, covariates, and (slow) the AS example and SBC."""
 
+import io
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ from bayespk.borrowing import (
     validate_historical,
 )
 from bayespk.borrowing.calibration import binomial_map_reference, rank_uniformity, sbc_map
+from bayespk.borrowing.plots import plot_forest
 from bayespk.errors import ConvergenceWarning, DataError, SpecError
 from bayespk.model.priors import Prior
 
@@ -80,10 +82,12 @@ def test_normal_map_prior_with_known_se():
     truth_mean, truth_tau = 1.5, 0.2
     se = np.array([0.1, 0.15, 0.12, 0.2, 0.1])
     y = rng.normal(truth_mean + truth_tau * rng.standard_normal(se.size), se)
-    d = pd.DataFrame({"study": list("abcde"), "y": y, "se": se, "n": [40, 20, 30, 10, 40]})
+    d = pd.DataFrame({"study": ["a", "b", "c", "d", "$x^$"], "y": y, "se": se, "n": [40, 20, 30, 10, 40]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = fit_map(d, "normal", seed=5, **SHORT)
+    # a study name that reads as (invalid) matplotlib math text is drawn as plain text
+    plot_forest(fit).figure.savefig(io.BytesIO(), format="png")
     assert fit.sigma == pytest.approx(np.sqrt(np.sum(d.n**2 * se**2) / d.n.sum()))
     assert abs(np.median(fit.sample) - truth_mean) < 0.4
     mix = fit.mixture()

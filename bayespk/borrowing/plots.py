@@ -13,6 +13,7 @@ import numpy as np
 from bayespk.borrowing.dose import DoseTable
 from bayespk.borrowing.map_prior import MAPFit
 from bayespk.borrowing.mixtures import Mixture
+from bayespk.data.nonmem import plot_text
 
 __all__ = ["plot_densities", "plot_dose_curves", "plot_forest"]
 
@@ -54,7 +55,7 @@ def plot_forest(fit: MAPFit, ax=None, mixture: Mixture | None = None):
     q = np.quantile(fit.sample, [0.025, 0.5, 0.975]) if mixture is None else mixture.quantile([0.025, 0.5, 0.975])
     ax.errorbar([q[1]], [0.8], xerr=[[q[1] - q[0]], [q[2] - q[1]]], fmt="D", color="C3", ms=6, capsize=3,
                 label="MAP prior (95%)")
-    ax.set_yticks(list(y) + [0.8], list(st.study) + ["MAP (new study)"])
+    ax.set_yticks(list(y) + [0.8], [plot_text(v) for v in st.study] + ["MAP (new study)"])
     ax.axvline(q[1], color="C3", lw=0.6, ls=":")
     ax.set_xlabel({"binomial": "response rate", "normal": "mean", "poisson": "event rate"}[fit.family])
     ax.legend(loc="best", fontsize=8)

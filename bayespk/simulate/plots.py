@@ -91,7 +91,8 @@ def plot_regimens(sim, targets=None, *, by: str | None = None, bins=4, ci: float
             err = np.vstack([rows["median"] - rows.lower, rows.upper - rows["median"]])
             line = ax2.errorbar(x, rows["median"], yerr=np.clip(err, 0, None), fmt="o", capsize=3, label=label)
             ax2.plot(x, rows.probability, "o", mfc="none", color=line[0].get_color(), ms=9)
-        ax2.set_xticks(range(len(order)), order, rotation=30 if len(order) > 4 else 0)
+        ax2.set_xticks(range(len(order)), [plot_text(lb) for lb in order],
+                       rotation=30 if len(order) > 4 else 0)
         ax2.set_ylim(-0.03, 1.03)
         ax2.set_ylabel("P(target attained)")
         ax2.set_title(f"median and {ci:.0%} CrI over draws (open: overall)", fontsize=10)
