@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/bayespk fit models/theophylline_1cmt_oral.toml --out runs/theophylline
+	$(VENV)/bin/bayespk fit models/theophylline_1cmt_oral.toml --out runs/theophylline --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q
