@@ -32,6 +32,7 @@ import xarray as xr
 
 from bayespk import compile_cache
 from bayespk.compile_cache import compile_nutpie
+from bayespk.data.nonmem import id_label
 from bayespk.errors import BayesPKError, DataError, SpecError
 from bayespk.evaluate.diagnostics import check_convergence, convergence, summary_table
 from bayespk.evaluate.simulation import quiet_pymc
@@ -254,10 +255,10 @@ def _check_subjects_dosed(model: PopulationModel) -> None:
     first = ids[0]
     why = ("comes before the subject's first dose" if first in with_doses
            else "has no dose record (EVID 1 or 4) before it: the subject has none")
-    others = (f" (also ID {', '.join(_label(i) for i in ids[1:6])}{', ...' if len(ids) > 6 else ''})"
+    others = (f" (also ID {', '.join(id_label(i) for i in ids[1:6])}{', ...' if len(ids) > 6 else ''})"
               if len(ids) > 1 else "")
     raise DataError(
-        f"ID {_label(first)}: each of its {counts[bad[0]]} observations {why}{others}, so the model predicts 0 "
+        f"ID {id_label(first)}: each of its {counts[bad[0]]} observations {why}{others}, so the model predicts 0 "
         "for all of them whatever the parameters and the data say nothing about the subject; add the subject's "
         "dose records, or leave it out (C column, or MDV=1 on its observations)"
     )
@@ -444,7 +445,7 @@ def _infeasible_observations(model: PopulationModel, name: str, idx: np.ndarray)
     d = model.pd_design if pd_obs else model.design
     err = model.spec.pd_error if pd_obs else model.spec.error
     k = int(idx[0])
-    where = (f"row {d.obs_row[k]} (ID {_label(d.subject_ids[d.obs_subject[k]])}, TIME {d.obs_time[k]:g}, "
+    where = (f"row {d.obs_row[k]} (ID {id_label(d.subject_ids[d.obs_subject[k]])}, TIME {d.obs_time[k]:g}, "
              f"DV {d.obs_dv[k]:g})")
     rows = ", ".join(str(r) for r in d.obs_row[idx[1:6]])
     more = (f"; also row{'s' if len(idx) > 2 else ''} {rows}{', ...' if len(idx) > 6 else ''}"
@@ -471,14 +472,9 @@ def _zero_gradient(pm_model, point: dict, model: PopulationModel) -> list[str]:
         size = int(np.prod(shape))
         if name.startswith(ETA_PREFIXES) and len(shape) == 1 and shape[0] == len(model.design.subject_ids):
             zero = np.flatnonzero(grad[offset:offset + size] == 0)
-            names += [f"{name}[ID {_label(model.design.subject_ids[i])}]" for i in zero]
+            names += [f"{name}[ID {id_label(model.design.subject_ids[i])}]" for i in zero]
         offset += size
     return names
-
-
-def _label(v) -> str:
-    """A subject ID as text: 1.0 -> "1"."""
-    return str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
 
 
 class Fit:

@@ -54,7 +54,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_fit import RESULTS, ROOT, THEOPHYLLINE_SPEC, _environment, _f, _json_default, _run_lines  # noqa: E402
+from bench_fit import RESULTS, ROOT, THEOPHYLLINE_SPEC, _environment, _f, _run_lines, write_results  # noqa: E402
 
 VARIANTS = ("cached", "nutpie")
 PHASES = ("cold", "warm")
@@ -228,12 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                         "bayespk.compile_cache.compile_nutpie yet (use --via patched)")
     report = {"settings": settings, "environment": env, "summary": summarize(runs), "runs": runs,
               "imports_s": imports, "targets_s": TARGETS, "warnings": warnings}
-    md = markdown(report)
-    (args.out / "compile.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    (args.out / "compile.md").write_text(md)
-    print()
-    print(md)
-    print(f"wrote {args.out / 'compile.json'} and {args.out / 'compile.md'} (log: {_log_path(args.out)})")
+    write_results(args.out, "compile", report, markdown(report))
+    print(f"(log: {_log_path(args.out)})")
     return 1 if any(r["rc"] != 0 for r in runs) else 0
 
 

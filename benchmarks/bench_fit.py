@@ -806,14 +806,18 @@ def main(argv: list[str] | None = None) -> int:
     merged = sorted([*kept, *results], key=lambda r: order.get(r["case"], len(order)))
     # top-level quick/settings/environment: this (the latest) run; each result has its own under "run"
     report = {**run, "results": merged}
-    md = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fit.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    (args.out / "fit.md").write_text(md)
+    write_results(args.out, "fit", report, markdown(report))
+    return 1 if any("error" in r for r in results) else 0
+
+
+def write_results(out: Path, name: str, report: dict, md: str) -> None:
+    """Write ``out/name.json`` and ``out/name.md`` and print the markdown (every benchmark script)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    (out / f"{name}.md").write_text(md)
     print()
     print(md)
-    print(f"wrote {args.out / 'fit.json'} and {args.out / 'fit.md'}")
-    return 1 if any("error" in r for r in results) else 0
+    print(f"wrote {out / f'{name}.json'} and {out / f'{name}.md'}")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import scalar_op_counts  # noqa: E402
 from bench_fit import (  # noqa: E402
-    RESULTS, ROOT, THEOPHYLLINE_SEED, THEOPHYLLINE_SPEC, _environment, _f, _json_default, _run_lines, _source_hash,
+    RESULTS, ROOT, THEOPHYLLINE_SEED, THEOPHYLLINE_SPEC, _environment, _f, _run_lines, _source_hash,
+    write_results,
 )
 
 THEOPHYLLINE_CSV = ROOT / "bayespk" / "data" / "datasets" / "theophylline.csv"
@@ -756,13 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"settings": settings, "environment": env, "stan_note": stan_note if not use_stan else "",
               "stan_compile": stan_compile, "sim_truth": SIM_TRUTH, "stan_program": STAN_PROGRAM,
               "load_min": min(loads), "load_max": max(loads), "results": blocks}
-    md = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    (args.out / "speed.md").write_text(md)
-    print()
-    print(md)
-    print(f"wrote {args.out / 'speed.json'} and {args.out / 'speed.md'}")
+    write_results(args.out, "speed", report, markdown(report))
     return 0
 
 

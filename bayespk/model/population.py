@@ -39,7 +39,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayespk.data.design import Design
-from bayespk.data.nonmem import Dataset, read_nonmem
+from bayespk.data.nonmem import Dataset, id_label, read_nonmem
 from bayespk.errors import DataError, SpecError
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
@@ -222,7 +222,7 @@ class PopulationModel:
             raise DataError(f"{self._record(k, 'OCC')}: occasion {occ.iloc[k]!r} is not a number")
         pairs = pd.MultiIndex.from_arrays([t.ID.to_numpy(), occ.to_numpy(float)])
         codes, uniques = pd.factorize(pairs)
-        labels = [f"{_label(i)}:{_label(o)}" for i, o in uniques]
+        labels = [f"{id_label(i)}:{id_label(o)}" for i, o in uniques]
         per_subject = pd.Series(occ.to_numpy(float)).groupby(t.ID.to_numpy()).nunique()
         if (per_subject <= 1).all():
             raise DataError("column OCC: every subject has a single occasion, so inter-occasion variability "
@@ -239,7 +239,7 @@ class PopulationModel:
         again = doses.duplicated("ID")
         if again.any():
             r = doses[again].iloc[0]
-            raise DataError(f"row {int(r.ROW)}: a second dose record for ID {_label(doses.ID[again].iloc[0])}; "
+            raise DataError(f"row {int(r.ROW)}: a second dose record for ID {id_label(doses.ID[again].iloc[0])}; "
                             f"{self.structure.name} models the kinetics after one cell infusion (the first dose "
                             "record), so give each patient exactly one")
         repeated = (doses.ADDL > 0) | (doses.SS > 0)
@@ -249,7 +249,7 @@ class PopulationModel:
                             f"dose; {self.structure.name} does not use ADDL or SS")
         infusion = doses.set_index("ID").TIME.reindex(self.design.subject_ids)
         if infusion.isna().any():
-            raise DataError(f"ID {_label(infusion.index[infusion.isna()][0])}: no dose record; "
+            raise DataError(f"ID {id_label(infusion.index[infusion.isna()][0])}: no dose record; "
                             f"{self.structure.name} counts time from the cell infusion (EVID 1 record)")
         onsets = np.full((len(infusion), len(self.spec.treatments)), NO_ONSET)
         for k, tr in enumerate(self.spec.treatments):
@@ -279,7 +279,7 @@ class PopulationModel:
         x = pd.to_numeric(tb, errors="coerce").to_numpy(float)
         if not np.all(x > 0):
             k = int(np.argmax(~(x > 0)))
-            raise DataError(f"column {column}: baseline tumor burden {tb.iloc[k]!r} of ID {_label(ids[k])} is not "
+            raise DataError(f"column {column}: baseline tumor burden {tb.iloc[k]!r} of ID {id_label(ids[k])} is not "
                             "a number > 0 ([model] tumor gives B0 = burden / reference)")
         return subjects, x / reference
 
@@ -309,10 +309,10 @@ class PopulationModel:
         ref = err.reference if err.reference is not None else (levels[0] if levels else None)
         if ref not in levels:
             raise SpecError(f"[{err.prefix}error] reference: level {ref!r} does not occur in column {col} "
-                            f"(levels: {', '.join(map(_label, levels))})")
+                            f"(levels: {', '.join(map(id_label, levels))})")
         order = [ref] + [v for v in levels if v != ref]
         codes = values.map({v: k for k, v in enumerate(order)}).fillna(-1).to_numpy(int)
-        return {"records": codes, "labels": [_label(v) for v in order], "column": col}
+        return {"records": codes, "labels": [id_label(v) for v in order], "column": col}
 
     def _assay_codes(self, name: str, d: Design) -> np.ndarray | None:
         """Assay code per observation of design ``d`` (``None`` without assays); refuses a missing assay."""
@@ -330,7 +330,7 @@ class PopulationModel:
     def _record(self, position: int, column: str) -> str:
         """'row R, column C (ID i)' of the record at ``position`` in the table, for error messages."""
         t = self.data.table  # column by column: a row as a Series may turn IDs into floats
-        return f"row {int(t.ROW.iloc[position])}, column {column} (ID {_label(t.ID.iloc[position])})"
+        return f"row {int(t.ROW.iloc[position])}, column {column} (ID {id_label(t.ID.iloc[position])})"
 
     def _resolve(self, spec: Spec) -> Spec:
         """Fill data-dependent defaults so the stored spec reproduces the run."""
@@ -391,7 +391,7 @@ class PopulationModel:
         coords = {"ID": self.design.subject_ids, "obs": np.arange(self.design.n_obs)}
         for c in self.spec.covariates:
             if c.effect == "categorical":
-                coords[f"{c.column}_level"] = [_label(v) for v in self._covariates[c.name]["levels"]]
+                coords[f"{c.column}_level"] = [id_label(v) for v in self._covariates[c.name]["levels"]]
         if self._occasions is not None:
             coords["occasion"] = self._occasions["labels"]
         if self.pd is not None:
@@ -739,11 +739,6 @@ def _default_error_priors(err, design: Design):
         else:
             priors[name] = Prior("HalfNormal", sigma=0.5)
     return replace(err, priors=priors)
-
-
-def _label(v) -> str:
-    """A level as text: 1.0 -> "1", "male" -> "male"."""
-    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
 def _check_column_names(data: Dataset) -> None:
