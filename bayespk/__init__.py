@@ -15,6 +15,8 @@ from bayespk.errors import BayesPKError, ConvergenceWarning, DataError, SpecErro
 from bayespk.evaluate.compare import compare
 from bayespk.fit import Fit, fit, load
 from bayespk.model import PopulationModel, Prior, Spec
+from bayespk.model.user import AlgebraicModel
+from bayespk.structural.diffeq import ODEModel, Solver
 from bayespk.simulate.regimen import Regimen, simulate_regimens
 
 try:
@@ -23,6 +25,7 @@ except PackageNotFoundError:  # pragma: no cover
     __version__ = "0+unknown"
 
 __all__ = [
-    "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "PopulationModel", "Prior", "Regimen",
-    "Spec", "SpecError", "compare", "datasets", "fit", "load", "read_nonmem", "simulate_regimens",
+    "AlgebraicModel", "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "ODEModel",
+    "PopulationModel", "Prior", "Regimen", "Solver", "Spec", "SpecError", "compare", "datasets", "fit", "load",
+    "read_nonmem", "simulate_regimens",
 ]  # fmt: skip

@@ -335,8 +335,14 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught) -> _Sampled
     s = spec.sampler
     t0 = time.perf_counter()
     # CAR-T patients who leave before a phase carry no information on its parameters (see _eta_starts)
-    starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics else None
-    compiled = compile_nutpie(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
+    jax = backend(spec, model) == "jax"
+    # nutpie's JAX backend does not jitter a start where a gradient is exactly 0 (omegas at z = 0)
+    starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics or jax else None
+    if jax:  # XLA compiles it in the first draws; no disk cache
+        compiled = nutpie.compile_pymc_model(pm_model, backend="jax", gradient_backend="jax",
+                                             jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
+    else:
+        compiled = compile_nutpie(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
     t_compile = time.perf_counter() - t0
     started()
     background = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
@@ -355,6 +361,13 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught) -> _Sampled
         if "initializ" in str(e) or "initial point" in str(e):
             raise _start_failure(pm_model, model, spec, e, starts, nutpie=True) from None
         raise
+
+
+def backend(spec, model) -> str:
+    """The nutpie backend a fit uses: the spec's, or for ``auto`` JAX where an ODE model is solved by diffrax."""
+    if spec.sampler.backend != "auto":
+        return spec.sampler.backend
+    return "jax" if getattr(model, "ode", False) else "numba"
 
 
 def _sample_pymc(pm_model, model, spec, progress, caught) -> _Sampled:
@@ -468,7 +481,7 @@ def _zero_gradient(pm_model, point: dict, model: PopulationModel) -> list[str]:
     grad = pm_model.compile_dlogp()(point)
     names = []
     offset = 0
-    for name, shape, _ in DictToArrayBijection.map(point).point_map_info:
+    for name, shape, *_ in DictToArrayBijection.map(point).point_map_info:
         size = int(np.prod(shape))
         if name.startswith(ETA_PREFIXES) and len(shape) == 1 and shape[0] == len(model.design.subject_ids):
             zero = np.flatnonzero(grad[offset:offset + size] == 0)
@@ -733,8 +746,11 @@ class Fit:
         return f"Fit({self.spec.name!r}, {d['chain']} chains x {d['draw']} draws)"
 
 
-def load(path: str | Path) -> Fit:
+def load(path: str | Path, structural=None) -> Fit:
     """Read a fit written by :meth:`Fit.save` (a ``fit.nc`` file or a run directory).
+
+    ``structural``: the model object of a fit whose model was written in Python
+    (the spec stores only its name).
 
     The checksum the file carries is verified; a file that cannot be read, is
     not a bayespk fit, or whose arrays changed is refused with a
@@ -754,7 +770,10 @@ def load(path: str | Path) -> Fit:
     if expected is not None and tree_checksum(tree, skip_attrs=(CHECKSUM_ATTR,)) != expected:
         raise RunDirError(f"{path}: checksum mismatch (the file was modified or corrupted); refit")
     try:
-        spec = Spec.from_dict(json.loads(tree.attrs[SPEC_ATTR]))
+        stored = json.loads(tree.attrs[SPEC_ATTR])
+        if structural is not None:
+            stored["model"] = {}
+        spec = Spec.from_dict(stored, structural=structural)
     except ValueError as e:  # SpecError, JSONDecodeError
         raise RunDirError(f"{path}: the spec stored in the fit cannot be read ({e}); refit") from None
     return Fit(tree, spec)

@@ -70,7 +70,7 @@ class Design:
     def from_dataset(
         cls,
         data: Dataset,
-        structure: Structure,
+        structure: Structure | None,
         grid: np.ndarray | None = None,
         grid_subjects=None,
         rows: np.ndarray | None = None,
@@ -80,7 +80,8 @@ class Design:
         Parameters
         ----------
         data : Dataset
-        structure : Structure
+        structure : Structure or None
+            None for a user-written model (no route checks: the model maps CMT to its states).
         grid : array, optional
             Evaluate at these times for every subject instead of at the
             observations (for individual-prediction curves).
@@ -94,7 +95,7 @@ class Design:
         if grid is None:
             used = (t.EVID == 0) & (t.MDV == 0)
             obs = t[used & (True if rows is None else rows)]
-            if rows is None or not (~np.asarray(rows) & used).any():
+            if structure is not None and (rows is None or not (~np.asarray(rows) & used).any()):
                 _check_obs_cmt(obs, structure)
             cens = obs.CENS.to_numpy(int)
             lloq = obs.LLOQ.where(obs.LLOQ.notna(), obs.DV).to_numpy(float)
@@ -221,8 +222,16 @@ def _sum_per_observation(values, obs, n_obs: int, xp):
 
 
 def _dose_events(t: pd.DataFrame, structure: Structure) -> pd.DataFrame:
-    """Dose records (EVID 1 and 4), one per row (ADDL not expanded), route resolved from CMT."""
+    """Dose records (EVID 1 and 4), one per row (ADDL not expanded), route resolved from CMT.
+
+    ``structure`` None (a user-written model): every record, no route (the model maps CMT to its states).
+    """
     d = t[t.EVID.isin([1, 4])].copy()
+    if structure is None:
+        d["DEPOT"] = False
+        d["ORDER"] = d.index.astype(float)
+        d["AMT"] = d.AMT.fillna(0.0)
+        return d
     default_cmt = structure.depot_cmt or structure.central_cmt
     cmt = d.CMT.fillna(default_cmt)
     allowed = {structure.central_cmt} | ({structure.depot_cmt} if structure.depot_cmt else set())

@@ -30,7 +30,7 @@ Names in the model (and so in the posterior) are the spec's: ``CL``, ``V``,
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +40,14 @@ import pytensor.tensor as pt
 
 from bayespk.data.design import Design
 from bayespk.data.nonmem import Dataset, id_label, read_nonmem
+from bayespk.data.schedule import Schedule
 from bayespk.errors import DataError, SpecError
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.structural import STRUCTURES
 from bayespk.structural.cart import NO_ONSET, CellKinetics
 from bayespk.structural.cart_ode import FIT_GRID, CellKineticsODE, ck_ode_nodes
+from bayespk.structural.diffeq import ODEModel, ode_predictions
 from bayespk.structural.ode import OdeGrid, integrate
 from bayespk.structural.pd import PD_MODELS
 
@@ -69,9 +71,16 @@ class PopulationModel:
     >>> fit = model.fit(draws=500)  # doctest: +SKIP
     """
 
-    def __init__(self, spec: Spec | str | Path, data: Dataset | pd.DataFrame | str | Path | None = None,
-                 pk_fit=None):
-        self.spec = spec if isinstance(spec, Spec) else Spec.from_toml(spec)
+    def __init__(self, spec: Spec | dict | str | Path, data: Dataset | pd.DataFrame | str | Path | None = None,
+                 pk_fit=None, structural=None):
+        if isinstance(spec, Spec):
+            if structural is not None:
+                spec = Spec.from_dict(spec.to_dict() | {"model": {}}, structural=structural)
+        elif isinstance(spec, dict):
+            spec = Spec.from_dict(spec, structural=structural)
+        else:
+            spec = Spec.from_toml(spec, structural=structural)
+        self.spec = spec
         if data is None:
             if self.spec.data.path is None:
                 raise SpecError("no data: give data=... or a [data] path in the spec")
@@ -82,7 +91,9 @@ class PopulationModel:
                 self.spec = self.spec.with_data(data.source)
         _check_column_names(data)
         self.data = data
-        self.structure = STRUCTURES[self.spec.structure]
+        self.user = self.spec.user.model if self.spec.user is not None else None
+        self.ode = isinstance(self.user, ODEModel)
+        self.structure = STRUCTURES[self.spec.structure] if self.user is None else None
         self.cell_kinetics = isinstance(self.structure, (CellKinetics, CellKineticsODE))
         self.ck_ode = isinstance(self.structure, CellKineticsODE)
         self.pd = PD_MODELS[self.spec.pd] if self.spec.pd else None
@@ -96,9 +107,13 @@ class PopulationModel:
         self._assays = {name: self._assay_design(err) for name, err in (("DV", self.spec.error),
                                                                           ("DV_PD", self.spec.pd_error))
                         if err is not None and err.by is not None}
+        self._columns = self._user_columns()
+        self._schedules: dict[int, tuple] = {}
+        self._records = self._record_points() if self.ode else None
         self.spec = self._resolve(self.spec)
         self._check_error_model()
-        self._check_dosing_parameters()
+        if self.user is None:
+            self._check_dosing_parameters()
 
     # ------------------------------------------------------------------ setup
     def _design(self, grid, grid_subjects=None, pd: bool = False) -> Design:
@@ -297,6 +312,91 @@ class PopulationModel:
         states = integrate(s.rhs, s.initial(rates, covariates), grid.h, None, rates)
         return pt.where(t_rel >= 0, s.output(states[design.obs_subject, node]), 0.0)
 
+    # ------------------------------------------------------------------ user-written models
+    def _user_columns(self) -> dict[str, np.ndarray]:
+        """Values on every record of the data columns that equations and relations read.
+
+        A name the equations use that is neither a parameter nor a model quantity must be a numeric
+        column of the data; else the equation is named with the position of the unknown name.
+        """
+        spec = self.spec
+        exprs = [(p.relation, f"the relation of {name}") for name, p in spec.parameters.items()
+                 if p.relation is not None]
+        if spec.user is not None:
+            exprs += [(e, "the model") for e in spec.user.expressions]
+        columns = set(self.data.table.columns)
+        for name in spec.user.covariates if spec.user is not None and not spec.user.expressions else ():
+            if name not in columns:
+                raise DataError(f"model {self.user.name}: reads {name!r}, which is neither a parameter of the "
+                                f"spec ({', '.join(spec.parameters)}) nor a column of the data")
+            exprs.append((_Column(name), f"the model {self.user.name}"))
+        quantities = set(spec.parameters) | set(getattr(self.user, "states", ())) | {"t", "TAD", "DOSE"}
+        quantities |= set((spec.user.raw.get("derived") or {}) if spec.user is not None else ())
+        out = {}
+        for expr, what in exprs:
+            for name in sorted(expr.names - quantities):
+                if name not in columns:
+                    expr.check_names(quantities | (columns - {"ROW"}))  # names the position
+                if name in out:
+                    continue
+                values = self.data.covariate_values(name, needed_for=f"{what} ({expr.key})")
+                x = pd.to_numeric(values, errors="coerce")
+                if x.isna().any():
+                    k = int(np.argmax(x.isna().to_numpy()))
+                    raise DataError(f"{self._record(k, name)}: value {values.iloc[k]!r} is not a number, which "
+                                    f"{expr.key} = \"{expr.source}\" needs")
+                out[name] = x.to_numpy(float)
+        return out
+
+    def _record_points(self) -> "_Points":
+        """Every record of every subject (padded to the most records), for parameters per record."""
+        positions = self.data.table.groupby("ID", sort=False).indices
+        ids = self.design.subject_ids
+        width = max(len(positions[i]) for i in ids)
+        records = np.array([np.pad(positions[i], (0, width - len(positions[i])), mode="edge") for i in ids])
+        return _Points(np.repeat(np.arange(len(ids)), width), records.ravel(), records)
+
+    def _schedule(self, design: Design) -> Schedule:
+        """The ODE event schedule through ``design``'s points (built once per design)."""
+        key = id(design)
+        if key not in self._schedules:
+            order = np.where(design.obs_strict, design.obs_record.astype(float), np.inf)
+            m = self.user
+            sched = Schedule.build(self.data, design.subject_ids, m.dose_state, m.default_cmt, design.obs_subject,
+                                   design.obs_time, order, what=f"the ODE model (states {', '.join(m.states)})")
+            self._schedules[key] = (design, sched)  # the design is kept so that its id stays unique
+        return self._schedules[key][1]
+
+    def _solve(self, params: dict, design: Design):
+        """ODE model: predictions at ``design``'s points from per-record parameters, and the solver's ok flag."""
+        m = self.user
+        sched = self._schedule(design)
+        names = tuple(n for n in m.parameters if n in self.spec.parameters)
+        n_s, n_r = self._records.records.shape
+        values = pt.stack([pt.as_tensor(params[n]) * pt.ones(n_s * n_r) for n in names], axis=-1)
+        covs = [n for n in m.parameters if n not in self.spec.parameters]
+        records = self._records.records
+        cov = (np.stack([self._columns[c][records] for c in covs], axis=-1) if covs
+               else np.zeros((n_s, n_r, 0)))
+        return ode_predictions(m, sched, names, values.reshape((n_s, n_r, len(names))), cov)
+
+    def _algebraic(self, params: dict, design: Design):
+        """Algebraic model: the prediction at ``design``'s points from per-observation parameters."""
+        ns = dict(params)
+        for name, x in self._columns.items():
+            ns[name] = x[design.obs_record]
+        # time after the last dose (ADDL repeats included) and its amount; t itself before any dose
+        n = np.where(design.ii > 0, np.minimum(design.addl, np.floor(design.dt / np.where(design.ii > 0, design.ii,
+                                                                                          1.0))), 0)
+        since = np.where(design.mask, design.dt - n * design.ii, np.inf)
+        last = np.argmin(since, axis=1) if since.shape[1] else np.zeros(design.n_obs, int)
+        dosed = design.mask.any(axis=1)
+        rows = np.arange(design.n_obs)
+        ns["t"] = design.obs_time
+        ns["TAD"] = np.where(dosed, since[rows, last] if since.shape[1] else 0.0, design.obs_time)
+        ns["DOSE"] = np.where(dosed, design.amt[rows, last] if since.shape[1] else 0.0, 0.0)
+        return self.user.evaluate(ns) * pt.ones(design.n_obs)
+
     def _assay_design(self, err) -> dict:
         """Level code of every record's assay (column ``err.by``), its labels and reference."""
         t = self.data.table
@@ -414,17 +514,31 @@ class PopulationModel:
         are added to both dicts.
         """
         etas = self._etas()
-        log_pop, kappas = {}, {}
+        log_pop, kappas, typicals = {}, {}, {}
         first = self._first_records()
         unit = self.structure.unit_parameters if self.cell_kinetics else ()
         shared = self._shared_factors()
+
+        def typical(name):  # created once, in spec order unless a relation needs another one first
+            if name not in typicals:
+                typicals[name] = self.spec.parameters[name].typical.create(name)
+            return typicals[name]
+
         for name, p in self.spec.parameters.items():
-            typical = p.typical.create(name)
-            link = pt.log(typical) - pt.log1p(-typical) if name in unit else pt.log(typical)
             covs = [c for c in self.spec.covariates if c.parameter == name]
             # per record where a covariate or an occasion changes within a subject, else per subject
             per_record = p.iov is not None or any(self._covariates[c.name]["time_varying"] for c in covs)
+            if p.relation is not None:
+                per_record |= any(self.data.is_time_varying(n) for n in p.relation.names if n in self._columns)
             rows = slice(None) if per_record else first
+            if p.relation is not None:  # the typical value for each subject's (record's) covariates
+                ns = {n: typical(n) for n in p.relation.names if n in self.spec.parameters}
+                ns |= {n: self._columns[n][rows] for n in p.relation.names if n in self._columns}
+                adjusted = p.relation.evaluate(ns, "pytensor")
+                pm.Potential(f"{name}_relation_positive", pt.switch(pt.all(adjusted > 0), 0.0, -np.inf))
+                link = pt.log(adjusted)
+            else:
+                link = pt.log(typical(name)) - pt.log1p(-typical(name)) if name in unit else pt.log(typical(name))
             n = len(self.data.table) if per_record else len(first)
             log_pop[name] = (per_record, pt.broadcast_to(sum((self._log_effect(c, rows) for c in covs), link), (n,)))
             if p.iov is not None:
@@ -511,6 +625,10 @@ class PopulationModel:
     def predict(self, params: dict, design: Design):
         """Concentrations (CAR-T: cellular levels) at the design's observations from per-observation parameters
         (mechanistic CAR-T: per-subject parameters, from :attr:`_ck_subjects`)."""
+        if self.ode:
+            return self._solve(params, design)[0]
+        if self.user is not None:
+            return self._algebraic(params, design)
         if self.ck_ode:
             return self._ck_ode_level(params, design)
         if self.cell_kinetics:
@@ -518,7 +636,8 @@ class PopulationModel:
             onsets = self._onsets[design.obs_subject]
             multipliers = [params[tr.name] for tr in self.spec.treatments]
             return self.structure.level(t, params, list(onsets.T), multipliers)
-        return design.concentrations(self.structure, {k: params[k] for k in self.pk_parameters})
+        used = self.structure.parameters + self.structure.optional_parameters  # not relation-only parameters
+        return design.concentrations(self.structure, {k: params[k] for k in self.pk_parameters if k in used})
 
     def _in_assay_units(self, f, params: dict, design: Design, name: str = "DV"):
         """Predictions ``f`` in each observation's assay units (times its assay's scale factor)."""
@@ -554,6 +673,8 @@ class PopulationModel:
                 out += [self._ode["drivers"], self._ode["subjects"]]
         if self.ck_ode:
             out.append(self._ck_subjects)
+        if self.ode:
+            out.append(self._records)
         return out
 
     def build(self) -> pm.Model:
@@ -569,8 +690,15 @@ class PopulationModel:
             params = self.individual_parameters(*self._designs())
             self._modeled_infusions_end_in_time(params[0][0])
             if self.design.n_obs and not sequential:
-                at = params[-1][0] if self.ck_ode else params[0][0]  # mechanistic CAR-T: per subject
-                f = self._in_assay_units(self.predict(at, self.design), params[0][0], self.design)
+                # mechanistic CAR-T: per subject; ODE models: per record
+                at = params[-1][0] if (self.ck_ode or self.ode) else params[0][0]
+                if self.ode:
+                    f, ok = self._solve(at, self.design)
+                    # a failed solve (step limit, non-finite state) rejects the proposal instead of stopping
+                    pm.Potential("ode_solver_failed", pt.switch(ok > 0.5, 0.0, -np.inf))
+                else:
+                    f = self.predict(at, self.design)
+                f = self._in_assay_units(f, params[0][0], self.design)
                 self._likelihood(f, self.design, self.spec.error, "DV", "obs")
             if self.pd is not None:
                 e = self.predict_pd(params[1][0], *[p[0] for p in params[2:]])
@@ -635,9 +763,9 @@ class PopulationModel:
         """
         d = self._design(grid=grid, grid_subjects=grid_subjects) if grid is not None else self.design
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
-            ((individual, population), *per_subject) = self.individual_parameters(
-                d, *([self._ck_subjects] if self.ck_ode else []))
-            at_i, at_p = per_subject[0] if self.ck_ode else (individual, population)
+            extra = [self._ck_subjects] if self.ck_ode else [self._records] if self.ode else []
+            ((individual, population), *per_subject) = self.individual_parameters(d, *extra)
+            at_i, at_p = per_subject[0] if extra else (individual, population)
             ipred = self._in_assay_units(self.predict(at_i, d), individual, d)
             pm.Deterministic("IPRED", ipred, dims="obs")
             pm.Deterministic("PRED", self._in_assay_units(self.predict(at_p, d), population, d), dims="obs")
@@ -756,6 +884,34 @@ def _observe(dist, y, name: str = "DV", dims: str = "obs"):
     """Register ``dist`` as the observed ``name`` in the current model."""
     model = pm.modelcontext(None)
     return model.register_rv(dist, name=name, observed=y, dims=(dims,))
+
+
+@dataclass(frozen=True)
+class _Column:
+    """A data column a Python model reads (for the checks of :meth:`PopulationModel._user_columns`)."""
+
+    name: str
+
+    @property
+    def names(self):
+        return frozenset({self.name})
+
+    @property
+    def key(self):
+        return "the model"
+
+    @property
+    def source(self):
+        return self.name
+
+
+@dataclass
+class _Points:
+    """Points to evaluate individual parameters at: subject and record of each (every record of a subject)."""
+
+    obs_subject: np.ndarray
+    obs_record: np.ndarray
+    records: np.ndarray  # (n_subjects, n_records) positions in the table
 
 
 def _subset(d: Design, keep: np.ndarray) -> Design:

@@ -57,6 +57,7 @@ DEFAULT_IOV = Prior("HalfNormal", sigma=0.3)
 DEFAULT_LKJ_ETA = 2.0
 DEFAULT_ODE_STEP = 0.25
 SAMPLERS = ("nutpie", "pymc")
+BACKENDS = ("auto", "numba", "jax")  # how nutpie compiles the log-density
 ADAPTATIONS = ("diag", "low_rank")  # nutpie mass-matrix adaptation
 LOG_LIKELIHOOD = ("auto", "float32", "float64", "none")  # what a fit stores of the pointwise log-likelihood
 DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
@@ -165,6 +166,18 @@ def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
             "ode_step": step}
 
 
+def _relation_only(params_raw) -> tuple[str, ...]:
+    """Parameters that only a covariate relation uses (e.g. TM50 and HILL of a maturation function)."""
+    if not isinstance(params_raw, dict):
+        return ()
+    used = set()
+    for name, d in params_raw.items():
+        if isinstance(d, dict) and isinstance(d.get("relation"), str):
+            used |= set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", d["relation"]))
+    return tuple(p for p in params_raw if p in used and not (isinstance(params_raw[p], dict)
+                                                             and "relation" in params_raw[p]))
+
+
 def _number(v: Any, where: str) -> float:
     return finite_number(v, where)
 
@@ -262,11 +275,17 @@ class ParameterSpec:
     iiv: Prior | None = DEFAULT_IIV
     iov: Prior | None = None
     centered: bool = False
+    relation: Any = None  # Expression: the covariate-adjusted typical value (a custom covariate model)
 
     @classmethod
     def from_dict(cls, name: str, d: dict, base_dir: Path | None = None) -> "ParameterSpec":
         where = f"[parameters.{name}]"
-        _check_keys(d, ("typical", "guess", "iiv", "iov", "centered"), where)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise SpecError(f"{where}: {name!r} is not a parameter name (letters, digits and _, starting with a "
+                            "letter)")
+        if not isinstance(d, dict):
+            raise SpecError(f"{where}: expected a table such as {{ guess = 1.0 }}, got {d!r}")
+        _check_keys(d, ("typical", "guess", "iiv", "iov", "centered", "relation"), where)
         if "typical" in d and "guess" in d:
             raise SpecError(f"{where}: give either 'typical' (a prior) or 'guess' (a value), not both")
         if "typical" in d and isinstance(d["typical"], dict) and "file" in d["typical"]:
@@ -319,7 +338,12 @@ class ParameterSpec:
         if centered and iiv is None:
             raise SpecError(f"{where} centered = true: {name} has no IIV (iiv = false), so there are no etas "
                             "to centre")
-        return cls(name=name, typical=typical, iiv=iiv, iov=iov, centered=centered)
+        relation = None
+        if "relation" in d:
+            from bayespk.model.expressions import parse
+
+            relation = parse(d["relation"], f"{where} relation")
+        return cls(name=name, typical=typical, iiv=iiv, iov=iov, centered=centered, relation=relation)
 
     def to_dict(self) -> dict:
         out = {"typical": self.typical.to_dict(), "iiv": self.iiv.to_dict() if self.iiv else False}
@@ -327,6 +351,8 @@ class ParameterSpec:
             out["iov"] = self.iov.to_dict()
         if self.centered:
             out["centered"] = True
+        if self.relation is not None:
+            out["relation"] = self.relation.source
         return out
 
 
@@ -606,6 +632,11 @@ class SamplerSpec:
     it). ``"auto"`` (default) stores float32 up to
     :data:`bayespk.fit.LOG_LIKELIHOOD_AUTO_MAX` values (chains x draws x
     observations) and nothing above.
+
+    ``backend`` (nutpie only): how the log-density and its gradient are
+    compiled: ``"numba"`` (CPU, cached on disk), ``"jax"`` (XLA; the path for a
+    GPU, and for ODE models, whose diffrax solver is JAX), or ``"auto"``
+    (default): ``jax`` for models with an ODE written by the user, else ``numba``.
     """
 
     name: str = "nutpie"
@@ -616,14 +647,15 @@ class SamplerSpec:
     target_accept: float = 0.9
     adaptation: str = "diag"
     log_likelihood: str = "auto"
+    backend: str = "auto"
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerSpec":
-        _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept", "adaptation", "log_likelihood"),
-                    "[sampler]")
+        _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept", "adaptation", "log_likelihood",
+                        "backend"), "[sampler]")
         out = cls()
         kw: dict[str, Any] = {}
-        for k in ("name", "adaptation", "log_likelihood"):
+        for k in ("name", "adaptation", "log_likelihood", "backend"):
             if k in d:
                 kw[k] = d[k]
         for k in ("chains", "draws", "tune", "seed"):
@@ -648,6 +680,10 @@ class SamplerSpec:
         if self.log_likelihood not in LOG_LIKELIHOOD:
             raise SpecError(f"[sampler] log_likelihood: {self.log_likelihood!r} is not one of "
                             f"{', '.join(LOG_LIKELIHOOD)}")
+        if self.backend not in BACKENDS:
+            raise SpecError(f"[sampler] backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.backend != "auto" and self.name != "nutpie":
+            raise SpecError(f"[sampler] backend = {self.backend!r} needs name = \"nutpie\"")
         if self.adaptation != "diag" and self.name != "nutpie":
             raise SpecError(f"[sampler] adaptation = {self.adaptation!r} needs name = \"nutpie\"; "
                             f"the pymc sampler adapts a diagonal mass matrix")
@@ -661,6 +697,8 @@ class SamplerSpec:
             out["adaptation"] = self.adaptation
         if self.log_likelihood != "auto":
             out["log_likelihood"] = self.log_likelihood
+        if self.backend != "auto":
+            out["backend"] = self.backend
         return out
 
 
@@ -697,14 +735,19 @@ class Spec:
     ode_step: float = DEFAULT_ODE_STEP
     treatments: tuple[TreatmentSpec, ...] = ()
     tumor: tuple[str, float] | None = None  # mechanistic CAR-T: baseline tumor column and reference
+    user: Any = None  # UserModel: equations written in the spec ([model] states/ode/... or prediction)
 
     @property
     def pd_parameters(self) -> tuple[str, ...]:
         return PD_MODELS[self.pd].parameters if self.pd else ()
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "Spec":
-        """Read a TOML spec file; relative data paths are taken from the file's folder."""
+    def from_toml(cls, path: str | Path, structural=None) -> "Spec":
+        """Read a TOML spec file; relative data paths are taken from the file's folder.
+
+        ``structural``: a model written in Python (:class:`~bayespk.structural.diffeq.ODEModel` or
+        :class:`~bayespk.model.user.AlgebraicModel`), for a spec without ``[model]`` equations.
+        """
         p = Path(path)
         if p.is_dir():
             raise SpecError(f"{path}: is a directory, not a spec file")
@@ -718,18 +761,31 @@ class Spec:
             raise SpecError(f"{path}: not valid TOML (not UTF-8 text: {e})") from None
         d.setdefault("name", p.stem)
         try:
-            return cls.from_dict(d, base_dir=p.parent.resolve())
+            return cls.from_dict(d, base_dir=p.parent.resolve(), structural=structural)
         except SpecError as e:
             raise SpecError(f"{path}: {e}") from None
 
     @classmethod
-    def from_dict(cls, d: dict, base_dir: Path | None = None) -> "Spec":
+    def from_dict(cls, d: dict, base_dir: Path | None = None, structural=None) -> "Spec":
         _check_keys(d, ("name", "description", "data", "model", "parameters", "iiv", "covariates", "error",
                         "pd_error", "sampler", "treatments"), "spec")
         model = d.get("model")
+        if structural is not None:
+            if model not in (None, {}) and set(model) != {"python"}:
+                raise SpecError(f"[model] {next(iter(model))}: the model is given in Python (structural=...); "
+                                "leave [model] out of the spec")
+            return cls._user_model(d, {}, base_dir, structural)
+        if isinstance(model, dict) and "python" in model:
+            raise SpecError(f"[model] python = {model['python']!r}: this model was written in Python; give it "
+                            "again, e.g. bpk.load(run, structural=model) or PopulationModel(spec, structural=model)")
         if model is None:
             raise SpecError("[model] is required, with structure = one of " + ", ".join(STRUCTURES))
-        _check_keys(model, ("structure", "pd", "pd_observations", "pk_fit", "ode_step", "tumor"), "[model]")
+        from bayespk.model.user import USER_MODEL_KEYS
+
+        _check_keys(model, ("structure", "pd", "pd_observations", "pk_fit", "ode_step", "tumor") + USER_MODEL_KEYS,
+                    "[model]")
+        if any(k in model for k in USER_MODEL_KEYS) or "structure" not in model:
+            return cls._user_model(d, model, base_dir)
         structure = model.get("structure")
         if not isinstance(structure, str) or structure not in STRUCTURES:
             raise SpecError(f"[model] structure: {structure!r} is not one of {', '.join(STRUCTURES)}")
@@ -742,13 +798,14 @@ class Spec:
                 if k in OPTIONAL_PARAMETERS and k not in optional and k not in needed:
                     raise SpecError(f"[parameters] {k}: the {OPTIONAL_PARAMETERS[k][0]} needs a structure with an "
                                     f"absorption depot; {structure} has none")
-        _check_keys(params_raw, needed + optional, "[parameters]")
+        _check_keys(params_raw, needed + optional + _relation_only(params_raw), "[parameters]")
         missing = [p for p in needed if p not in params_raw]
         if missing:
             raise SpecError(f"[parameters]: structure {structure} needs {', '.join(needed)}; "
                             f"missing {', '.join(missing)}")
-        names = needed + tuple(p for p in optional if p in params_raw)
+        names = needed + tuple(p for p in optional if p in params_raw) + _relation_only(params_raw)
         parameters = {p: ParameterSpec.from_dict(p, params_raw[p], base_dir) for p in names}
+        cls._check_relations(parameters, None)
         correlated, lkj_eta = _iiv_block(d.get("iiv", {}), parameters)
         cov_raw = d.get("covariates", [])
         if not isinstance(cov_raw, list):
@@ -784,6 +841,74 @@ class Spec:
             **pd_kw,
         )
 
+    @classmethod
+    def _user_model(cls, d: dict, model: dict, base_dir: Path | None, structural=None) -> "Spec":
+        """A spec whose [model] gives equations (:mod:`bayespk.model.user`) instead of a structure, or
+        whose model is given in Python (``structural``)."""
+        from bayespk.model.user import USER_MODEL_KEYS, python_model, user_model
+
+        if structural is not None:
+            pass
+        elif "structure" in model:
+            k = next(k for k in USER_MODEL_KEYS if k in model)
+            raise SpecError(f"[model] {k}: give either structure = a built-in model or the model's equations "
+                            "(states with [model.ode], or prediction), not both")
+        elif not any(k in model for k in ("states", "prediction")):
+            raise SpecError("[model]: needs structure = one of " + ", ".join(STRUCTURES) + ", or the model's "
+                            "equations: states = [...] with [model.ode], or prediction = \"...\" (see the "
+                            "README, Writing your own model)")
+        for k in ("pd", "pd_observations", "pk_fit", "ode_step", "tumor"):
+            if k in model:
+                raise SpecError(f"[model] {k}: not used by a model written as equations (write the PD part as "
+                                "equations too)")
+        for k in ("treatments", "pd_error"):
+            if k in d:
+                raise SpecError(f"{k}: not used by a model written as equations")
+        params_raw = d.get("parameters", {})
+        if not isinstance(params_raw, dict) or not params_raw:
+            raise SpecError("[parameters]: a model written as equations needs its parameters, e.g. "
+                            "[parameters.CL] guess = 5")
+        parameters = {p: ParameterSpec.from_dict(p, v, base_dir) for p, v in params_raw.items()}
+        name = d.get("name", "model")
+        in_relations = set().union(*(p.relation.names for p in parameters.values() if p.relation is not None))
+        if structural is not None:
+            user = python_model(structural, parameters, also_used=in_relations)
+        else:
+            user = user_model({k: v for k, v in model.items() if k in USER_MODEL_KEYS}, parameters, name=name,
+                              also_used=in_relations)
+        cls._check_relations(parameters, user)
+        correlated, lkj_eta = _iiv_block(d.get("iiv", {}), parameters)
+        cov_raw = d.get("covariates", [])
+        if not isinstance(cov_raw, list):
+            raise SpecError("covariates: use [[covariates]] tables (a list)")
+        covariates = tuple(CovariateSpec.from_dict(c, i) for i, c in enumerate(cov_raw))
+        for i, c in enumerate(covariates):
+            if c.parameter not in parameters:
+                raise SpecError(f"[[covariates]] #{i + 1} parameter: {c.parameter!r} is not a parameter "
+                                f"({', '.join(parameters)})")
+        description = d.get("description", "")
+        if not isinstance(name, str) or not isinstance(description, str):
+            raise SpecError("name and description must be strings")
+        return cls(structure=user.kind, parameters=parameters, covariates=covariates,
+                   error=ErrorSpec.from_dict(d.get("error", {})), sampler=SamplerSpec.from_dict(d.get("sampler", {})),
+                   data=DataSpec.from_dict(d.get("data", {}), base_dir), name=name, description=description,
+                   correlated=correlated, lkj_eta=lkj_eta, user=user)
+
+    @staticmethod
+    def _check_relations(parameters: dict, user) -> None:
+        for name, p in parameters.items():
+            if p.relation is None:
+                continue
+            if name not in p.relation.names:
+                raise SpecError(f"[parameters.{name}] relation = \"{p.relation.source}\": the relation gives the "
+                                f"typical {name} for a subject's covariates and must use {name} itself (its "
+                                f"typical value), e.g. \"{name} * (WT/70)^0.75\"")
+            states = getattr(user.model, "states", ()) if user is not None else ()
+            bad = [n for n in p.relation.names if n in states or n in ("t", "TAD", "DOSE")]
+            if bad:
+                raise SpecError(f"[parameters.{name}] relation = \"{p.relation.source}\": {bad[0]!r} is not "
+                                "available in a covariate relation (parameters and data columns are)")
+
     @property
     def population_parameters(self) -> list[str]:
         """Sampled population parameters in report order: typical values, omegas,
@@ -808,7 +933,7 @@ class Spec:
         data = self.data.to_dict()
         if data:
             out["data"] = data
-        out["model"] = {"structure": self.structure}
+        out["model"] = dict(self.user.raw) if self.user is not None else {"structure": self.structure}
         if self.tumor is not None:
             out["model"]["tumor"] = {"column": self.tumor[0], "reference": self.tumor[1]}
         if self.pd:
