@@ -110,6 +110,8 @@ class PopulationModel:
         self._columns = self._user_columns()
         self._schedules: dict[int, tuple] = {}
         self._records = self._record_points() if self.ode else None
+        if self.ode:
+            self._schedule(self.design)  # dose CMTs and records checked now, before anything is built
         self.spec = self._resolve(self.spec)
         self._check_error_model()
         if self.user is None:

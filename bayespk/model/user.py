@@ -64,15 +64,26 @@ class AlgebraicModel:
         return self.prediction(namespace)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class UserModel:
-    """The ``[model]`` equations of a spec, parsed; :attr:`model` is the structural model they define."""
+    """The ``[model]`` equations of a spec, parsed; :attr:`model` is the structural model they define.
+
+    Two are equal when their equations are (models given in Python: when they are the same object).
+    """
 
     raw: dict  # as written (stored back in spec.toml)
     model: ODEModel | AlgebraicModel
     names: frozenset[str]  # every free name the equations use (parameters, covariates, ...)
     covariates: tuple[str, ...] = field(default=())  # names that are neither parameters nor model quantities
     expressions: tuple[Expression, ...] = field(default=())  # every equation (to name one in an error)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, UserModel) or self.raw != other.raw:
+            return False
+        return "python" not in self.raw or self.model is other.model
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.raw.items())))
 
     @property
     def kind(self) -> str:

@@ -169,6 +169,9 @@ def solve_outputs(model: ODEModel, schedule: Schedule, names: tuple[str, ...], v
     import jax.numpy as jnp
 
     cov_names = tuple(n for n in model.parameters if n not in names)
+    if covariates.shape[-1] != len(cov_names):
+        raise ValueError(f"ODE model {model.name}: {len(cov_names)} covariate columns ({', '.join(cov_names)}) "
+                         f"expected, got {covariates.shape[-1]}")
     all_names = tuple(names) + cov_names
     n_states = len(model.states)
     sv = model.solver
@@ -219,15 +222,17 @@ def solve_outputs(model: ODEModel, schedule: Schedule, names: tuple[str, ...], v
     has_ss = bool((st.ss > 0).any())
     n_ss = int((st.ss > 0).sum(axis=1).max()) if has_ss else 0
     ss_nodes = np.zeros((st.n_subjects, max(n_ss, 1)), int)
+    ss_valid = np.zeros((st.n_subjects, max(n_ss, 1)), bool)  # padding slots do not count
     ss_slot = np.full(kind.shape, -1)
     for s in range(st.n_subjects):
         where = np.flatnonzero(st.ss[s] > 0)
         ss_nodes[s, :len(where)] = where
+        ss_valid[s, :len(where)] = True
         ss_slot[s, where] = np.arange(len(where))
     static = dict(time=st.time, order=st.order, kind=kind, state=st.state, amt=st.amt, rate=st.rate,
                   pair=st.pair, reset=st.reset, ss=st.ss, ii=st.ii, record=st.record, source=st.source,
                   f_index=f_index,
-                  lag_index=lag_index, rate_index=rate_index, is_dose=is_dose, ss_nodes=ss_nodes,
+                  lag_index=lag_index, rate_index=rate_index, is_dose=is_dose, ss_nodes=ss_nodes, ss_valid=ss_valid,
                   ss_slot=ss_slot, cov=covariates)
     static = {k: jnp.asarray(v) for k, v in static.items()}
 
@@ -312,7 +317,7 @@ def solve_outputs(model: ODEModel, schedule: Schedule, names: tuple[str, ...], v
             return y, ok & (change <= sv.ss_rtol)
 
         ys, oks = jax.vmap(trough)(a["ss_nodes"])
-        return ys, jnp.all(oks)
+        return ys, jnp.all(oks | ~a["ss_valid"])
 
     obs_s = jnp.asarray(schedule.obs_subject)
     obs_n = jnp.asarray(schedule.obs_node)

@@ -410,7 +410,9 @@ def spec_cases(c: Corpus) -> None:
     c.fit("not_utf8", good.replace('"1cmt_iv"', '"1cmt_iv" # \u00e4').encode("latin-1"), "not valid TOML (not UTF-8")
     f("empty_spec", "", "[model] is required, with structure = one of")
     f("unknown_top_level_key", "priors = 1\n" + good, "spec: unknown key 'priors'")
-    f("unknown_model_key", spec(model_extra="solver = \"lsoda\""), "[model]: unknown key 'solver'")
+    f("unknown_model_key", spec(model_extra="integrator = \"lsoda\""), "[model]: unknown key 'integrator'")
+    f("structure_and_equations", spec(model_extra="solver = { method = \"kvaerno5\" }"),
+      "[model] solver: give either structure = a built-in model or the model's equations")
     f("unknown_structure", spec(structure="1cmt_ivv"), "[model] structure: '1cmt_ivv' is not one of")
     f("structure_not_a_string", good.replace('structure = "1cmt_iv"', "structure = 1"),
       "[model] structure: 1 is not one of")
