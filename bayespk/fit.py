@@ -81,6 +81,7 @@ def fit(
     seed: int | None = None,
     target_accept: float | None = None,
     adaptation: str | None = None,
+    backend: str | None = None,
     progress: bool = True,
     keep_partial: bool = False,
     allow_changed_data: bool = False,
@@ -103,6 +104,8 @@ def fit(
     target_accept : float
     adaptation : {"diag", "low_rank"}
         nutpie's mass-matrix adaptation (``[sampler] adaptation``).
+    backend : {"auto", "numba", "jax"}
+        how nutpie compiles the log-density (``[sampler] backend``; auto: JAX for ODE models).
     progress : bool
         Show a progress bar while sampling.
     keep_partial : bool
@@ -139,7 +142,7 @@ def fit(
         starting values); the message names the observations.
     """
     spec = model.spec.with_sampler(name=sampler, draws=draws, tune=tune, chains=chains, seed=seed,
-                                   target_accept=target_accept, adaptation=adaptation)
+                                   target_accept=target_accept, adaptation=adaptation, backend=backend)
     if spec.sampler.seed is None:
         spec = spec.with_sampler(seed=int(np.random.SeedSequence().entropy % (2**31)))
     data_sha256, recorded = _data_provenance(model, spec, allow_changed_data)

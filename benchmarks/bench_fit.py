@@ -181,6 +181,13 @@ CART_MECHANISTIC_SPEC = ROOT / "models" / "cart_mechanistic.toml"
 CASES = {
     "theophylline_nutpie": {"dataset": "theophylline", "sampler": "nutpie"},
     "theophylline_pymc": {"dataset": "theophylline", "sampler": "pymc"},
+    # the JAX path (nutpie's JAX backend; the path for a GPU) on the same closed-form model
+    "theophylline_jax": {"dataset": "theophylline", "sampler": "nutpie", "backend": "jax"},
+    # the same model written by the user as an ODE (diffrax Tsit5, JAX backend)
+    "theophylline_ode_nutpie": {"dataset": "theophylline_ode", "sampler": "nutpie"},
+    "sim500_jax": {"dataset": "sim500", "sampler": "nutpie", "backend": "jax"},
+    # user-written Michaelis-Menten model (models/mm_1cmt_oral.toml, simulated, known truth)
+    "mm_1cmt_oral_nutpie": {"dataset": "mm_1cmt_oral", "sampler": "nutpie"},
     "sim500_nutpie": {"dataset": "sim500", "sampler": "nutpie"},
     "sim1000_nutpie": {"dataset": "sim1000", "sampler": "nutpie"},
     # the same studies with centred etas on CL, V and KA ([parameters.P] centered = true)
@@ -364,6 +371,14 @@ def _dataset(name: str):
 
     if name == "theophylline":
         return Spec.from_toml(THEOPHYLLINE_SPEC), None, None, THEOPHYLLINE_SEED
+    if name == "theophylline_ode":  # the bundled model, its structure written as an ODE by the user
+        d = Spec.from_toml(THEOPHYLLINE_SPEC).to_dict()
+        d["model"] = {"states": ["depot", "central"], "output": "central/V",
+                      "ode": {"depot": "-KA*depot", "central": "KA*depot - CL/V*central"}}
+        return Spec.from_dict(d), None, None, THEOPHYLLINE_SEED
+    if name == "mm_1cmt_oral":
+        spec = Spec.from_toml(ROOT / "models" / "mm_1cmt_oral.toml")
+        return spec, None, None, spec.sampler.seed
     if name == "sim500":
         return (*_sim_dataset(), SIM_TRUTH, SIM_FIT_SEED)
     if name == "sim1000":  # the same design and truth, twice the subjects
@@ -412,7 +427,7 @@ def run_case(name: str, chains: int, draws: int, tune: int, runs: Path | None = 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             result = fit(model, sampler=cfg["sampler"], chains=chains, draws=draws, tune=tune, seed=seed,
-                         progress=False)
+                         progress=False, backend=cfg.get("backend"))
         t_fit = time.perf_counter()
         diag = result.diagnostics()
         summary = result.summary()

@@ -153,3 +153,18 @@ def test_diagnostics_are_computed_once(run_dir, monkeypatch):
 def test_log_likelihood_option_is_validated():
     with pytest.raises(bpk.SpecError, match="log_likelihood"):
         bpk.Spec.from_toml(THEO).with_sampler(log_likelihood="float16")
+
+
+def test_jax_backend_samples_the_same_posterior_as_numba():
+    """nutpie's JAX backend (the GPU path; the default for ODE models) on a closed-form model, on the CPU."""
+    model = bpk.PopulationModel(THEO)
+    fits = {b: bpk.fit(model, chains=2, draws=300, tune=300, seed=5, backend=b, progress=False)
+            for b in ("jax", "numba")}
+    assert fits["jax"].spec.sampler.backend == "jax"
+    for name in ("CL", "V", "KA", "sigma_add"):
+        a, b = (float(f.posterior[name].median()) for f in fits.values())
+        sd = float(fits["numba"].posterior[name].std())
+        assert abs(a - b) < 0.5 * sd, (name, a, b, sd)  # the same posterior up to Monte Carlo error
+    assert fits["jax"].diagnostics()["divergences"] == 0
+    with pytest.raises(bpk.SpecError, match="backend"):
+        bpk.fit(model, backend="cuda")
