@@ -283,3 +283,37 @@ def test_unused_parameter_and_unknown_column_are_refused():
     spec = MM_SPEC | {"model": MM_SPEC["model"] | {"derived": {"C": "central/(V*WT2)"}}}
     with pytest.raises(SpecError, match=r"\[model.derived\] C = \"central/\(V\*WT2\)\": unknown name 'WT2' at column 12"):
         bpk.PopulationModel(spec, _theoph())
+
+
+def test_parameters_change_at_the_record_where_a_covariate_changes():
+    """Time-varying parameters: each interval is integrated with the record in effect (LOCF), ADDL repeats
+    included; checked against scipy integrating the same pieces."""
+    rows = [{"ID": 1, "TIME": 0, "AMT": 100, "EVID": 1, "MDV": 1, "DV": ".", "CMT": 1, "II": 12, "ADDL": 3}]
+    rows += [{"ID": 1, "TIME": t, "AMT": ".", "EVID": 0, "MDV": 0, "DV": 1.0, "CMT": 2, "II": 0, "ADDL": 0}
+             for t in (2, 6, 11, 14, 20, 26, 30, 40, 47)]
+    rows.insert(4, {"ID": 1, "TIME": 12, "AMT": ".", "EVID": 2, "MDV": 1, "DV": ".", "CMT": ".", "II": 0,
+                    "ADDL": 0})  # the covariate changes here (between the observations at 11 and 14)
+    data = read_nonmem(pd.DataFrame(rows))
+    model = _oral_1cmt()
+    d = Design.from_dataset(data, None)
+    sched = Schedule.build(data, d.subject_ids, model.dose_state, model.default_cmt, d.obs_subject, d.obs_time,
+                           d.obs_record.astype(float))
+    cl = np.where(data.table.TIME.to_numpy() < 12, 3.0, 1.5)  # per record: CL halves from the record at 12 h
+    values = np.stack([np.full(len(cl), 1.0), cl, np.full(len(cl), 30.0), np.ones(len(cl)), np.zeros(len(cl)),
+                       np.ones(len(cl))], -1)[None]
+    names = ("KA", "CL", "V", "F1", "ALAG1", "D2")
+    pred, ok = jax.jit(lambda v: solve_outputs(model, sched, names, v, np.zeros((1, len(cl), 0))))(values)
+    assert bool(ok)
+
+    def f(t, y, k):
+        return [-1.0 * y[0], 1.0 * y[0] - k / 30.0 * y[1]]
+
+    y, t0, ref = np.zeros(2), 0.0, {}
+    for t1 in (12, 24, 36, 48):  # doses at 0, 12, 24, 36; CL 3 before 12 h, 1.5 after
+        y[0] += 100
+        sol = solve_ivp(f, (t0, t1), y, args=(3.0 if t1 <= 12 else 1.5,), rtol=1e-11, atol=1e-12,
+                        dense_output=True)
+        for t in d.obs_time[(d.obs_time >= t0) & (d.obs_time < t1)]:
+            ref[t] = sol.sol(t)[1] / 30.0
+        y, t0 = sol.y[:, -1].copy(), t1
+    np.testing.assert_allclose(np.asarray(pred), [ref[t] for t in d.obs_time], rtol=1e-6)
