@@ -342,7 +342,9 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught) -> _Sampled
     # nutpie's JAX backend does not jitter a start where a gradient is exactly 0 (omegas at z = 0)
     starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics or jax else None
     if jax:  # XLA compiles it in the first draws; no disk cache
-        compiled = nutpie.compile_pymc_model(pm_model, backend="jax", gradient_backend="jax",
+        # the gradient is PyTensor's, compiled to JAX: jax.grad of the censored-normal log-CDF (BLQ rows) is
+        # NaN in the tails, where PyTensor's symbolic gradient is not
+        compiled = nutpie.compile_pymc_model(pm_model, backend="jax", gradient_backend="pytensor",
                                              jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
     else:
         compiled = compile_nutpie(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)

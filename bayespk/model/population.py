@@ -39,7 +39,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayespk.data.design import Design
-from bayespk.data.nonmem import Dataset, id_label, read_nonmem
+from bayespk.data.nonmem import NONMEM_COLUMNS, Dataset, id_label, read_nonmem
 from bayespk.data.schedule import Schedule
 from bayespk.errors import DataError, SpecError
 from bayespk.model.priors import Prior
@@ -326,13 +326,16 @@ class PopulationModel:
                  if p.relation is not None]
         if spec.user is not None:
             exprs += [(e, "the model") for e in spec.user.expressions]
-        columns = set(self.data.table.columns)
+        # covariates: the data's own columns, not NONMEM's record fields
+        columns = set(self.data.table.columns) - set(NONMEM_COLUMNS) - {"ROW", "BLQ", "CENS", "LLOQ", "C"}
         for name in spec.user.covariates if spec.user is not None and not spec.user.expressions else ():
             if name not in columns:
                 raise DataError(f"model {self.user.name}: reads {name!r}, which is neither a parameter of the "
                                 f"spec ({', '.join(spec.parameters)}) nor a column of the data")
             exprs.append((_Column(name), f"the model {self.user.name}"))
-        quantities = set(spec.parameters) | set(getattr(self.user, "states", ())) | {"t", "TAD", "DOSE"}
+        quantities = set(spec.parameters) | set(getattr(self.user, "states", ())) | {"t"}
+        if not self.ode:  # algebraic models (and relations of built-in structures) know the last dose
+            quantities |= {"TAD", "DOSE"}
         quantities |= set((spec.user.raw.get("derived") or {}) if spec.user is not None else ())
         out = {}
         for expr, what in exprs:
