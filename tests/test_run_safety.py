@@ -425,7 +425,7 @@ def interrupted(tmp_path_factory) -> dict:
         signalled[name] = (proc, head, out)
     results = {}
     for name, (proc, head, out) in signalled.items():
-        stdout, stderr = proc.communicate(timeout=180)
+        stdout, stderr = proc.communicate(timeout=600)  # generous: compiling takes long on a loaded machine
         results[name] = (proc.returncode, "".join(head) + stdout, stderr, out)
     return results
 
