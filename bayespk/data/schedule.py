@@ -60,7 +60,6 @@ class Schedule:
     records: np.ndarray  # (S, R) position in the table of each subject's records, padded with the last
     obs_subject: np.ndarray  # (n_obs,)
     obs_node: np.ndarray  # (n_obs,) node index (before sorting) of each observation
-    t0: np.ndarray  # (S,) start of integration (the subject's first record)
 
     @property
     def n_subjects(self) -> int:
@@ -117,8 +116,7 @@ class Schedule:
             pos = positions[ids[s]]
             records[s, :len(pos)] = pos
             records[s, len(pos):] = pos[-1]
-        t0 = np.array([t.TIME.to_numpy(float)[positions[i][0]] for i in ids])
-        return cls(**fields, records=records, obs_subject=obs_subject, obs_node=obs_node, t0=t0)
+        return cls(**fields, records=records, obs_subject=obs_subject, obs_node=obs_node)
 
 
 def _check_doses(t: pd.DataFrame, dose_state: dict[int, int], default_cmt: int, what: str) -> None:
@@ -128,7 +126,7 @@ def _check_doses(t: pd.DataFrame, dose_state: dict[int, int], default_cmt: int, 
     if bad.any():
         r = doses[bad].iloc[0]
         raise DataError(f"row {int(r.ROW)}, column CMT: dose into CMT {r.CMT:g}, but {what} takes doses into "
-                        f"CMT {', '.join(f'{c} ({s})' for c, s in _cmt_names(dose_state, what))}")
+                        f"CMT {', '.join(f'{c} (state {s + 1})' for c, s in sorted(dose_state.items()))}")
     ss_inf = doses[(doses.SS > 0) & (doses.AMT.fillna(0) == 0) & (doses.RATE > 0)]
     if len(ss_inf):
         raise DataError(f"row {int(ss_inf.ROW.iloc[0])}, column SS: a constant infusion at steady state (AMT = 0, "
@@ -137,10 +135,6 @@ def _check_doses(t: pd.DataFrame, dose_state: dict[int, int], default_cmt: int, 
     if len(ss_modeled):
         raise DataError(f"row {int(ss_modeled.ROW.iloc[0])}, column SS: steady state with a modeled rate or "
                         f"duration (RATE < 0) is not supported by {what}")
-
-
-def _cmt_names(dose_state: dict[int, int], what: str):
-    return sorted((c, f"state {s + 1}") for c, s in dose_state.items())
 
 
 def _subject_nodes(rows: pd.DataFrame, dose_state, default_cmt, horizon, obs_time, obs_order):

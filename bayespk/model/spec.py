@@ -166,6 +166,22 @@ def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
             "ode_step": step}
 
 
+def _covariates(raw, parameters: dict, of: str) -> tuple:
+    """The ``[[covariates]]`` tables: each on a parameter of the model, one effect per column and parameter."""
+    if not isinstance(raw, list):
+        raise SpecError("covariates: use [[covariates]] tables (a list)")
+    covariates = tuple(CovariateSpec.from_dict(c, i) for i, c in enumerate(raw))
+    seen = set()
+    for i, c in enumerate(covariates):
+        if c.parameter not in parameters:
+            raise SpecError(f"[[covariates]] #{i + 1} parameter: {c.parameter!r} is not a parameter "
+                            f"{of} ({', '.join(parameters)})")
+        if c.name in seen:
+            raise SpecError(f"[[covariates]] #{i + 1}: a second effect of {c.column} on {c.parameter}")
+        seen.add(c.name)
+    return covariates
+
+
 def _relation_only(params_raw) -> tuple[str, ...]:
     """Parameters that only a covariate relation uses (e.g. TM50 and HILL of a maturation function)."""
     if not isinstance(params_raw, dict):
@@ -807,18 +823,7 @@ class Spec:
         parameters = {p: ParameterSpec.from_dict(p, params_raw[p], base_dir) for p in names}
         cls._check_relations(parameters, None)
         correlated, lkj_eta = _iiv_block(d.get("iiv", {}), parameters)
-        cov_raw = d.get("covariates", [])
-        if not isinstance(cov_raw, list):
-            raise SpecError("covariates: use [[covariates]] tables (a list)")
-        covariates = tuple(CovariateSpec.from_dict(c, i) for i, c in enumerate(cov_raw))
-        seen = set()
-        for i, c in enumerate(covariates):
-            if c.parameter not in parameters:
-                raise SpecError(f"[[covariates]] #{i + 1} parameter: {c.parameter!r} is not a parameter "
-                                f"of {structure} ({', '.join(needed)})")
-            if c.name in seen:
-                raise SpecError(f"[[covariates]] #{i + 1}: a second effect of {c.column} on {c.parameter}")
-            seen.add(c.name)
+        covariates = _covariates(d.get("covariates", []), parameters, f"of {structure}")
         treatments = _treatments(d.get("treatments", []), structure, covariates)
         tumor = _tumor(model.get("tumor"), structure)
         name = d.get("name", "model")
@@ -847,13 +852,11 @@ class Spec:
         whose model is given in Python (``structural``)."""
         from bayespk.model.user import USER_MODEL_KEYS, python_model, user_model
 
-        if structural is not None:
-            pass
-        elif "structure" in model:
+        if structural is None and "structure" in model:
             k = next(k for k in USER_MODEL_KEYS if k in model)
             raise SpecError(f"[model] {k}: give either structure = a built-in model or the model's equations "
                             "(states with [model.ode], or prediction), not both")
-        elif not any(k in model for k in ("states", "prediction")):
+        elif structural is None and not any(k in model for k in ("states", "prediction")):
             raise SpecError("[model]: needs structure = one of " + ", ".join(STRUCTURES) + ", or the model's "
                             "equations: states = [...] with [model.ode], or prediction = \"...\" (see the "
                             "README, Writing your own model)")
@@ -878,14 +881,7 @@ class Spec:
                               also_used=in_relations)
         cls._check_relations(parameters, user)
         correlated, lkj_eta = _iiv_block(d.get("iiv", {}), parameters)
-        cov_raw = d.get("covariates", [])
-        if not isinstance(cov_raw, list):
-            raise SpecError("covariates: use [[covariates]] tables (a list)")
-        covariates = tuple(CovariateSpec.from_dict(c, i) for i, c in enumerate(cov_raw))
-        for i, c in enumerate(covariates):
-            if c.parameter not in parameters:
-                raise SpecError(f"[[covariates]] #{i + 1} parameter: {c.parameter!r} is not a parameter "
-                                f"({', '.join(parameters)})")
+        covariates = _covariates(d.get("covariates", []), parameters, "of the model")
         description = d.get("description", "")
         if not isinstance(name, str) or not isinstance(description, str):
             raise SpecError("name and description must be strings")

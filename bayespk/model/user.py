@@ -228,9 +228,3 @@ def _solver(raw) -> Solver:
         raise SpecError(f"[model.solver] {unknown[0]}: unknown key; allowed keys: "
                         f"{', '.join(Solver.__dataclass_fields__)}")
     return Solver(**raw)
-
-
-def dosing_parameter(name: str) -> tuple[str, int] | None:
-    """``("F", 1)`` for ``F1`` etc.; ``None`` for other names."""
-    m = _DOSING.match(name)
-    return (m.group(1), int(m.group(2))) if m else None

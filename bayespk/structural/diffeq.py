@@ -42,7 +42,7 @@ from bayespk.data.schedule import (BOLUS, INFUSION_END, INFUSION_START, MODELED_
                                    Schedule)
 from bayespk.errors import SpecError
 
-__all__ = ["ODEModel", "Solver", "SOLVERS", "dosing_parameters", "ode_predictions", "solve_outputs"]
+__all__ = ["ODEModel", "Solver", "SOLVERS", "ode_predictions", "solve_outputs"]
 
 SOLVERS = {"tsit5": "explicit Runge-Kutta 5(4), Tsitouras (non-stiff; the default)",
            "dopri5": "explicit Runge-Kutta 5(4), Dormand-Prince (non-stiff)",
@@ -71,9 +71,6 @@ class Solver:
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise SpecError(f"[model.solver] {k}: a whole number >= 1, got {v!r}")
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) != getattr(Solver, k)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,17 +132,6 @@ class ODEModel:
     @property
     def default_cmt(self) -> int:
         return min(self.doses)
-
-
-def dosing_parameters(model: ODEModel, available) -> dict[str, str]:
-    """The NONMEM dosing parameters among ``available`` names, with what each does."""
-    out = {}
-    for cmt, state in model.doses.items():
-        for prefix, what in (("F", "bioavailability"), ("ALAG", "lag time"), ("R", "modeled infusion rate"),
-                             ("D", "modeled infusion duration")):
-            if f"{prefix}{cmt}" in available:
-                out[f"{prefix}{cmt}"] = f"{what} of doses into CMT {cmt} ({state})"
-    return out
 
 
 def _diffrax_solver(method: str):
