@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/bayespk fit models/theophylline_1cmt_oral.toml --out runs/theophylline --overwrite
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -203,7 +203,7 @@ def _log_likelihood_dtype(option: str, tree: xr.DataTree, model: PopulationModel
     if option == "auto":
         post = tree["posterior"]
         n = post.sizes["chain"] * post.sizes["draw"] * (model.design.n_obs
-                                                          + (model.pd_design.n_obs if model.pd is not None else 0))
+                                                          + (model.pd_design.n_obs if model.has_pd else 0))
         return np.float32 if n <= LOG_LIKELIHOOD_AUTO_MAX else None
     return np.dtype(option).type
 
@@ -580,7 +580,7 @@ class Fit:
 
     # ----------------------------------------------------------- predictions
     def predict(self, grid: np.ndarray | None = None, *, draws: int | None = 200, seed: int = 0,
-                ids=None) -> xr.Dataset:
+                ids=None, pd: bool = False) -> xr.Dataset:
         """Individual (``IPRED``) and typical-subject (``PRED``) predictions per posterior draw.
 
         Parameters
@@ -591,6 +591,9 @@ class Fit:
             Thin the posterior to about this many draws (None: all).
         ids : list, optional
             With ``grid``: only these subjects.
+        pd : bool
+            The PD observations and the ``pd_output`` of a model written as
+            equations, instead of the concentrations.
 
         Returns
         -------
@@ -599,7 +602,7 @@ class Fit:
             ``ID`` and ``TIME`` on ``obs``.
         """
         post = self._thinned(draws)
-        pm_model, design = self.model.build_prediction(grid=grid, grid_subjects=ids)
+        pm_model, design = self.model.build_prediction(grid=grid, grid_subjects=ids, pd=pd)
         with quiet_pymc():
             out = pm.sample_posterior_predictive(
                 xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
@@ -865,7 +868,7 @@ def _add_data_groups(tree: xr.DataTree, model: PopulationModel) -> None:
         },
         coords=obs | {"ID": d.subject_ids},
     )
-    if model.pd is not None:
+    if model.has_pd:
         p = model.pd_design
         tree["observed_data"]["DV_PD"] = xr.DataArray(p.obs_dv, dims="pd_obs", coords={"pd_obs": np.arange(p.n_obs)})
         const["PD_SUBJECT"] = ("pd_obs", p.subject_ids[p.obs_subject])

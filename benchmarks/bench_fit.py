@@ -37,6 +37,9 @@ idr_pkpd_nutpie       50 simulated subjects, 4 oral dose levels q24h x 3 (ADDL=2
                       production; the PD ODE is integrated by bayespk's RK4,
                       bayespk/structural/ode.py), PK and PD fitted simultaneously; the PD
                       data are simulated here with scipy's solve_ivp; nutpie; 90% coverage.
+idr_pkpd_ode_nutpie   the same study, priors and seed, the model written as equations with two
+                      outputs (one ODE for depot, central and response, diffrax Tsit5 at
+                      rtol 1e-4, nutpie's JAX backend): the RK4 path against the diffrax one.
 """
 
 from __future__ import annotations
@@ -195,6 +198,8 @@ CASES = {
     "sim1000_centered_nutpie": {"dataset": "sim1000", "sampler": "nutpie", "centered": ("CL", "V", "KA")},
     "sim200_2cmt_addl_nutpie": {"dataset": "sim200_2cmt_addl", "sampler": "nutpie"},
     "idr_pkpd_nutpie": {"dataset": "idr_pkpd", "sampler": "nutpie"},
+    # the same study and priors, the model written as equations with two outputs (diffrax, JAX backend)
+    "idr_pkpd_ode_nutpie": {"dataset": "idr_pkpd_ode", "sampler": "nutpie"},
     "cart_piecewise_nutpie": {"dataset": "cart_piecewise", "sampler": "nutpie"},
     # ODE model at ~6 ms per gradient: its own (shorter) run, not FULL; --quick still shortens it
     "cart_mechanistic_nutpie": {"dataset": "cart_mechanistic", "sampler": "nutpie",
@@ -387,6 +392,16 @@ def _dataset(name: str):
         return (*_addl_dataset(), ADDL_TRUTH, ADDL_FIT_SEED)
     if name == "idr_pkpd":
         return (*_idr_dataset(), IDR_TRUTH, IDR_FIT_SEED)
+    if name == "idr_pkpd_ode":  # the same model written as equations: one ODE for PK and response
+        spec, data = _idr_dataset()
+        d = spec.to_dict()
+        d["model"] = {"states": ["depot", "central", "R"], "output": "C", "pd_output": "R",
+                      "pd_observations": d["model"]["pd_observations"],
+                      "ode": {"depot": "-KA*depot", "central": "KA*depot - CL*C",
+                              "R": "R0*KOUT*(1 - IMAX*C/(IC50 + C)) - KOUT*R"},
+                      "derived": {"C": "central/V"}, "initial": {"R": "R0"},
+                      "solver": {"rtol": 1e-4, "atol": 1e-6}}
+        return Spec.from_dict(d), data, IDR_TRUTH, IDR_FIT_SEED
     if name == "cart_piecewise":  # 100 simulated CAR-T patients (models/data/make_cart.py), known truth
         from bayespk.simulate.cohort import simulate_cart_cohort
 

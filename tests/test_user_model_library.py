@@ -10,7 +10,8 @@ transit_oral and 5-10 s for indomethacin, most of it nutpie's first warm-up
 iterations and the XLA compilation):
 
 * each simulated ODE model recovers its truth: every population typical value
-  inside its 90% posterior interval, no divergences;
+  inside its 90% posterior interval, no divergences (irm_oral: a PK/PD model
+  with two outputs, each with its own error model, BLQ concentrations under M3);
 * the algebraic indomethacin model reproduces the published nlme fit.
 """
 
@@ -25,7 +26,7 @@ import bayespk as bpk
 from conftest import MODELS
 
 GENERATOR = MODELS / "data" / "make_user_models.py"
-SIMULATED = ("mm_1cmt_oral", "mm_2cmt_iv", "transit_oral")
+SIMULATED = ("mm_1cmt_oral", "mm_2cmt_iv", "transit_oral", "irm_oral")
 LIBRARY = (*SIMULATED, "indomethacin_biexp_nlme")
 
 # the truth of models/data/make_user_models.py (checked against it below)
@@ -33,13 +34,17 @@ TRUTH = {
     "mm_1cmt_oral": {"KA": 1.0, "V": 50.0, "CL": 2.0, "VMAX": 10.0, "KM": 2.0},
     "mm_2cmt_iv": {"V1": 20.0, "Q": 10.0, "V2": 40.0, "VMAX": 40.0, "KM": 4.0},
     "transit_oral": {"MTT": 1.0, "KA": 0.5, "CL": 5.0, "V": 50.0},
+    "irm_oral": {"KA": 1.0, "CL": 4.0, "V": 40.0, "R0": 100.0, "KOUT": 0.1, "IC50": 1.0},
 }
 OMEGA = {
     "mm_1cmt_oral": {"KA": 0.3, "V": 0.2, "CL": 0.3},
     "mm_2cmt_iv": {"V1": 0.2, "VMAX": 0.25},
     "transit_oral": {"MTT": 0.3, "CL": 0.3, "V": 0.2},
+    "irm_oral": {"KA": 0.3, "CL": 0.3, "V": 0.2, "R0": 0.2, "IC50": 0.3},
 }
 SIGMA_PROP = 0.1
+SIGMA_PD = 5.0  # irm_oral: additive error of the response
+LLOQ = 0.05  # irm_oral: concentrations below it are BLQ
 SHORT = {"draws": 300, "tune": 300, "chains": 2, "seed": 1}
 
 # Pinheiro and Bates (2000), section 6.2: the nlme fit fm1Indom.nlme (SSbiexp, pdDiag random effects on
@@ -61,6 +66,7 @@ def test_generator_truth_is_the_tests_truth():
     assert g.TRUTH == TRUTH
     assert g.OMEGA == OMEGA
     assert g.SIGMA_PROP == SIGMA_PROP
+    assert (g.SIGMA_PD, g.LLOQ) == (SIGMA_PD, LLOQ)
 
 
 @pytest.mark.parametrize("name", SIMULATED)
@@ -105,8 +111,23 @@ def test_spec_solves_the_generators_odes(name):
     expected = np.empty_like(pred)
     for sid in np.unique(ids):
         at = ids == sid
-        expected[at] = g.concentrations(name, TRUTH[name], float(dose[sid]), design.obs_time[at])
+        if name == "irm_oral":
+            expected[at] = g.pkpd(TRUTH[name], float(dose[sid]), design.obs_time[at])[0]
+        else:
+            expected[at] = g.concentrations(name, TRUTH[name], float(dose[sid]), design.obs_time[at])
     np.testing.assert_allclose(pred, expected, rtol=1e-3)
+    if model.has_pd:  # the second output (the response) at the PD observations
+        pm_model, design = model.build_prediction(pd=True)
+        fn = pm_model.compile_fn(pm_model.replace_rvs_by_values([pm_model["PRED"]]), inputs=pm_model.value_vars,
+                                 on_unused_input="ignore", mode="FAST_COMPILE")
+        pred = np.asarray(fn(point)[0])
+        ids = design.subject_ids[design.obs_subject]
+        expected = np.full_like(pred, np.nan)
+        for sid in np.unique(ids):
+            at = ids == sid
+            expected[at] = g.pkpd(TRUTH[name], float(dose[sid]), design.obs_time[at])[1]
+        assert pred.shape == (216,)  # 24 subjects x 9 responses
+        np.testing.assert_allclose(pred, expected, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", LIBRARY)

@@ -18,6 +18,7 @@ from bayespk.data.schedule import Schedule
 from bayespk.errors import DataError, SpecError
 from bayespk.structural import STRUCTURES
 from bayespk.structural.diffeq import ODEModel, Solver, solve_outputs
+from conftest import MODELS
 
 jax.config.update("jax_enable_x64", True)
 TIGHT = Solver(rtol=1e-10, atol=1e-12, max_steps=100_000, ss_intervals=200, ss_rtol=1e-9)
@@ -317,3 +318,113 @@ def test_parameters_change_at_the_record_where_a_covariate_changes():
             ref[t] = sol.sol(t)[1] / 30.0
         y, t0 = sol.y[:, -1].copy(), t1
     np.testing.assert_allclose(np.asarray(pred), [ref[t] for t in d.obs_time], rtol=1e-6)
+
+
+# ----------------------------------------------------------------- two outputs (PK and PD)
+IRM_PARAMETERS = {"KA": {"guess": 1.0}, "CL": {"guess": 4.0}, "V": {"guess": 40.0}, "R0": {"guess": 100.0},
+                  "KOUT": {"guess": 0.1, "iiv": False}, "IC50": {"guess": 1.0},
+                  "IMAX": {"typical": {"dist": "Beta", "alpha": 8, "beta": 2}}}
+IRM_ERRORS = {"error": {"model": "proportional", "blq": "M3"}, "pd_error": {"model": "additive"}}
+IRM_MODEL = {"states": ["depot", "central", "R"], "output": "C", "pd_output": "R",
+             "pd_observations": {"column": "DVID", "value": 2},
+             "ode": {"depot": "-KA*depot", "central": "KA*depot - CL*C", "R": "KIN*(1 - IMAX*C/(IC50 + C)) - KOUT*R"},
+             "derived": {"C": "central/V", "KIN": "R0*KOUT"}, "initial": {"R": "R0"},
+             "solver": {"rtol": 1e-10, "atol": 1e-10}}
+
+
+def _irm_data(n_subjects: int = 6):
+    t = pd.read_csv(MODELS / "data" / "irm_oral.csv", dtype=str, keep_default_na=False)
+    return read_nonmem(t[t.ID.astype(int) <= n_subjects])
+
+
+def _point_logps(model):
+    pm_model = model.build()
+    point = pm_model.initial_point()
+    return pm_model.point_logps(point, round_vals=14)
+
+
+def test_two_outputs_agree_with_the_builtin_pkpd_model():
+    """A PK/PD model written as equations (two outputs: concentrations with BLQ under M3 and proportional error,
+    responses with additive error) gives the log-density of the built-in 1cmt_oral + idr1 model, term by
+    term; its Python twin gives the same to the last digit."""
+    data = _irm_data()
+    builtin = bpk.PopulationModel({"model": {"structure": "1cmt_oral", "pd": "idr1", "ode_step": 0.01,
+                                             "pd_observations": {"column": "DVID", "value": 2}},
+                                   "parameters": IRM_PARAMETERS} | IRM_ERRORS, data)
+    user = bpk.PopulationModel({"model": IRM_MODEL, "parameters": IRM_PARAMETERS} | IRM_ERRORS, data)
+    assert user.design.n_obs == builtin.design.n_obs == 48 and user.pd_design.n_obs == builtin.pd_design.n_obs == 54
+    assert (user.design.obs_cens == 1).sum() > 0  # BLQ concentrations in the likelihood
+    ref, got = _point_logps(builtin), _point_logps(user)
+    assert np.isfinite(got["DV"]) and np.isfinite(got["DV_PD"])
+    np.testing.assert_allclose(got["DV"], ref["DV"], rtol=1e-9)
+    np.testing.assert_allclose(got["DV_PD"], ref["DV_PD"], rtol=1e-7)  # RK4 (step 0.01 h) against diffrax
+    assert {k for k in got if k != "ode_solver_failed"} == set(ref)
+
+    def rhs(t, y, p):
+        c = y["central"] / p["V"]
+        return {"depot": -p["KA"] * y["depot"], "central": p["KA"] * y["depot"] - p["CL"] * c,
+                "R": p["R0"] * p["KOUT"] * (1 - p["IMAX"] * c / (p["IC50"] + c)) - p["KOUT"] * y["R"]}
+
+    python = ODEModel(states=("depot", "central", "R"), rhs=rhs, output=lambda t, y, p: y["central"] / p["V"],
+                      pd_output=lambda t, y, p: y["R"], initial=lambda p: {"R": p["R0"]},
+                      parameters=tuple(IRM_PARAMETERS), solver=Solver(rtol=1e-10, atol=1e-10))
+    twin = bpk.PopulationModel({"model": {"pd_observations": {"column": "DVID", "value": 2}},
+                                "parameters": IRM_PARAMETERS} | IRM_ERRORS, data, structural=python)
+    twin_logps = _point_logps(twin)
+    assert twin_logps["DV"] == got["DV"] and twin_logps["DV_PD"] == got["DV_PD"]
+    # the resolved spec reads back with the same two outputs
+    again = bpk.Spec.from_dict(user.spec.to_dict())
+    assert again.pd_observations == ("DVID", 2.0) and again.pd_error == user.spec.pd_error
+    assert again.user == user.spec.user
+
+
+def test_pd_predictions_of_a_two_output_model_are_its_pd_output():
+    user = bpk.PopulationModel({"model": IRM_MODEL, "parameters": IRM_PARAMETERS} | IRM_ERRORS, _irm_data(2))
+    pm_model, design = user.build_prediction(pd=True)
+    assert design is user.pd_design
+    pred = pm.draw(pm.do(pm_model, {"KA": 1.0, "CL": 4.0, "V": 40.0, "R0": 100.0, "KOUT": 0.1, "IC50": 1.0,
+                                    "IMAX": 1.0})["PRED"], random_seed=1)
+    first = design.obs_subject == 0  # subject 1: 50 mg
+    t = design.obs_time[first]
+
+    def f(t, y):
+        c = y[1] / 40.0
+        return [-y[0], y[0] - 4.0 * c, 10.0 * (1 - c / (1.0 + c)) - 0.1 * y[2]]
+
+    expected = solve_ivp(f, (0, t[-1]), [50.0, 0.0, 100.0], t_eval=t, rtol=1e-11, atol=1e-11).y[2]
+    np.testing.assert_allclose(pred[first], expected, rtol=1e-6)
+    with pytest.raises(SpecError, match="pd=True"):
+        bpk.PopulationModel(MM_SPEC, _theoph()).build_prediction(pd=True)
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"model": {k: v for k, v in IRM_MODEL.items() if k != "pd_output"}}, SpecError,
+     r"\[model\] pd_observations: only used by a model with a second output"),
+    ({"model": {"prediction": "DOSE/V*exp(-CL/V*t)", "pd_output": "R0"}}, SpecError,
+     r"\[model\] pd_output: a second output needs the model written as an ODE system"),
+    ({"model": IRM_MODEL | {"pd_observations": {"column": "DVID", "value": 3}}}, DataError,
+     r"column DVID: no observation record has DVID = 3, so the model's pd_output has nothing to fit"),
+    ({"model": IRM_MODEL | {"pd_observations": {"column": "YTYPE", "value": 2}}}, DataError,
+     r"column YTYPE: the model's pd_output reads its observations from rows with YTYPE = 2"),
+    ({"model": IRM_MODEL | {"pd_output": "R + Q"}}, SpecError, r"\[model\] pd_output = \"R \+ Q\": unknown name 'Q'"),
+])
+def test_malformed_second_outputs_are_refused(change, error, message):
+    spec = {"model": IRM_MODEL, "parameters": IRM_PARAMETERS} | IRM_ERRORS | change
+    if "prediction" in spec["model"]:
+        spec["parameters"] = {k: IRM_PARAMETERS[k] for k in ("CL", "V", "R0")}
+    with pytest.raises(error, match=message):
+        bpk.PopulationModel(spec, _irm_data(2))
+    without = {"model": {k: v for k, v in IRM_MODEL.items() if k not in ("pd_output", "pd_observations")},
+               "parameters": IRM_PARAMETERS} | IRM_ERRORS
+    with pytest.raises(SpecError, match=r"\[pd_error\]: only used by a model with a second output"):
+        bpk.Spec.from_dict(without)
+
+
+def test_regimen_simulation_refuses_a_model_written_as_equations():
+    from types import SimpleNamespace
+
+    from bayespk.simulate.regimen import simulate_regimens
+
+    model = bpk.PopulationModel(MM_SPEC, _theoph())
+    with pytest.raises(SpecError, match=r"written as equations \(ode\); regimen simulation covers the built-in"):
+        simulate_regimens(SimpleNamespace(model=model, spec=model.spec), ["100 mg q24h x7"])

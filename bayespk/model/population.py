@@ -97,6 +97,8 @@ class PopulationModel:
         self.cell_kinetics = isinstance(self.structure, (CellKinetics, CellKineticsODE))
         self.ck_ode = isinstance(self.structure, CellKineticsODE)
         self.pd = PD_MODELS[self.spec.pd] if self.spec.pd else None
+        # observations of a second kind (PD), with their own error model: a built-in PD model or a pd_output
+        self.has_pd = self.pd is not None or (self.ode and self.user.pd_output is not None)
         self._pd_rows = self._pd_observation_rows()
         self.design = self._design(grid=None)
         self._pd_setup(pk_fit)
@@ -111,7 +113,8 @@ class PopulationModel:
         self._schedules: dict[int, tuple] = {}
         self._records = self._record_points() if self.ode else None
         if self.ode:
-            self._schedule(self.design)  # dose CMTs and records checked now, before anything is built
+            # dose CMTs and records checked now, before anything is built
+            self._schedule(*(d for d in (self.design, self.pd_design) if d is not None))
         self.spec = self._resolve(self.spec)
         self._check_error_model()
         if self.user is None:
@@ -134,27 +137,28 @@ class PopulationModel:
 
     def _pd_observation_rows(self):
         """Boolean mask of the PD observation records (None without a PD model)."""
-        if self.pd is None:
+        if not self.has_pd:
             return None
         column, value = self.spec.pd_observations
         t = self.data.table
+        what = f"the PD model {self.spec.pd}" if self.pd is not None else "the model's pd_output"
         if column not in t.columns:
-            raise DataError(f"column {column}: the PD model {self.spec.pd} reads its observations from rows with "
-                            f"{column} = {value:g}, but the dataset has no {column} column ([model] "
-                            "pd_observations names the column and value)")
+            raise DataError(f"column {column}: {what} reads its observations from rows with {column} = {value:g}, "
+                            f"but the dataset has no {column} column ([model] pd_observations names the column "
+                            "and value)")
         rows = ((t.EVID == 0) & (t.MDV == 0) & (t[column] == value)).to_numpy()
         if not rows.any():
-            raise DataError(f"column {column}: no observation record has {column} = {value:g}, so the PD model "
-                            f"{self.spec.pd} has nothing to fit")
+            raise DataError(f"column {column}: no observation record has {column} = {value:g}, so {what} has "
+                            "nothing to fit")
         return rows
 
     def _pd_setup(self, pk_fit) -> None:
         """PD observations, the ODE grid and driver points (models with states), the sequential PK fit."""
         self.pd_design = self._ode = self.pk_fit = None
-        if self.pd is None:
+        if not self.has_pd:
             return
         self.pd_design = self._design(grid=None, pd=True)
-        if self.pd.needs_ode:
+        if self.pd is not None and self.pd.needs_ode:
             self._ode = self._ode_setup()
         if pk_fit is None and self.spec.pk_fit is not None:
             from bayespk.fit import load
@@ -361,21 +365,27 @@ class PopulationModel:
         records = np.array([np.pad(positions[i], (0, width - len(positions[i])), mode="edge") for i in ids])
         return _Points(np.repeat(np.arange(len(ids)), width), records.ravel(), records)
 
-    def _schedule(self, design: Design) -> Schedule:
-        """The ODE event schedule through ``design``'s points (built once per design)."""
-        key = id(design)
+    def _schedule(self, *designs: Design) -> Schedule:
+        """The ODE event schedule through the points of ``designs`` (one after the other; built once)."""
+        key = tuple(id(d) for d in designs)
         if key not in self._schedules:
-            order = np.where(design.obs_strict, design.obs_record.astype(float), np.inf)
+            cat = lambda f: np.concatenate([f(d) for d in designs])  # noqa: E731
+            order = cat(lambda d: np.where(d.obs_strict, d.obs_record.astype(float), np.inf))
             m = self.user
-            sched = Schedule.build(self.data, design.subject_ids, m.dose_state, m.default_cmt, design.obs_subject,
-                                   design.obs_time, order, what=f"the ODE model (states {', '.join(m.states)})")
-            self._schedules[key] = (design, sched)  # the design is kept so that its id stays unique
+            sched = Schedule.build(self.data, designs[0].subject_ids, m.dose_state, m.default_cmt,
+                                   cat(lambda d: d.obs_subject), cat(lambda d: d.obs_time), order,
+                                   what=f"the ODE model (states {', '.join(m.states)})")
+            self._schedules[key] = (designs, sched)  # the designs are kept so that their ids stay unique
         return self._schedules[key][1]
 
-    def _solve(self, params: dict, design: Design):
-        """ODE model: predictions at ``design``'s points from per-record parameters, and the solver's ok flag."""
+    def _solve(self, params: dict, *designs: Design, pd_from: int | None = None):
+        """ODE model: predictions at the points of ``designs`` (one after the other) from per-record
+        parameters, and the solver's ok flag. One solution gives them all: the points of ``designs[pd_from:]``
+        get the model's ``pd_output`` (default: none)."""
         m = self.user
-        sched = self._schedule(design)
+        sched = self._schedule(*designs)
+        n = [d.n_obs for d in designs]
+        second = None if pd_from is None else np.arange(sum(n)) >= sum(n[:pd_from])
         names = tuple(n for n in m.parameters if n in self.spec.parameters)
         n_s, n_r = self._records.records.shape
         values = pt.stack([pt.as_tensor(params[n]) * pt.ones(n_s * n_r) for n in names], axis=-1)
@@ -383,7 +393,7 @@ class PopulationModel:
         records = self._records.records
         cov = (np.stack([self._columns[c][records] for c in covs], axis=-1) if covs
                else np.zeros((n_s, n_r, 0)))
-        return ode_predictions(m, sched, names, values.reshape((n_s, n_r, len(names))), cov)
+        return ode_predictions(m, sched, names, values.reshape((n_s, n_r, len(names))), cov, second)
 
     def _algebraic(self, params: dict, design: Design):
         """Algebraic model: the prediction at ``design``'s points from per-observation parameters."""
@@ -499,7 +509,7 @@ class PopulationModel:
                 coords[f"{c.column}_level"] = [id_label(v) for v in self._covariates[c.name]["levels"]]
         if self._occasions is not None:
             coords["occasion"] = self._occasions["labels"]
-        if self.pd is not None:
+        if self.has_pd:
             coords["pd_obs"] = np.arange(self.pd_design.n_obs)
         for info in self._assays.values():
             coords[info["column"]] = info["labels"]
@@ -627,11 +637,12 @@ class PopulationModel:
             pm.Potential(f"{c.name}_positive", pt.switch(pt.all(factor > 0), 0.0, -np.inf))
         return c.log_factor(x, pt.as_tensor(theta))
 
-    def predict(self, params: dict, design: Design):
+    def predict(self, params: dict, design: Design, pd: bool = False):
         """Concentrations (CAR-T: cellular levels) at the design's observations from per-observation parameters
-        (mechanistic CAR-T: per-subject parameters, from :attr:`_ck_subjects`)."""
+        (mechanistic CAR-T: per-subject parameters, from :attr:`_ck_subjects`; ODE models: per record).
+        ``pd``: the ODE model's ``pd_output`` instead."""
         if self.ode:
-            return self._solve(params, design)[0]
+            return self._solve(params, design, pd_from=0 if pd else None)[0]
         if self.user is not None:
             return self._algebraic(params, design)
         if self.ck_ode:
@@ -672,7 +683,7 @@ class PopulationModel:
     def _designs(self) -> list[Design]:
         """Every design the likelihood evaluates parameters on: PK, PD observations, ODE points."""
         out = [self.design]
-        if self.pd is not None:
+        if self.has_pd:
             out.append(self.pd_design)
             if self._ode is not None:
                 out += [self._ode["drivers"], self._ode["subjects"]]
@@ -694,19 +705,20 @@ class PopulationModel:
         with pm.Model(coords=self.coords) as model:
             params = self.individual_parameters(*self._designs())
             self._modeled_infusions_end_in_time(params[0][0])
+            if self.ode:  # per-record parameters; one solution for both outputs
+                solved, ok = self._solve(params[-1][0], self.design, *[self.pd_design] * self.has_pd, pd_from=1)
+                # a failed solve (step limit, non-finite state) rejects the proposal instead of stopping
+                pm.Potential("ode_solver_failed", pt.switch(ok > 0.5, 0.0, -np.inf))
             if self.design.n_obs and not sequential:
-                # mechanistic CAR-T: per subject; ODE models: per record
-                at = params[-1][0] if (self.ck_ode or self.ode) else params[0][0]
                 if self.ode:
-                    f, ok = self._solve(at, self.design)
-                    # a failed solve (step limit, non-finite state) rejects the proposal instead of stopping
-                    pm.Potential("ode_solver_failed", pt.switch(ok > 0.5, 0.0, -np.inf))
-                else:
-                    f = self.predict(at, self.design)
+                    f = solved[:self.design.n_obs]
+                else:  # mechanistic CAR-T: per subject
+                    f = self.predict(params[-1][0] if self.ck_ode else params[0][0], self.design)
                 f = self._in_assay_units(f, params[0][0], self.design)
                 self._likelihood(f, self.design, self.spec.error, "DV", "obs")
-            if self.pd is not None:
-                e = self.predict_pd(params[1][0], *[p[0] for p in params[2:]])
+            if self.has_pd:
+                e = (solved[self.design.n_obs:] if self.ode
+                     else self.predict_pd(params[1][0], *[p[0] for p in params[2:]]))
                 e = self._in_assay_units(e, params[1][0], self.pd_design, "DV_PD")
                 self._likelihood(e, self.pd_design, self.spec.pd_error, "DV_PD", "pd_obs")
         if sequential:
@@ -757,7 +769,7 @@ class PopulationModel:
         return fixed
 
     def build_prediction(self, grid: np.ndarray | None = None, *, simulate: bool = False,
-                         grid_subjects=None) -> tuple[pm.Model, Design]:
+                         grid_subjects=None, pd: bool = False) -> tuple[pm.Model, Design]:
         """A model without likelihood giving ``IPRED`` (individual) and ``PRED`` (typical subject).
 
         Free variables have the same names as in :meth:`build`, so posterior
@@ -765,17 +777,25 @@ class PopulationModel:
         ``grid`` evaluates every subject at these times instead of at its observations.
         ``simulate=True`` adds ``DV_sim``: a new observation drawn from the residual
         error model around ``IPRED``, uncensored (for VPC, NPDE, prior predictive checks).
+        ``pd=True``: the PD observations and the ``pd_output`` of a model written as
+        equations (with its ``[pd_error]``).
         """
-        d = self._design(grid=grid, grid_subjects=grid_subjects) if grid is not None else self.design
+        if pd and not (self.ode and self.has_pd):
+            raise SpecError("predictions of the PD observations (pd=True) need a model written as equations with "
+                            "a pd_output")
+        d = (self._design(grid=grid, grid_subjects=grid_subjects, pd=pd) if grid is not None
+             else self.pd_design if pd else self.design)
+        name, err = ("DV_PD", self.spec.pd_error) if pd else ("DV", self.spec.error)
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
             extra = [self._ck_subjects] if self.ck_ode else [self._records] if self.ode else []
             ((individual, population), *per_subject) = self.individual_parameters(d, *extra)
             at_i, at_p = per_subject[0] if extra else (individual, population)
-            ipred = self._in_assay_units(self.predict(at_i, d), individual, d)
+            ipred = self._in_assay_units(self.predict(at_i, d, pd), individual, d, name)
             pm.Deterministic("IPRED", ipred, dims="obs")
-            pm.Deterministic("PRED", self._in_assay_units(self.predict(at_p, d), population, d), dims="obs")
+            pm.Deterministic("PRED", self._in_assay_units(self.predict(at_p, d, pd), population, d, name),
+                             dims="obs")
             if simulate:
-                model.register_rv(self._residual(ipred, design=d), name="DV_sim", dims=("obs",))
+                model.register_rv(self._residual(ipred, err, d, name), name="DV_sim", dims=("obs",))
         return model, d
 
     def build_individual(self) -> pm.Model:

@@ -146,12 +146,7 @@ def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
         return {}
     if not isinstance(pd, str) or pd not in PD_MODELS:
         raise SpecError(f"[model] pd: {pd!r} is not one of {', '.join(PD_MODELS)}")
-    obs = model.get("pd_observations", {"column": "DVID", "value": 2})
-    _check_keys(obs, ("column", "value"), "[model] pd_observations")
-    column = obs.get("column", "DVID")
-    if not isinstance(column, str):
-        raise SpecError("[model] pd_observations column: expected a column name such as \"DVID\" or \"CMT\"")
-    value = _number(obs.get("value", 2), "[model] pd_observations value")
+    column, value = _pd_observations(model)
     pk_fit = model.get("pk_fit")
     if pk_fit is not None:
         if not isinstance(pk_fit, str):
@@ -164,6 +159,18 @@ def _pd_block(model: dict, d: dict, base_dir: Path | None) -> dict:
     pd_error = ErrorSpec.from_dict(d.get("pd_error", {"model": "additive"}), prefix="pd_")
     return {"pd": pd, "pd_observations": (column.upper(), value), "pd_error": pd_error, "pk_fit": pk_fit,
             "ode_step": step}
+
+
+def _pd_observations(model: dict) -> tuple[str, float]:
+    """``[model] pd_observations``: the column and value that mark the PD (second output's) observations."""
+    obs = model.get("pd_observations", {"column": "DVID", "value": 2})
+    if not isinstance(obs, dict):
+        raise SpecError("[model] pd_observations: expected a table such as { column = \"DVID\", value = 2 }")
+    _check_keys(obs, ("column", "value"), "[model] pd_observations")
+    column = obs.get("column", "DVID")
+    if not isinstance(column, str):
+        raise SpecError("[model] pd_observations column: expected a column name such as \"DVID\" or \"CMT\"")
+    return column.upper(), _number(obs.get("value", 2), "[model] pd_observations value")
 
 
 def _covariates(raw, parameters: dict, of: str) -> tuple:
@@ -787,10 +794,11 @@ class Spec:
                         "pd_error", "sampler", "treatments"), "spec")
         model = d.get("model")
         if structural is not None:
-            if model not in (None, {}) and set(model) != {"python"}:
-                raise SpecError(f"[model] {next(iter(model))}: the model is given in Python (structural=...); "
-                                "leave [model] out of the spec")
-            return cls._user_model(d, {}, base_dir, structural)
+            if model not in (None, {}) and not set(model) <= {"python", "pd_observations"}:
+                k = next(k for k in model if k not in ("python", "pd_observations"))
+                raise SpecError(f"[model] {k}: the model is given in Python (structural=...); leave [model] "
+                                "out of the spec (except pd_observations, for a model with a pd_output)")
+            return cls._user_model(d, model or {}, base_dir, structural)
         if isinstance(model, dict) and "python" in model:
             raise SpecError(f"[model] python = {model['python']!r}: this model was written in Python; give it "
                             "again, e.g. bpk.load(run, structural=model) or PopulationModel(spec, structural=model)")
@@ -860,13 +868,21 @@ class Spec:
             raise SpecError("[model]: needs structure = one of " + ", ".join(STRUCTURES) + ", or the model's "
                             "equations: states = [...] with [model.ode], or prediction = \"...\" (see the "
                             "README, Writing your own model)")
-        for k in ("pd", "pd_observations", "pk_fit", "ode_step", "tumor"):
+        for k in ("pd", "pk_fit", "ode_step", "tumor"):
             if k in model:
                 raise SpecError(f"[model] {k}: not used by a model written as equations (write the PD part as "
-                                "equations too)")
-        for k in ("treatments", "pd_error"):
-            if k in d:
-                raise SpecError(f"{k}: not used by a model written as equations")
+                                "equations too, with pd_output)")
+        if "treatments" in d:
+            raise SpecError("treatments: not used by a model written as equations")
+        two = ("pd_output" in model) if structural is None else getattr(structural, "pd_output", None) is not None
+        for k, present in (("[model] pd_observations", "pd_observations" in model), ("[pd_error]", "pd_error" in d)):
+            if present and not two:
+                raise SpecError(f"{k}: only used by a model with a second output (pd_output = \"...\", the "
+                                "quantity the PD observations measure)")
+        pd_kw = {}
+        if two:
+            pd_kw = {"pd_observations": _pd_observations(model),
+                     "pd_error": ErrorSpec.from_dict(d.get("pd_error", {"model": "additive"}), prefix="pd_")}
         params_raw = d.get("parameters", {})
         if not isinstance(params_raw, dict) or not params_raw:
             raise SpecError("[parameters]: a model written as equations needs its parameters, e.g. "
@@ -888,7 +904,7 @@ class Spec:
         return cls(structure=user.kind, parameters=parameters, covariates=covariates,
                    error=ErrorSpec.from_dict(d.get("error", {})), sampler=SamplerSpec.from_dict(d.get("sampler", {})),
                    data=DataSpec.from_dict(d.get("data", {}), base_dir), name=name, description=description,
-                   correlated=correlated, lkj_eta=lkj_eta, user=user)
+                   correlated=correlated, lkj_eta=lkj_eta, user=user, **pd_kw)
 
     @staticmethod
     def _check_relations(parameters: dict, user) -> None:
@@ -930,6 +946,8 @@ class Spec:
         if data:
             out["data"] = data
         out["model"] = dict(self.user.raw) if self.user is not None else {"structure": self.structure}
+        if self.user is not None and self.pd_error is not None:
+            out["model"]["pd_observations"] = {"column": self.pd_observations[0], "value": self.pd_observations[1]}
         if self.tumor is not None:
             out["model"]["tumor"] = {"column": self.tumor[0], "reference": self.tumor[1]}
         if self.pd:

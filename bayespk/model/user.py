@@ -6,6 +6,8 @@ In the ``[model]`` table, instead of a named ``structure``::
     states = ["depot", "central"]            # in CMT order (a dose into CMT k enters state k)
     doses = { 1 = "depot" }                  # optional: CMT -> state
     output = "C"                             # what DV measures
+    pd_output = "R"                          # optional: what the PD observations measure (a second output)
+    pd_observations = { column = "DVID", value = 2 }   # which rows are PD observations (the default)
     [model.ode]                              # one right-hand side per state
     depot = "-KA*depot"
     central = "KA*depot - VMAX*C/(KM + C)"
@@ -26,6 +28,11 @@ built). Algebraic predictions can also use ``TAD`` (time after the last dose)
 and ``DOSE`` (its amount). ``F<cmt>``, ``ALAG<cmt>``, ``R<cmt>`` and
 ``D<cmt>`` parameters act on doses into CMT ``<cmt>`` as in NONMEM. The grammar
 is in :mod:`bayespk.model.expressions`.
+
+With ``pd_output`` the model has two outputs: rows with ``pd_observations``
+(default ``DVID = 2``) are compared with it, under their own residual error
+model and BLQ rule (``[pd_error]``, default additive); every other observation
+with ``output`` under ``[error]``. One ODE solution gives both.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from bayespk.structural.diffeq import ODEModel, Solver
 
 __all__ = ["AlgebraicModel", "UserModel", "USER_MODEL_KEYS", "python_model", "user_model"]
 
-USER_MODEL_KEYS = ("states", "ode", "derived", "initial", "output", "doses", "solver", "prediction")
+USER_MODEL_KEYS = ("states", "ode", "derived", "initial", "output", "pd_output", "doses", "solver", "prediction")
 TIME = "t"
 ALGEBRAIC_NAMES = ("t", "TAD", "DOSE")
 _DOSING = re.compile(r"^(F|ALAG|R|D)(\d+)$")
@@ -95,6 +102,9 @@ def user_model(raw: dict, parameters, name: str = "model", also_used=frozenset()
     parameters = tuple(parameters)
     if "prediction" in raw:
         other = [k for k in raw if k in USER_MODEL_KEYS and k != "prediction"]
+        if other == ["pd_output"]:
+            raise SpecError("[model] pd_output: a second output needs the model written as an ODE system "
+                            "(states with [model.ode]); an algebraic model has one prediction")
         if other:
             raise SpecError(f"[model] {other[0]}: an algebraic model (prediction = ...) has no states; "
                             "give either prediction or states with [model.ode]")
@@ -143,7 +153,9 @@ def user_model(raw: dict, parameters, name: str = "model", also_used=frozenset()
     derived = {k: parse(v, f"[model.derived] {k}") for k, v in derived_raw.items()}
     initial = {k: parse(v, f"[model.initial] {k}") for k, v in initial_raw.items()}
     output = parse(raw["output"], "[model] output")
-    used = set().union(*(e.names for e in (*rhs.values(), *derived.values(), output)))
+    pd_output = parse(raw["pd_output"], "[model] pd_output") if "pd_output" in raw else None
+    outputs = (output,) if pd_output is None else (output, pd_output)
+    used = set().union(*(e.names for e in (*rhs.values(), *derived.values(), *outputs)))
     # names that are neither parameters, states, derived nor t are data columns (checked against the data)
     covs = tuple(sorted(n for n in used | set().union(*(e.names for e in initial.values()), set())
                         if n not in parameters and n not in states and n not in derived and n != TIME))
@@ -172,12 +184,16 @@ def user_model(raw: dict, parameters, name: str = "model", also_used=frozenset()
     def output_fn(t, y, p):
         return output.evaluate(quantities(t, y, p), "jax")
 
+    def pd_output_fn(t, y, p):
+        return pd_output.evaluate(quantities(t, y, p), "jax")
+
     def initial_fn(p):
         return {k: e.evaluate(p, "jax") for k, e in initial.items()}
 
     model = ODEModel(states=tuple(states), rhs=rhs_fn, output=output_fn, parameters=reads,
-                     initial=initial_fn if initial else None, doses=doses, solver=solver, name=name)
-    expressions = (*rhs.values(), *derived.values(), *initial.values(), output)
+                     initial=initial_fn if initial else None, doses=doses, solver=solver, name=name,
+                     pd_output=pd_output_fn if pd_output is not None else None)
+    expressions = (*rhs.values(), *derived.values(), *initial.values(), *outputs)
     return UserModel(dict(raw), model, frozenset(used), covs, expressions)
 
 

@@ -896,6 +896,10 @@ def simulate_regimens(
         raise SpecError(f"simulate_regimens: {fit.spec.structure} is a CAR-T structure, where the cell dose does "
                         "not drive the kinetics through dosing records; simulate CAR-T patients with "
                         "bayespk.simulate.cohort.simulate_cart_cohort or from the fit's individual parameters")
+    if fit.model.user is not None:
+        raise SpecError(f"simulate_regimens: the model is written as equations ({fit.spec.structure}); regimen "
+                        "simulation covers the built-in structures only so far. For new dosing of such a model, "
+                        "fit.predict(grid=...) evaluates the fitted subjects' own records")
     regs = _as_regimens(regimens)
     say = _progress(progress)
     if population not in ("fitted", "virtual"):

@@ -98,6 +98,10 @@ class ODEModel:
         ``{CMT: state name}``.
     solver : Solver, optional
     name : str
+    pd_output : callable, optional
+        ``pd_output(t, y, p) -> scalar``: a second output, what the PD
+        observations measure (``[model] pd_observations`` marks their rows;
+        ``[pd_error]`` is their residual error model).
     """
 
     states: tuple[str, ...]
@@ -109,6 +113,7 @@ class ODEModel:
     solver: Solver = field(default_factory=Solver)
     name: str = "ode"
     description: str = ""
+    pd_output: Callable | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "states", tuple(self.states))
@@ -141,14 +146,15 @@ def _diffrax_solver(method: str):
 
 
 def solve_outputs(model: ODEModel, schedule: Schedule, names: tuple[str, ...], values,
-                  covariates: np.ndarray, obs_record: np.ndarray | None = None):
+                  covariates: np.ndarray, second: np.ndarray | None = None):
     """Predictions at the schedule's observations (JAX).
 
     ``values``: ``(n_subjects, n_records, len(names))`` parameters per record
     (a JAX array); ``covariates``: ``(n_subjects, n_records, n_cov)`` numpy
     values of the covariate columns in ``model.parameters`` that are not in
     ``names``. Returns ``(predictions (n_obs,), ok)`` with ``ok`` False when
-    any solve failed.
+    any solve failed. ``second``: True for the observations of the model's
+    ``pd_output`` (default: none).
     """
     import diffrax as dfx
     import jax
@@ -311,16 +317,21 @@ def solve_outputs(model: ODEModel, schedule: Schedule, names: tuple[str, ...], v
     def predict(values):
         y, p, t, ok = jax.vmap(one_subject)(values, static)
         y_obs, p_obs, t_obs = y[obs_s, obs_n], p[obs_s, obs_n], t[obs_s, obs_n]
-        out = jax.vmap(lambda tt, yy, pp: model.output(tt, dict(zip(model.states, yy)), as_dict(pp)))(
-            t_obs, y_obs, p_obs)
-        out = jnp.broadcast_to(jnp.asarray(out, dtype=float), obs_s.shape)
+        def output(f):
+            out = jax.vmap(lambda tt, yy, pp: f(tt, dict(zip(model.states, yy)), as_dict(pp)))(t_obs, y_obs, p_obs)
+            return jnp.broadcast_to(jnp.asarray(out, dtype=float), obs_s.shape)
+
+        out = output(model.output)
+        if second is not None and np.any(second):
+            out = jnp.where(jnp.asarray(second), output(model.pd_output), out)
         good = jnp.all(ok) & jnp.all(jnp.isfinite(out))
         return jnp.where(good, out, 0.0), good
 
     return predict(values)
 
 
-def ode_predictions(model: ODEModel, schedule: Schedule, names: tuple[str, ...], values, covariates: np.ndarray):
+def ode_predictions(model: ODEModel, schedule: Schedule, names: tuple[str, ...], values, covariates: np.ndarray,
+                    second: np.ndarray | None = None):
     """:func:`solve_outputs` as a PyTensor operation (``pytensor.wrap_jax``): ``values`` is a
     ``(n_subjects, n_records, len(names))`` tensor. Returns ``(predictions, ok)``, ``ok`` 1.0 or 0.0."""
     import jax
@@ -332,7 +343,7 @@ def ode_predictions(model: ODEModel, schedule: Schedule, names: tuple[str, ...],
 
     @wrap_jax
     def solve(v):
-        pred, ok = solve_outputs(model, schedule, names, v, covariates)
+        pred, ok = solve_outputs(model, schedule, names, v, covariates, second=second)
         return pred, ok.astype(v.dtype)
 
     pred, ok = solve(pt.specify_shape(pt.as_tensor(values, dtype="float64"), shape))
