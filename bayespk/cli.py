@@ -3,8 +3,8 @@
 ``bayespk fit SPEC --out RUN_DIR``   fit a model spec, write the run directory
 ``bayespk data CSV``                 validate a dataset and print its summary
 ``bayespk summary RUN_DIR``          print a run's parameter table and diagnostics
-``bayespk vpc RUN_DIR --out DIR``    VPC / pcVPC (vpc.png, vpc.csv)
-``bayespk report RUN_DIR``           self-contained report.html
+``bayespk vpc RUN_DIR --out DIR``    VPC / pcVPC (vpc.png, vpc.csv; --pred-corr --lower-bound X)
+``bayespk report RUN_DIR``           self-contained report.html (--no-pred-corr, --lower-bound X)
 ``bayespk compare RUN_DIR ...``      PSIS-LOO comparison table
 ``bayespk prior map|robustify|show`` MAP / robust prior files (see bayespk/borrowing/README.md)
 ``bayespk nca CSV [--out FILE]``     non-compartmental analysis of the observed data
@@ -12,7 +12,8 @@
 
 Exit status: 0 success; 1 internal error (a bug in bayespk; ``--debug`` shows
 the traceback); 2 user error (bad data, spec, options, files; one paragraph on
-stderr, no traceback, nothing sampled); 3 ``fit --keep-partial`` interrupted and
+stderr, no traceback, nothing sampled; ``report`` instead writes a failure
+box in place of a section that fails this way, warns on stderr and exits 0); 3 ``fit --keep-partial`` interrupted and
 wrote the draws it had, marked interrupted; 130 interrupted (Ctrl-C, SIGTERM),
 nothing written.
 """
@@ -33,6 +34,8 @@ EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
 SEED_MAX = 2**32 - 1
+LOWER_BOUND_HELP = ("lower bound lb of the prediction correction, pcDV = lb + (DV - lb) (PRED_bin - lb) / (PRED - lb) "
+                    "(default 0, for concentrations)")
 FIT_BOUNDS = {"draws": (1, 10**7), "tune": (1, 10**7), "chains": (1, 64), "seed": (0, SEED_MAX)}
 
 
@@ -74,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("vpc", help="visual predictive check of a run: writes vpc.png and vpc.csv")
     v.add_argument("run_dir")
     v.add_argument("--out", required=True, help="folder for vpc.png and vpc.csv")
-    v.add_argument("--pred-corr", action="store_true", help="prediction-corrected VPC (Bergstrand 2011)")
+    v.add_argument("--pred-corr", action=argparse.BooleanOptionalAction, default=False,
+                   help="prediction-corrected VPC (Bergstrand 2011); observations with PRED <= --lower-bound are "
+                        "left out of it, counted on the figure and listed in vpc_excluded.csv (default "
+                        "--no-pred-corr: the plain VPC)")
+    v.add_argument("--lower-bound", type=float, default=0.0, metavar="X", help=LOWER_BOUND_HELP)
     v.add_argument("--strat", help="stratify by a dataset column, or DOSE (first dose amount)")
     v.add_argument("--n-rep", type=int, default=200, help="replicates of the study (default 200)")
     v.add_argument("--bins", default="auto", help="auto, a number of bins, or comma-separated edges")
@@ -88,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--n-rep", type=int, default=200, help="VPC replicates (default 200)")
     r.add_argument("--n-sim", type=int, default=500, help="NPDE simulations (default 500)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--pred-corr", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the prediction-corrected VPC; observations with PRED <= --lower-bound are left "
+                        "out of it and counted (default --pred-corr; --no-pred-corr omits it)")
+    r.add_argument("--lower-bound", type=float, default=0.0, metavar="X", help=LOWER_BOUND_HELP)
 
     c = sub.add_parser("compare", help="compare runs of the same data by PSIS-LOO")
     c.add_argument("run_dirs", nargs="+")
@@ -324,11 +335,22 @@ def _positive(name: str, value: int, high: int = 10**6) -> None:
     _check_range(name, value, 1, high)
 
 
+def _finite(option: str, value: float) -> None:
+    """Refuse ``--option nan`` or ``inf``."""
+    import math
+
+    from bayespk.errors import SpecError
+
+    if not math.isfinite(value):
+        raise SpecError(f"--{option} must be a finite number, got {value}")
+
+
 def _vpc(args) -> int:
     from bayespk.errors import BayesPKError
 
     _positive("n-rep", args.n_rep)
     _check_range("seed", args.seed, 0, SEED_MAX)
+    _finite("lower-bound", args.lower_bound)
     bins: object = args.bins
     if bins != "auto":
         try:
@@ -338,13 +360,20 @@ def _vpc(args) -> int:
         bins = int(parts[0]) if len(parts) == 1 else parts
     fit = _load_run(args.run_dir)
     print(f"simulating {args.n_rep} replicates of the study with new subjects ...", flush=True)
-    result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, strat=args.strat, bins=bins,
-                     binning=args.binning, log_y=args.log_y, seed=args.seed)
+    result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound, strat=args.strat,
+                     bins=bins, binning=args.binning, log_y=args.log_y, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.figure.savefig(out / "vpc.png", dpi=110, bbox_inches="tight")
     result.table.to_csv(out / "vpc.csv", index=False)
-    print(f"wrote {out / 'vpc.png'} and {out / 'vpc.csv'} ({len(result.table)} bins)")
+    written = [out / "vpc.png", out / "vpc.csv"]
+    if args.pred_corr:  # the observations left out of the prediction correction (header only when none)
+        result.excluded.to_csv(out / "vpc_excluded.csv", index=False)
+        written.append(out / "vpc_excluded.csv")
+        if result.settings["n_excluded"]:
+            print(f"note: {result.settings['exclusion_note']}; listed in {out / 'vpc_excluded.csv'}",
+                  file=sys.stderr)
+    print(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]} ({len(result.table)} bins)")
     return 0
 
 
@@ -354,11 +383,20 @@ def _report(args) -> int:
     _positive("n-rep", args.n_rep)
     _positive("n-sim", args.n_sim)
     _check_range("seed", args.seed, 0, SEED_MAX)
+    _finite("lower-bound", args.lower_bound)
     fit = _load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
-    path = write_report(fit, out, n_rep=args.n_rep, n_sim=args.n_sim, seed=args.seed,
-                        progress=lambda msg: print(f"  {msg} ...", flush=True))
-    print(f"wrote {path}")
+    failed = []
+
+    def warn(title: str, message: str) -> None:  # a section that failed on the data: the report goes on
+        failed.append(title)
+        print(f"bayespk report: warning: section {title!r} failed: {message}", file=sys.stderr, flush=True)
+
+    path = write_report(fit, out, n_rep=args.n_rep, n_sim=args.n_sim, seed=args.seed, pred_corr=args.pred_corr,
+                        lower_bound=args.lower_bound, progress=lambda msg: print(f"  {msg} ...", flush=True),
+                        warn=warn)
+    print(f"wrote {path}" + (f" ({len(failed)} section{'s' if len(failed) != 1 else ''} failed: "
+                             f"{', '.join(failed)}; see the report)" if failed else ""))
     return 0
 
 

@@ -246,3 +246,72 @@ def test_compare_refuses_different_data_with_the_same_number_of_observations(phe
     assert dv_other.shape == dv.shape and not np.array_equal(dv_other, dv)
     with pytest.raises(bpk.BayesPKError):
         bpk.compare({"pheno": pheno, "other": other})
+
+
+class _StubPKPDFit:
+    """Just what LOO reads from a PK/PD fit: two log-likelihood arrays (DV on ``obs``, DV_PD on ``pd_obs``)."""
+
+    def __init__(self, seed=0):
+        import xarray as xr
+
+        rng = np.random.default_rng(seed)
+        self.spec = type("S", (), {"name": "stub_pkpd"})()
+        self.ll = xr.Dataset({
+            "DV": (("chain", "draw", "obs"), rng.normal(-1.0, 0.3, (2, 100, 5))),
+            "DV_PD": (("chain", "draw", "pd_obs"), rng.normal(-2.0, 0.3, (2, 100, 4))),
+        })  # fmt: skip
+        self.tree = xr.DataTree(children={
+            "posterior": xr.DataTree(xr.Dataset({"CL": (("chain", "draw"), rng.normal(size=(2, 100)))})),
+            "constant_data": xr.DataTree(xr.Dataset({
+                "SUBJECT": ("obs", [1, 1, 2, 2, 3]), "ROW": ("obs", [1, 3, 6, 8, 11]),
+                "PD_SUBJECT": ("pd_obs", [1, 2, 2, 4]), "PD_ROW": ("pd_obs", [2, 7, 9, 14])})),
+        })  # fmt: skip
+
+    def log_likelihood(self):
+        return self.ll
+
+
+def test_loo_of_a_pkpd_fit_uses_both_log_likelihoods():
+    """PK/PD: every observation of either kind is one point; a subject's point sums both kinds (ID 4 has only
+    PD observations, ID 3 only PK). Checked against ArviZ on the arrays built by hand."""
+    import arviz as az
+    import xarray as xr
+
+    from bayespk.evaluate.compare import loo
+
+    fit = _StubPKPDFit()
+    dv, dv_pd = fit.ll["DV"].values, fit.ll["DV_PD"].values
+
+    def az_loo(points, dim):
+        tree = xr.DataTree(children={"posterior": fit.tree["posterior"], "log_likelihood": xr.DataTree(
+            xr.Dataset({"ll": (("chain", "draw", dim), points)}))})
+        return az.loo(tree, pointwise=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_obs, by_subject = loo(fit), loo(fit, by="subject")
+        want_obs = az_loo(np.concatenate([dv, dv_pd], axis=-1), "obs")
+        per_subject = np.stack([dv[..., :2].sum(-1) + dv_pd[..., :1].sum(-1), dv[..., 2:4].sum(-1)
+                                + dv_pd[..., 1:3].sum(-1), dv[..., 4], dv_pd[..., 3]], axis=-1)
+        want_subject = az_loo(per_subject, "ID_loo")
+    assert np.asarray(by_obs.pareto_k).size == 9 and np.asarray(by_subject.pareto_k).size == 4
+    assert by_obs.elpd == pytest.approx(want_obs.elpd) and by_obs.se == pytest.approx(want_obs.se)
+    assert by_subject.elpd == pytest.approx(want_subject.elpd)
+    np.testing.assert_allclose(np.asarray(by_subject.elpd_i), np.asarray(want_subject.elpd_i))
+    # a PD point with the same log-likelihood in every draw: exactly that value (ArviZ alone cannot smooth it)
+    fit.ll["DV_PD"][..., 2] = -0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.asarray(loo(fit).elpd_i)[5 + 2] == pytest.approx(-0.5, rel=1e-12)
+
+
+def test_loo_of_a_chain_stuck_in_the_tail_is_a_user_error():
+    """The largest importance ratios of a point all equal (60 of 200 draws at one value, the rest varying):
+    ArviZ cannot fit the tail; a user error that says what to do, not an internal error."""
+    from bayespk.evaluate.compare import loo
+
+    fit = _StubPKPDFit()
+    fit.ll["DV"][..., 0] = np.where(np.arange(100) < 30, -5.0, np.linspace(-1.0, -0.5, 100))
+    with pytest.raises(bpk.BayesPKError, match=r"stub_pkpd: PSIS-LOO cannot be computed: the largest importance "
+                                               r"ratios of some observation are identical across draws"):
+        loo(fit)

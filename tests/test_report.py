@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bayespk as bpk
 from bayespk.cli import main
 
 from conftest import MODELS
@@ -106,3 +107,209 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     red = np.array([0.84, 0.15, 0.16]) * 0.25 + 0.75
     near = lambda c: (np.abs(img - c).max(axis=-1) < 0.04).sum()  # noqa: E731
     assert near(blue) > 2000 and near(red) > 1000, (near(blue), near(red))
+
+
+# ---------------------------------------------------------------- issue 16: theophylline, pcVPC rule, failing sections
+THEO = MODELS / "theophylline_1cmt_oral.toml"
+QUICK_REPORT = ["--n-rep", "30", "--n-sim", "30"]
+
+
+@pytest.fixture(scope="module")
+def theo_run(tmp_path_factory):
+    """A tiny fit of the bundled theophylline model (as ``make demo``, much shorter): every subject has a
+    sample at the time of its oral dose, where the typical-subject prediction PRED is 0."""
+    out = tmp_path_factory.mktemp("theo") / "theophylline"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(THEO), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
+                     "--seed", "1", "--quiet"]) == 0
+    return out
+
+
+def _pred_zero_rows() -> pd.DataFrame:
+    """Observations at or before their subject's first dose, from the CSV itself: for a 1-cmt oral model
+    PRED is exactly 0 there (nothing absorbed yet) and > 0 at every later time."""
+    data = pd.read_csv(bpk.datasets.path("theophylline"), na_values=".")
+    first_dose = data[data.EVID == 1].groupby("ID").TIME.min()
+    obs = data[(data.EVID == 0) & (data.MDV == 0)]
+    return obs[obs.TIME <= obs.ID.map(first_dose)]
+
+
+def _report_cli(capsys, run, *options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["report", str(run), *QUICK_REPORT, *options])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _images(text: str) -> int:
+    return len(re.findall(r'<img alt="figure" src="data:image/png;base64,', text))
+
+
+def _section(text: str, anchor: str) -> str:
+    m = re.search(rf'<section id="{anchor}">(.*?)</section>', text)
+    assert m, f"no section {anchor!r}"
+    return m.group(1)
+
+
+def test_theophylline_pcvpc_excludes_the_pred_zero_observations(theo_run):
+    expected = _pred_zero_rows()
+    assert len(expected) == 12 and (expected.TIME == 0).all()  # one sample at each subject's dose time
+    fit = bpk.load(theo_run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pc = fit.vpc(n_rep=30, pred_corr=True)
+    assert pc.settings["n_excluded"] == len(expected) == len(pc.excluded)
+    assert sorted(zip(pc.excluded.ID, pc.excluded.TIME)) == sorted(zip(expected.ID, expected.TIME))
+    assert (pc.excluded.PRED == 0).all()
+    n_obs = len(fit.tree["observed_data"]["DV"])
+    assert len(pc.points) == n_obs - len(expected) and pc.table.n_obs.sum() == n_obs - len(expected)
+    assert np.isfinite(pc.points.DV).all()
+    note = f"12 of {n_obs} observations with PRED <= 0 excluded from the prediction correction (PRED 0: no drug yet"
+    assert pc.settings["exclusion_note"].startswith(note) and note in pc.figure._suptitle.get_text()
+
+
+def test_cli_report_of_theophylline_includes_the_pcvpc(theo_run, capsys):
+    rc, out, err = _report_cli(capsys, theo_run)
+    assert rc == 0, err
+    assert "warning" not in err and "failed" not in out
+    text = (theo_run / "report.html").read_text()
+    pcvpc = _section(text, "pcvpc")
+    assert _images(pcvpc) == 1 and "Prediction-corrected VPC" in text
+    assert f'data-excluded="{len(_pred_zero_rows())}"' in pcvpc and "PRED &lt;= 0 excluded" in pcvpc
+    assert _images(text) == 7 and 'class="section-failed"' not in text and 'id="failed-sections"' not in text
+
+
+def test_cli_report_no_pred_corr_omits_the_pcvpc_and_a_failing_section_is_boxed(theo_run, tmp_path, capsys,
+                                                                                  monkeypatch):
+    from bayespk.errors import BayesPKError
+    from bayespk.evaluate import npde as npde_module
+
+    def boom(*args, **kwargs):
+        raise BayesPKError("boom")
+
+    monkeypatch.setattr(npde_module, "npde", boom)
+    rc, out, err = _report_cli(capsys, theo_run, "--no-pred-corr", "--out", str(tmp_path / "r.html"))
+    assert rc == 0, err
+    assert err == "bayespk report: warning: section 'Normalised prediction distribution errors' failed: boom\n"
+    assert "1 section failed: Normalised prediction distribution errors" in out
+    text = (tmp_path / "r.html").read_text()
+    assert 'id="pcvpc"' not in text and "Prediction-corrected" not in text  # --no-pred-corr
+    box = _section(text, "npde")
+    assert 'class="section-failed"' in box and "boom" in box and _images(box) == 0
+    assert '<p class="poor" id="failed-sections">1 section could not be built' in text
+    for anchor in ("parameters", "convergence", "vpc", "gof", "covariates", "priors", "loo"):
+        assert 'class="section-failed"' not in _section(text, anchor)
+    assert _images(text) == 5  # VPC, GOF, individual fits, etas, priors
+
+
+def test_cli_report_lower_bound_where_nothing_is_left_boxes_the_pcvpc(theo_run, tmp_path, capsys):
+    rc, out, err = _report_cli(capsys, theo_run, "--lower-bound", "1000", "--out", str(tmp_path / "r.html"))
+    assert rc == 0, err
+    assert err.startswith("bayespk report: warning: section 'Prediction-corrected VPC' failed: prediction "
+                          "correction needs PRED > lower bound 1000") and err.count("\n") == 1
+    text = (tmp_path / "r.html").read_text()
+    box = _section(text, "pcvpc")
+    assert 'class="section-failed"' in box and "nothing is left to plot" in box and _images(box) == 0
+    assert _images(text) == 6
+
+
+def test_cli_vpc_pred_corr_lower_bound_changes_the_count(theo_run, tmp_path, capsys):
+    from bayespk.evaluate.simulation import simulate_replicates
+
+    counts = {}
+    for lb in ("0", "1.5"):
+        out = tmp_path / lb
+        assert main(["vpc", str(theo_run), "--out", str(out), "--pred-corr", "--lower-bound", lb,
+                     "--n-rep", "30"]) == 0
+        excluded = pd.read_csv(out / "vpc_excluded.csv")
+        assert (excluded.PRED <= float(lb)).all()
+        counts[lb] = len(excluded)
+        err = capsys.readouterr().err
+        assert f"note: {counts[lb]} of " in err and f"with PRED <= {lb} excluded" in err
+    assert counts["0"] == len(_pred_zero_rows())
+    # independently: the median over the replicates of each observation's PRED (same seed, same replicates)
+    pred = np.median(simulate_replicates(bpk.load(theo_run), 30, seed=0)["PRED"].values, axis=0)
+    assert counts["1.5"] == int((pred <= 1.5).sum()) > counts["0"]
+    # the plain VPC keeps every observation and writes no list
+    assert main(["vpc", str(theo_run), "--out", str(tmp_path / "plain"), "--no-pred-corr", "--n-rep", "30"]) == 0
+    assert not (tmp_path / "plain" / "vpc_excluded.csv").exists()
+    # every PRED <= the lower bound: refused, with the reason and what to do
+    assert main(["vpc", str(theo_run), "--out", str(tmp_path), "--pred-corr", "--lower-bound", "1000",
+                 "--n-rep", "30"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayespk vpc: error: prediction correction needs PRED > lower bound 1000")
+    assert "nothing is left to plot; lower the lower bound" in err and "--no-pred-corr" in err
+    assert main(["vpc", str(theo_run), "--out", str(tmp_path), "--pred-corr", "--lower-bound", "nan"]) == 2
+    assert "--lower-bound must be a finite number" in capsys.readouterr().err
+
+
+def test_report_section_errors_warn_and_bugs_propagate(theo_run, tmp_path, monkeypatch):
+    from bayespk.errors import BayesPKError
+    from bayespk.evaluate import npde as _npde  # noqa: F401  imported first: it binds the real simulator
+    from bayespk.evaluate import report as report_module
+    from bayespk.evaluate import simulation
+
+    fit = bpk.load(theo_run)
+    calls = []
+
+    def no_replicates(*args, **kwargs):
+        calls.append(1)
+        raise BayesPKError("cannot simulate")
+
+    monkeypatch.setattr(simulation, "simulate_replicates", no_replicates)
+    with pytest.warns(report_module.ReportSectionWarning) as record:
+        text = report_module.render_report(fit, n_rep=10, n_sim=20)
+    assert [str(w.message) for w in record if w.category is report_module.ReportSectionWarning] == [
+        "report section 'Visual predictive check' failed: cannot simulate",
+        "report section 'Prediction-corrected VPC' failed: cannot simulate"]
+    assert len(calls) == 1  # simulated once for both VPCs; the error is shown in both sections
+    for anchor in ("vpc", "pcvpc"):
+        assert "cannot simulate" in _section(text, anchor) and 'class="section-failed"' in _section(text, anchor)
+    assert "2 sections could not be built" in text
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(type(fit), "summary", bug)
+    with pytest.raises(ZeroDivisionError):
+        report_module.write_report(fit, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+    assert main(["report", str(theo_run), "--out", str(tmp_path / "r.html")]) == 1  # internal error
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_loo_with_points_constant_over_the_draws_is_exact_and_the_report_has_it(theo_run, monkeypatch):
+    """ArviZ cannot fit a Pareto tail to a point whose log-likelihood is the same in every draw (a BLQ
+    observation with P(below LLOQ) = 1 throughout, as in the CAR-T fits): its LOO density is that value, the
+    others are ArviZ's PSIS, and the report's LOO section is built."""
+    import arviz as az
+    import xarray as xr
+
+    from bayespk.evaluate import report as report_module
+    from bayespk.fit import Fit
+
+    fit = bpk.load(theo_run)
+    ll = fit.log_likelihood().copy(deep=True)
+    const = np.zeros(ll.sizes["obs"], dtype=bool)
+    const[[3, 7]] = True
+    ll["DV"][..., const] = -0.25  # observations 3 and 7: the same log-likelihood in every draw
+    monkeypatch.setattr(Fit, "log_likelihood", lambda self: ll)
+    with pytest.raises(ValueError, match="All tail values are the same"):  # what ArviZ alone does
+        az.loo(xr.DataTree(children={"posterior": fit.tree["posterior"], "log_likelihood": xr.DataTree(ll)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit.loo()
+        rest = az.loo(xr.DataTree(children={"posterior": fit.tree["posterior"],
+                                            "log_likelihood": xr.DataTree(ll.isel(obs=~const))}), pointwise=True)
+        table = bpk.compare({"a": fit, "b": fit})
+    elpd_i = np.asarray(result.elpd_i)
+    np.testing.assert_allclose(elpd_i[const], [-0.25, -0.25], rtol=1e-12)
+    np.testing.assert_allclose(elpd_i[~const], np.asarray(rest.elpd_i), rtol=1e-12)
+    assert result.elpd == pytest.approx(elpd_i.sum()) and result.p == pytest.approx(rest.p)
+    assert (np.asarray(result.pareto_k)[const] == 0).all()
+    assert table.elpd.tolist() == pytest.approx([result.elpd] * 2)
+    messages = []
+    text = report_module.render_report(fit, n_rep=10, n_sim=20, warn=lambda t, m: messages.append((t, m)))
+    assert messages == [] and f"{result.elpd:.4g}" in _section(text, "loo")

@@ -6,8 +6,8 @@ at that truth the specs' ODE solutions (diffrax) match the generator's (scipy).
 
 Slow (short chains, 2 x 300 draws after 300 tuning steps, fixed seed; on 2
 cores about 45 s for mm_2cmt_iv, 80-90 s for mm_1cmt_oral, 120 s for
-transit_oral and 5-10 s for indomethacin, most of it nutpie's first warm-up
-iterations and the XLA compilation):
+transit_oral, 150-300 s for irm_oral and 5-10 s for indomethacin, most of it
+nutpie's first warm-up iterations and the XLA compilation):
 
 * each simulated ODE model recovers its truth: every population typical value
   inside its 90% posterior interval, no divergences (irm_oral: a PK/PD model

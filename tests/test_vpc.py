@@ -217,10 +217,46 @@ def test_pcvpc_uses_the_median_pred_over_replicates(pc_model):
     np.testing.assert_allclose(vpc(pc_model, pred_corr=True, replicates=reps).points.DV, PC_LB0_HAND)
 
 
-def test_pcvpc_refuses_pred_at_or_below_the_lower_bound(pc_model):
+def test_pcvpc_excludes_and_counts_pred_at_or_below_the_lower_bound(pc_model):
+    """The stated rule (issue 16): an observation with PRED <= lb has no correction; it is left out of the
+    pcVPC, observed and simulated alike, and counted. Here lb = 1 and s1 at t = 4 has PRED exactly 1."""
+    sim = np.tile(PC_DV, (20, 1))
+    sim[:, 1] = 1e6  # the excluded observation's simulated values: they would dominate bin t = 4's bands
+    result = vpc(pc_model, pred_corr=True, lower_bound=1.0, replicates=_replicates(sim, PC_PRED))
+    # kept: bin t=1 PRED 2, 4, 5 (median 4); bin t=4 PRED 1.5, 3 (median 2.25, without the excluded 1)
+    # pcDV = 1 + (DV - 1) (PRED_bin - 1) / (PRED - 1)
+    by_hand = np.array([1 + 2 * 3 / 1, 1 + 5 * 3 / 3, 1 + 1 * 1.25 / 0.5, 1 + 3 * 3 / 4, 1 + 1.4 * 1.25 / 2])
+    np.testing.assert_allclose(by_hand, [7.0, 6.0, 3.5, 3.25, 1.875])
+    np.testing.assert_allclose(result.points.DV, by_hand)  # s1 t1, s2 t1, s2 t4, s3 t1, s3 t4
+    np.testing.assert_array_equal(result.points.bin, [0, 0, 1, 0, 1])
+    t = result.table.set_index("bin")
+    assert t.n_obs.tolist() == [3, 2]
+    for j, kept in ((0, by_hand[[0, 1, 3]]), (1, by_hand[[2, 4]])):
+        for p, name in zip((0.05, 0.5, 0.95), PI_NAMES):
+            assert t.loc[j, f"obs_{name}"] == pytest.approx(np.quantile(kept, p))
+            assert t.loc[j, f"sim_{name}_hi"] == pytest.approx(np.quantile(kept, p))  # no 1e6 in the bands
+    assert result.settings["n_excluded"] == 1 and result.settings["lower_bound"] == 1.0
+    assert result.excluded[["ID", "TIME", "DV", "PRED"]].values.tolist() == [[1, 4.0, 0.8, 1.0]]
+    note = "1 of 6 observations with PRED <= 1 excluded from the prediction correction"
+    assert result.settings["exclusion_note"] == note
+    assert note in result.figure._suptitle.get_text()
+    # the default lb = 0 excludes nothing here; the plain VPC never excludes
+    for kwargs in ({"pred_corr": True}, {"lower_bound": 1.0}):
+        other = vpc(pc_model, replicates=_replicates(sim, PC_PRED), **kwargs)
+        assert other.settings["n_excluded"] == 0 and other.excluded.empty and len(other.points) == 6
+        assert "excluded" not in other.figure._suptitle.get_text()
+
+
+def test_pcvpc_refuses_when_every_pred_is_at_or_below_the_lower_bound(pc_model):
     reps = _replicates(np.tile(PC_DV, (5, 1)), PC_PRED)
-    with pytest.raises(bpk.BayesPKError, match="PRED > lower bound"):
-        vpc(pc_model, pred_corr=True, lower_bound=1.0, replicates=reps)  # one PRED is exactly 1
+    with pytest.raises(bpk.BayesPKError, match=r"PRED > lower bound 5 .* all 6 observations have PRED <= 5: "
+                                               r"nothing is left to plot; lower the lower bound"):
+        vpc(pc_model, pred_corr=True, lower_bound=5.0, replicates=reps)  # the largest PRED is exactly 5
+    with pytest.raises(bpk.BayesPKError, match=r"all 6 observations have PRED <= 0 \(PRED 0: no drug yet, e\.g\. "
+                                               r"at or before the first dose\)"):
+        vpc(pc_model, pred_corr=True, replicates=_replicates(np.tile(PC_DV, (5, 1)), np.zeros(6)))
+    with pytest.raises(bpk.BayesPKError, match="lower_bound must be a finite number"):
+        vpc(pc_model, pred_corr=True, lower_bound=float("nan"), replicates=reps)
 
 
 @pytest.fixture(scope="module")

@@ -25,15 +25,71 @@ LOO_K_THRESHOLD = 0.7
 
 
 def _loglik_tree(fit, by: str) -> xr.DataTree:
-    ll = fit.log_likelihood()
-    if by == "obs":
-        pass
-    elif by == "subject":
-        subject = fit.tree["constant_data"]["SUBJECT"].values
-        ll = ll.assign_coords(subject=("obs", subject)).groupby("subject").sum().rename(subject="ID_loo")
-    else:
+    """The pointwise log-likelihood as ArviZ wants it: one array, one point per observation (``by="obs"``)
+    or per subject (``by="subject"``, summed over the subject's observations).
+
+    A PK/PD fit has two arrays, ``DV`` (dim ``obs``) and ``DV_PD`` (dim ``pd_obs``): each observation of
+    either kind is one point (concentrations first), and a subject's point sums both kinds.
+    """
+    if by not in ("obs", "subject"):
         raise BayesPKError(f"by must be 'obs' or 'subject', got {by!r}")
+    ll = fit.log_likelihood()
+    const = fit.tree["constant_data"]
+    if len(ll.data_vars) == 1:  # PK only: as it always was
+        if by == "subject":
+            ll = ll.assign_coords(subject=("obs", const["SUBJECT"].values)).groupby("subject").sum()
+            ll = ll.rename(subject="ID_loo")
+    else:
+        parts = []
+        for name, da in ll.data_vars.items():
+            dim = next(d for d in da.dims if d not in ("chain", "draw"))
+            prefix = {"obs": "", "pd_obs": "PD_"}[dim]
+            if by == "obs":
+                parts.append(da.drop_vars(dim, errors="ignore").rename({dim: "obs"}).assign_coords(
+                    ROW=("obs", const[f"{prefix}ROW"].values)))
+            else:
+                parts.append(da.assign_coords(subject=(dim, const[f"{prefix}SUBJECT"].values))
+                             .groupby("subject").sum().rename(subject="ID_loo"))
+        if by == "obs":
+            joint = xr.concat(parts, dim="obs")
+            joint = joint.assign_coords(obs=np.arange(joint.sizes["obs"]))
+        else:
+            joint = sum(xr.align(*parts, join="outer", fill_value=0.0))
+        ll = xr.Dataset({"+".join(ll.data_vars): joint})
     return xr.DataTree(children={"posterior": fit.tree["posterior"], "log_likelihood": xr.DataTree(ll)})
+
+
+def _az_loo(tree: xr.DataTree, fit, by: str):
+    """``az.loo`` of a log-likelihood tree, pointwise.
+
+    A point whose log-likelihood is the same in every draw (e.g. a BLQ observation with probability 1 of
+    being below the LLOQ in every draw) needs no importance sampling: its leave-one-out density is that
+    value exactly. ArviZ cannot fit a Pareto tail to it ("All tail values are the same"), so such points
+    get uniform weights and Pareto k 0, the others ArviZ's own PSIS weights. Any other failure of the tail
+    fit (a chain stuck at one value) becomes a user error that says so.
+    """
+    ll = next(iter(tree["log_likelihood"].to_dataset().data_vars.values()))
+    spread = (ll.max(("chain", "draw")) - ll.min(("chain", "draw"))).values
+    const = spread < np.finfo(float).tiny
+    try:
+        if not const.any():
+            return az.loo(tree, pointwise=True)
+        n_samples = ll.sizes["chain"] * ll.sizes["draw"]
+        log_weights = xr.full_like(ll, -np.log(n_samples), dtype=float)  # uniform, normalised as ArviZ's
+        pareto_k = xr.zeros_like(ll.isel(chain=0, draw=0, drop=True), dtype=float)
+        if not const.all():
+            rest = az.loo(xr.DataTree(children={"posterior": tree["posterior"], "log_likelihood": xr.DataTree(
+                xr.Dataset({ll.name: ll[..., ~const]}))}), pointwise=True)
+            log_weights.values[..., ~const] = rest.log_weights.transpose(*ll.dims).values
+            pareto_k.values[~const] = rest.pareto_k.values
+        return az.loo(tree, pointwise=True, log_weights=log_weights, pareto_k=pareto_k)
+    except ValueError as e:
+        if "tail values are the same" not in str(e):
+            raise
+        raise BayesPKError(f"{fit.spec.name}: PSIS-LOO cannot be computed: the largest importance ratios of "
+                           f"some {'observation' if by == 'obs' else 'subject'} are identical across draws (a "
+                           f"chain stuck at one value?); check convergence and refit with more draws "
+                           f"(ArviZ: {e})") from None
 
 
 def loo(fit, *, by: str = "obs"):
@@ -43,7 +99,7 @@ def loo(fit, *, by: str = "obs"):
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = az.loo(_loglik_tree(fit, by), pointwise=True)
+        result = _az_loo(_loglik_tree(fit, by), fit, by)
     k = np.asarray(result.pareto_k).ravel()
     bad = int((k > LOO_K_THRESHOLD).sum())
     if bad:
@@ -86,9 +142,9 @@ def compare(fits: dict, *, by: str = "obs") -> pd.DataFrame:
     trees = {name: _loglik_tree(f, by) for name, f in loaded.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = az.compare(trees, round_to="none")
-        bad = {name: int((np.asarray(az.loo(t, pointwise=True).pareto_k) > LOO_K_THRESHOLD).sum())
-               for name, t in trees.items()}
+        loos = {name: _az_loo(t, loaded[name], by) for name, t in trees.items()}
+        table = az.compare(loos, round_to="none")
+    bad = {name: int((np.asarray(r.pareto_k) > LOO_K_THRESHOLD).sum()) for name, r in loos.items()}
     table = table.rename(columns={"p": "p_loo"})
     table["n_bad_k"] = pd.Series(bad)
     keep = [c for c in ("rank", "elpd", "se", "p_loo", "elpd_diff", "dse", "weight", "n_bad_k") if c in table]

@@ -10,6 +10,15 @@ its median and a 90% interval.
   typical-subject prediction (median over posterior draws) and ``PRED_bin``
   its median in the bin; on a log scale ``pcY = Y + PRED_bin - PRED``.
   Applied alike to observed and simulated values (and to the LLOQ).
+  **Rule for PRED at or below the lower bound**: the correction is undefined
+  there (division by ``PRED - lb <= 0``), so an observation with
+  ``PRED <= lb`` (or an undefined PRED; on a log scale: a PRED that is not
+  finite) is **excluded** from the prediction-corrected VPC, the observation
+  and its simulated values in every replicate alike, and counted: the figure
+  states how many, ``VPC.settings["n_excluded"]`` gives the count and
+  ``VPC.excluded`` the rows. Typical case, ``lb = 0``: a sample at or before
+  the first dose (or within an absorption lag), where ``PRED = 0``. Only when
+  nothing is left is the pcVPC refused. The plain VPC keeps every observation.
 * Censoring: with BLQ data the fraction below LLOQ per bin is compared
   (observed vs simulated), and an observed or simulated percentile that falls
   below the LLOQ is not drawn as a value (it is only known to be below it).
@@ -29,6 +38,7 @@ from bayespk.evaluate.simulation import observation_table, prior_replicates, sim
 __all__ = ["VPC", "vpc", "bin_edges", "prediction_correct"]
 
 LOW, HIGH = -1e300, 1e300  # stand-ins for left- / right-censored values when taking percentiles
+EXCLUDED_COLUMNS = ["strat", "ID", "TIME", "ROW", "DV", "PRED"]  # VPC.excluded
 
 
 @dataclass
@@ -42,6 +52,7 @@ class VPC:
     table: pd.DataFrame
     points: pd.DataFrame
     settings: dict = field(default_factory=dict)
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXCLUDED_COLUMNS))
 
     def __iter__(self):
         yield self.figure
@@ -173,7 +184,9 @@ def vpc(
     log_dv : bool
         The DV is on a log scale: prediction correction becomes additive.
     lower_bound : float
-        ``lb`` of the prediction correction (0 for concentrations).
+        ``lb`` of the prediction correction (0 for concentrations). Observations
+        with ``PRED <= lower_bound`` are excluded from the pcVPC and counted
+        (see the module docstring); refused only when that leaves none.
     strat : str, optional
         Stratify by a column of the dataset (covariate) or ``"DOSE"`` (the
         subject's first dose amount).
@@ -187,8 +200,11 @@ def vpc(
     -------
     VPC
         ``figure``, ``table`` (one row per stratum and bin: bin limits, n,
-        observed and simulated percentiles, fraction below LLOQ) and
-        ``points`` (the observations as plotted).
+        observed and simulated percentiles, fraction below LLOQ),
+        ``points`` (the observations as plotted), ``settings`` (the options,
+        and ``n_excluded``: observations left out of the prediction
+        correction, 0 without it) and ``excluded`` (those observations: strat,
+        ID, TIME, dataset ROW, DV, PRED).
     """
     if not 0 < ci < 1 or not all(0 < p < 1 for p in pi):
         raise BayesPKError("ci and every pi must be probabilities strictly between 0 and 1")
@@ -205,6 +221,22 @@ def vpc(
         reps = prior_replicates(source, n_rep, seed=seed)
     sim = reps["DV_sim"].values  # (rep, obs)
     pred = np.median(reps["PRED"].values, axis=0)
+    excluded = np.zeros(len(obs), dtype=bool)
+    if pred_corr:
+        if not np.isfinite(lower_bound):
+            raise BayesPKError(f"lower_bound must be a finite number, got {lower_bound!r}")
+        # the stated rule: no correction is defined where PRED <= lb (log scale: PRED not finite)
+        excluded = ~np.isfinite(pred) if log_dv else ~(pred > lower_bound)
+        if excluded.all() and log_dv:
+            raise BayesPKError(f"prediction correction on the log scale needs a finite PRED, and all {len(obs)} "
+                               "observations have none: nothing is left to plot; use the plain VPC (no pred_corr, "
+                               "--no-pred-corr)")
+        if excluded.all():
+            raise BayesPKError(
+                f"prediction correction needs PRED > lower bound {lower_bound:g} for an observation to be "
+                f"corrected, and all {len(obs)} observations have PRED <= {lower_bound:g}"
+                f"{_PRED0 if np.all(pred[excluded] == 0) else ''}: nothing is left to plot; lower the lower "
+                "bound (lower_bound=, --lower-bound) or use the plain VPC (no pred_corr, --no-pred-corr)")
     lloq = np.where(obs.CENS == 1, obs.LIMIT, obs.LLOQ if "LLOQ" in obs else np.nan).astype(float)
     censored = (obs.CENS.to_numpy() != 0).any() or np.isfinite(lloq).any()
     y = np.where(obs.CENS == 1, LOW, np.where(obs.CENS == -1, HIGH, obs.DV)).astype(float)
@@ -215,17 +247,16 @@ def vpc(
     rows, points = [], []
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     for level in levels:
-        in_s = strata == level
+        in_s = (strata == level) & ~excluded
+        if not in_s.any():
+            continue  # every observation of this stratum excluded (counted in n_excluded)
         t = obs.TIME.to_numpy()[in_s]
         edges = bin_edges(t, bins, binning)
         b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(edges) - 2)
         y_s, sim_s, pred_s, lloq_s = y[in_s], sim[:, in_s], pred[in_s], lloq[in_s]
         if pred_corr:
             pred_bin = np.array([np.median(pred_s[b == j]) for j in b])
-            if not log_dv and np.any(pred_s <= lower_bound):
-                raise BayesPKError("prediction correction needs PRED > lower bound for every observation "
-                                   "(an observation before the first dose has PRED 0); exclude such rows "
-                                   "or set lower_bound")
+
             def corr(v, pred_s=pred_s, pred_bin=pred_bin):  # censored stand-ins stay as they are
                 return np.where(np.abs(v) >= HIGH / 2, v, prediction_correct(
                     v, pred_s, pred_bin, lower_bound=lower_bound, log_dv=log_dv))
@@ -266,9 +297,30 @@ def vpc(
     settings = dict(n_rep=int(reps.sizes["rep"]), pi=tuple(pi), ci=ci, pred_corr=pred_corr, log_dv=log_dv,
                     strat=strat, bins=bins if isinstance(bins, str) else int(bins) if np.ndim(bins) == 0 else list(bins),
                     binning=binning,
-                    kind="posterior" if fitted else "prior")
+                    kind="posterior" if fitted else "prior",
+                    lower_bound=float(lower_bound), n_excluded=int(excluded.sum()), n_obs=len(obs))
+    dropped = pd.DataFrame({"strat": strata[excluded], "ID": obs.ID.to_numpy()[excluded],
+                            "TIME": obs.TIME.to_numpy()[excluded], "ROW": obs.ROW.to_numpy()[excluded],
+                            "DV": obs.DV.to_numpy()[excluded], "PRED": pred[excluded]}, columns=EXCLUDED_COLUMNS)
+    settings["exclusion_note"] = exclusion_note(settings, dropped.PRED.to_numpy())
     fig = plot_vpc(table, points, settings, log_y=log_y, title=source.spec.name)
-    return VPC(fig, table, points, settings)
+    return VPC(fig, table, points, settings, dropped)
+
+
+_PRED0 = " (PRED 0: no drug yet, e.g. at or before the first dose)"
+
+
+def exclusion_note(settings: dict, pred_excluded=None) -> str:
+    """One sentence saying how many observations the prediction correction left out ("" if none)."""
+    n = settings.get("n_excluded", 0)
+    if not settings.get("pred_corr") or not n:
+        return ""
+    what = "a PRED that is not finite" if settings.get("log_dv") else f"PRED <= {settings['lower_bound']:g}"
+    why = _PRED0 if pred_excluded is not None and len(pred_excluded) and np.all(pred_excluded == 0) else ""
+    total = settings.get("n_obs")
+    of = f" of {total}" if total else ""
+    return (f"{n}{of} observation{'s' if (total or n) != 1 else ''} with {what} excluded from the prediction "
+            f"correction{why}")
 
 
 def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y: bool = False, title: str = ""):
@@ -324,6 +376,8 @@ def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y
     kind = "prediction-corrected VPC" if settings["pred_corr"] else "VPC"
     if settings.get("kind") == "prior":
         kind = f"prior predictive check ({kind})"
-    fig.suptitle(f"{title}: {kind}, {settings['n_rep']} replicates with new subjects", fontsize=10)
+    note = settings.get("exclusion_note") or exclusion_note(settings)
+    fig.suptitle(f"{title}: {kind}, {settings['n_rep']} replicates with new subjects"
+                 + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
     return fig
