@@ -9,6 +9,7 @@
 ``bayespk prior map|robustify|show`` MAP / robust prior files (see bayespk/borrowing/README.md)
 ``bayespk nca CSV [--out FILE]``     non-compartmental analysis of the observed data
 ``bayespk simulate RUN_DIR --regimen SPEC ... --out DIR``  regimen simulation: exposure, target attainment
+``bayespk export RUN_DIR --format nonmem [--out DIR]``  sdtab, patab, run.ext for xpose / R
 
 Exit status: 0 success; 1 internal error (a bug in bayespk; ``--debug`` shows
 the traceback); 2 user error (bad data, spec, options, files; one paragraph on
@@ -83,10 +84,19 @@ def _parser() -> argparse.ArgumentParser:
                         "--no-pred-corr: the plain VPC)")
     v.add_argument("--lower-bound", type=float, default=0.0, metavar="X", help=LOWER_BOUND_HELP)
     v.add_argument("--strat", help="stratify by a dataset column, or DOSE (first dose amount)")
+    v.add_argument("--strat-labels", metavar="'V=LABEL;V=LABEL'",
+                   help="panel titles of the strata, e.g. --strat-labels '0=APGR >= 5;1=APGR < 5' (split on ';', "
+                        "then on the first '='; default titles: COLUMN = value)")
+    v.add_argument("--x", default="TIME", metavar="TIME|TAD|COLUMN",
+                   help="x axis, binned: TIME (default), TAD (time after the most recent dose, ADDL repeats "
+                        "included, computed from the dose records; the time itself before the first dose) or "
+                        "any numeric dataset column")
     v.add_argument("--n-rep", type=int, default=200, help="replicates of the study (default 200)")
-    v.add_argument("--bins", default="auto", help="auto, a number of bins, or comma-separated edges")
+    v.add_argument("--bins", default="auto", help="auto, a number of bins, or comma-separated edges (on --x)")
     v.add_argument("--binning", choices=["kmeans", "quantile"], default="kmeans")
-    v.add_argument("--log-y", action="store_true", help="log y axis")
+    v.add_argument("--log-y", action="store_true",
+                   help="log y axis (simulated values below 0 are read as 0; values at 0 are drawn at the "
+                        "bottom of the axis, marked)")
     v.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("report", help="write a self-contained HTML report of a run")
@@ -117,6 +127,19 @@ def _parser() -> argparse.ArgumentParser:
     from bayespk.simulate.cli import add_parser as add_simulate_parser
 
     add_simulate_parser(sub)  # bayespk simulate RUN_DIR --regimen SPEC ... --out DIR
+
+    e = sub.add_parser("export",
+                       help="export a run as NONMEM-style tables (sdtab, patab, run.ext) for xpose / R")
+    e.add_argument("run_dir")
+    e.add_argument("--format", default="nonmem", help="table format: nonmem (default; the only one)")
+    e.add_argument("--out", help="folder for the files (default RUN_DIR/nonmem)")
+    e.add_argument("--draws", type=int, default=400,
+                   help="posterior draws for PRED, IPRED and the individual parameters (default 400)")
+    e.add_argument("--n-sim", type=int, default=500,
+                   help="replicates of the study simulated for EPRED, ECWRES and NPDE (default 500)")
+    e.add_argument("--npde", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the NPDE column (default --npde)")
+    e.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return p
 
 
@@ -124,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``bayespk ARGS``; returns the exit status (see the module docstring)."""
     args = _parser().parse_args(argv)
     commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
-                "compare": _compare, "prior": _prior, "nca": _nca, "simulate": _simulate}
+                "compare": _compare, "prior": _prior, "nca": _nca, "simulate": _simulate,
+                "export": _export}
     with _sigterm_as_interrupt():
         try:
             return commands[args.command](args)
@@ -345,6 +369,24 @@ def _finite(option: str, value: float) -> None:
         raise SpecError(f"--{option} must be a finite number, got {value}")
 
 
+def _strat_labels(text: str | None) -> dict | None:
+    """``'0=APGR >= 5;1=APGR < 5'`` -> {"0": "APGR >= 5", "1": "APGR < 5"} (split on ';', then the first '=')."""
+    from bayespk.errors import BayesPKError
+
+    if text is None:
+        return None
+    labels = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        value, eq, label = part.partition("=")
+        if not eq or not value.strip() or not label.strip():
+            raise BayesPKError(f"--strat-labels {text!r}: expected VALUE=LABEL pairs separated by ';', "
+                               f"e.g. '0=APGR >= 5;1=APGR < 5' (got {part!r})")
+        labels[value.strip()] = label.strip()
+    return labels
+
+
 def _vpc(args) -> int:
     from bayespk.errors import BayesPKError
 
@@ -358,10 +400,12 @@ def _vpc(args) -> int:
         except ValueError:
             raise BayesPKError(f"--bins {bins!r}: expected auto, a number, or comma-separated edges") from None
         bins = int(parts[0]) if len(parts) == 1 else parts
+    labels = _strat_labels(args.strat_labels)
     fit = _load_run(args.run_dir)
     print(f"simulating {args.n_rep} replicates of the study with new subjects ...", flush=True)
     result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound, strat=args.strat,
-                     bins=bins, binning=args.binning, log_y=args.log_y, seed=args.seed)
+                     strat_labels=labels, x=args.x, bins=bins, binning=args.binning, log_y=args.log_y,
+                     seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.figure.savefig(out / "vpc.png", dpi=110, bbox_inches="tight")
@@ -415,6 +459,26 @@ def _compare(args) -> int:
         print("\nnote: Pareto k > 0.7 for some points (n_bad_k); those LOO terms are unreliable", file=sys.stderr)
     if args.out:
         table.to_csv(args.out)
+    return 0
+
+
+def _export(args) -> int:
+    """``bayespk export``: NONMEM-style tables of a run (see :mod:`bayespk.evaluate.export`)."""
+    from bayespk.errors import BayesPKError
+    from bayespk.evaluate.export import EXPORT_FORMATS, export_nonmem
+
+    if args.format not in EXPORT_FORMATS:
+        raise BayesPKError(f"--format {args.format!r}: unknown export format; expected one of "
+                           f"{', '.join(EXPORT_FORMATS)}")
+    _positive("draws", args.draws, 10**7)
+    _check_range("n-sim", args.n_sim, 2, 10**6)
+    _check_range("seed", args.seed, 0, SEED_MAX)
+    fit = _load_run(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "nonmem"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        written = export_nonmem(fit, out, draws=args.draws, n_sim=args.n_sim, npde=args.npde, seed=args.seed)
+    print(f"wrote {', '.join(p.name for p in written.values())} in {out}")
     return 0
 
 

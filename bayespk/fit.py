@@ -209,12 +209,28 @@ def _log_likelihood_dtype(option: str, tree: xr.DataTree, model: PopulationModel
 
 
 def _log_likelihood(tree: xr.DataTree, pm_model: pm.Model) -> xr.Dataset:
-    """Pointwise log-likelihood of every observed variable at every posterior draw."""
+    """Pointwise log-likelihood of every observed variable at every posterior draw.
+
+    As ``pm.compute_log_likelihood``, which (PyMC 6.4) fails on a model whose value variable keeps its
+    transform's name after the transforms are removed (the LKJ correlation of ``[iiv] correlated``: value
+    ``chol_corr_iiv_cholesky`` for the variable ``chol_corr_iiv``): the posterior is given to the
+    elementwise log-density under the value variables' names.
+    """
+    from pymc.backends.arviz import apply_function_over_dataset, coords_and_dims_for_inferencedata
+    from pymc.model.transform.conditioning import remove_value_transforms
+
+    umodel = remove_value_transforms(pm_model)
+    observed = list(umodel.observed_RVs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        out = pm.compute_log_likelihood(xr.DataTree(children={"posterior": tree["posterior"]}), model=pm_model,
-                                        progressbar=False, extend_inferencedata=False)
-    return out.to_dataset() if isinstance(out, xr.DataTree) else out
+        fn = umodel.compile_fn(inputs=umodel.value_vars, outs=umodel.logp(vars=observed, sum=False),
+                               on_unused_input="ignore")
+    post = tree["posterior"].to_dataset()
+    values = {rv.name: umodel.rvs_to_values[rv] for rv in umodel.free_RVs}
+    inputs = xr.Dataset({v.name: post[name].astype(v.type.dtype, copy=False) for name, v in values.items()})
+    coords, dims = coords_and_dims_for_inferencedata(umodel)
+    return apply_function_over_dataset(fn, inputs, output_var_names=[rv.name for rv in observed],
+                                       sample_dims=["chain", "draw"], dims=dims, coords=coords, progressbar=False)
 
 
 # ------------------------------------------------------------------ provenance and checks before sampling

@@ -46,6 +46,10 @@ AUC
     AUC0_t (AUClast) runs from the dose time to Tlast, the time of the last
     concentration > 0. AUC0_inf = AUC0_t + Clast / lambda_z with the observed
     Clast; AUC_pct_extrap = 100 (AUC0_inf - AUC0_t) / AUC0_inf.
+    ``AUC_extrap_over_20`` is True where AUC_pct_extrap > 20 (usual NCA
+    practice, e.g. EMA/FDA bioequivalence guidance): AUC0_inf, and CL_over_F
+    and Vz_over_F from it, then rest mostly on the extrapolation and are
+    unreliable; ``note`` says so. The values are still reported.
 lambda_z
     ``"auto"``: log-linear least-squares fits to the last n positive
     concentrations after Tmax (Tmax itself excluded, zeros excluded), for every
@@ -86,11 +90,12 @@ AUC_METHODS = ("linear-up-log-down", "linear")
 ROUTES = ("auto", "extravascular", "iv-bolus", "iv-infusion")
 NCA_COLUMNS = [
     "ID", "dose", "dose_time", "interval_end", "route", "n_obs", "C0",
-    "Cmax", "Tmax", "Clast", "Tlast", "AUC0_t", "AUC0_inf", "AUC_pct_extrap",
+    "Cmax", "Tmax", "Clast", "Tlast", "AUC0_t", "AUC0_inf", "AUC_pct_extrap", "AUC_extrap_over_20",
     "lambda_z", "lambda_z_n_points", "lambda_z_t_first", "lambda_z_t_last", "lambda_z_r2",
-    "lambda_z_adj_r2", "lambda_z_span_ratio", "t_half", "CL_over_F", "Vz_over_F", "reason",
+    "lambda_z_adj_r2", "lambda_z_span_ratio", "t_half", "CL_over_F", "Vz_over_F", "reason", "note",
 ]  # fmt: skip
 EXPOSURES = ("Cmax", "Tmax", "AUC0_t", "AUC0_inf")
+MAX_PCT_EXTRAP = 20.0  # AUC_pct_extrap above this flags AUC0_inf as unreliable
 
 
 # ---------------------------------------------------------------------- observed NCA
@@ -132,9 +137,12 @@ def nca(
         One row per subject, columns :data:`NCA_COLUMNS`: ``ID, dose, dose_time,
         interval_end`` (time of the next dose, NaN for none), ``route, n_obs``
         (observations used), ``C0, Cmax, Tmax, Clast, Tlast, AUC0_t`` (AUClast),
-        ``AUC0_inf, AUC_pct_extrap, lambda_z, lambda_z_n_points,
+        ``AUC0_inf, AUC_pct_extrap, AUC_extrap_over_20`` (True where
+        AUC_pct_extrap > 20: AUC0_inf unreliable), ``lambda_z, lambda_z_n_points,
         lambda_z_t_first, lambda_z_t_last, lambda_z_r2, lambda_z_adj_r2,
-        lambda_z_span_ratio, t_half, CL_over_F, Vz_over_F, reason``.
+        lambda_z_span_ratio, t_half, CL_over_F, Vz_over_F, reason`` (why a
+        value is NaN), ``note`` (a warning on values computed, e.g. the
+        extrapolated fraction). ``ID`` is the dataset's ID, as written.
 
     Examples
     --------
@@ -154,7 +162,11 @@ def nca(
         auc_method=auc_method,
         route=route,
     )
-    return pd.DataFrame([{k: r[k] for k in NCA_COLUMNS} for r in rows], columns=NCA_COLUMNS)
+    table = pd.DataFrame([{k: r[k] for k in NCA_COLUMNS} for r in rows], columns=NCA_COLUMNS)
+    table["AUC_extrap_over_20"] = table["AUC_extrap_over_20"].astype(bool)
+    if rows and all(isinstance(r["ID"], (int, np.integer)) for r in rows):
+        table["ID"] = table["ID"].astype(np.int64)  # never through float: IDs as written
+    return table
 
 
 def _analyse(data, *, dose_time, lambda_z, min_points, adj_r2_tol, blq, auc_method, route) -> list[dict]:
@@ -239,7 +251,8 @@ def _expand_doses(doses: pd.DataFrame) -> pd.DataFrame:
 
 def _empty(sid) -> dict:
     row = dict.fromkeys(NCA_COLUMNS, np.nan)
-    row.update(ID=sid, route="", n_obs=0, lambda_z_n_points=0, reason="", _t_first=np.nan)
+    row.update(ID=sid, route="", n_obs=0, lambda_z_n_points=0, reason="", note="", AUC_extrap_over_20=False,
+               _t_first=np.nan)
     return row
 
 
@@ -360,6 +373,10 @@ def _subject(sid, obs, doses, *, dose_time, lambda_z, min_points, adj_r2_tol, bl
     row["AUC0_inf"] = auc_inf
     if np.isfinite(auc_inf) and auc_inf > 0:
         row["AUC_pct_extrap"] = 100.0 * (auc_inf - auc_t) / auc_inf
+        if row["AUC_pct_extrap"] > MAX_PCT_EXTRAP:
+            row["AUC_extrap_over_20"] = True
+            row["note"] = (f"AUC_pct_extrap {row['AUC_pct_extrap']:.1f}% > {MAX_PCT_EXTRAP:g}%: AUC0_inf (and "
+                           "CL_over_F, Vz_over_F) rest mostly on the extrapolation, unreliable")
         row["CL_over_F"] = row["dose"] / auc_inf
         row["Vz_over_F"] = row["dose"] / (lz * auc_inf)
     return done()
@@ -664,6 +681,7 @@ def cli(args) -> int:
         "AUC0_t",
         "AUC0_inf",
         "AUC_pct_extrap",
+        "AUC_extrap_over_20",
         "lambda_z",
         "lambda_z_n_points",
         "t_half",
@@ -672,13 +690,14 @@ def cli(args) -> int:
     with pd.option_context(
         "display.float_format", "{:.4g}".format, "display.width", 160, "display.max_rows", 500
     ):
-        print(table[shown].to_string(index=False))
-    flagged = table[table.reason != ""]
-    for _, r in flagged.iterrows():
-        print(f"ID {_label(r.ID)}: {r.reason}", file=sys.stderr)
+        print(table[shown].assign(ID=table.ID.map(_label)).to_string(index=False))
+    for _, r in table.iterrows():
+        for text in (r.reason, r.note):
+            if text:
+                print(f"ID {_label(r.ID)}: {text}", file=sys.stderr)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        table.assign(ID=table.ID.map(_label)).to_csv(out, index=False)  # IDs exactly as in the data
         print(f"wrote {out} ({len(table)} subject{'s' * (len(table) != 1)})")
     return 0

@@ -175,3 +175,26 @@ def test_jax_backend_samples_the_same_posterior_as_numba():
     assert fits["jax"].diagnostics()["divergences"] == 0
     with pytest.raises(bpk.SpecError, match="backend"):
         bpk.fit(model, backend="cuda")
+
+
+@pytest.mark.filterwarnings("ignore::bayespk.errors.ConvergenceWarning")
+def test_correlated_iiv_fit_stores_its_pointwise_log_likelihood():
+    """[iiv] correlated (an LKJ correlation, whose value variable keeps its transform's name): the fit stores
+    the log-likelihood, equal at a draw to the model's own DV terms at that draw (pm.compute_log_likelihood
+    fails on such a model in PyMC 6.4)."""
+    d = bpk.Spec.from_toml(MODELS / "theophylline_1cmt_oral.toml").to_dict()
+    d["iiv"] = {"correlated": ["CL", "V"]}
+    model = bpk.PopulationModel(d)
+    fit = model.fit(draws=20, tune=20, chains=1, progress=False)
+    stored = fit.tree["log_likelihood"]["DV"].values
+    pm_model = model.build()
+    draw = fit.posterior.isel(chain=0, draw=7)
+    point = {}
+    for rv in pm_model.free_RVs:
+        value, transform = pm_model.rvs_to_values[rv], pm_model.rvs_to_transforms.get(rv)
+        x = draw[rv.name].values
+        point[value.name] = x if transform is None else transform.forward(x, *rv.owner.inputs).eval()
+    terms = pm_model.compile_fn(pm_model.logp(vars=[pm_model["DV"]], sum=False)[0], inputs=pm_model.value_vars,
+                                on_unused_input="ignore")(point)
+    assert stored.shape == (1, 20, model.design.n_obs)
+    np.testing.assert_allclose(stored[0, 7], terms, rtol=1e-5)  # stored as float32

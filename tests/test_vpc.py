@@ -21,6 +21,8 @@ from bayespk.evaluate.simulation import observation_table, simulate_replicates
 from bayespk.evaluate.vpc import VPC, bin_edges, prediction_correct, vpc
 from bayespk.simulate import simulate_observations, study_design
 
+from conftest import MODELS, ROOT
+
 PI_NAMES = ("p5", "p50", "p95")
 
 
@@ -624,3 +626,268 @@ def test_prior_predictive_check(calibrated_data, calibrated_vpc):
     prior_width = (result.table.sim_p50_hi - result.table.sim_p50_lo).median()
     post_width = (calibrated_vpc.table.sim_p50_hi - calibrated_vpc.table.sim_p50_lo).median()
     assert prior_width > 3 * post_width
+
+
+# ====================================================================== issue 16.3: x axis, LLOQ, support, labels
+def _multiple_dose_data() -> pd.DataFrame:
+    """Three subjects, 100 mg IV doses with ADDL repeats; the hand-computed TAD of each observation in TAD_HAND.
+
+    1: dose at 0 with II 12, ADDL 3 (doses 0, 12, 24, 36) and an extra dose record at 40.
+    2: an observation before the first dose, then a dose at 1 (II 24, ADDL 1: 1, 25) followed by an
+       observation at the same time 1 (the dose record comes first in the file: it is seen).
+    3: dose at 0 with II 24, ADDL 5, a reset (EVID 3) at 30 clears the doses (and cancels the repeats at 48,
+       72, ...): no dose is in effect after it."""
+    def dose(sid, t, ii=0.0, addl=0, evid=1):
+        return dict(ID=sid, TIME=t, AMT=100.0 if evid != 3 else np.nan, DV=np.nan, EVID=evid, MDV=1, CMT=1,
+                    II=ii, ADDL=addl)
+
+    def ob(sid, t, y):
+        return dict(ID=sid, TIME=t, AMT=np.nan, DV=y, EVID=0, MDV=0, CMT=1, II=0.0, ADDL=0)
+
+    rows = [dose(1, 0.0, 12.0, 3), ob(1, 2.0, 4.0), ob(1, 12.0, 1.5), ob(1, 30.0, 3.0), ob(1, 38.0, 4.5),
+            dose(1, 40.0), ob(1, 50.0, 3.5),
+            ob(2, 0.5, 0.2), dose(2, 1.0, 24.0, 1), ob(2, 1.0, 5.0), ob(2, 30.0, 2.0),
+            dose(3, 0.0, 24.0, 5), ob(3, 26.0, 4.0), dose(3, 30.0, evid=3), ob(3, 50.0, 0.5)]
+    return pd.DataFrame(rows)
+
+
+# observation order: s1 at 2, 12, 30, 38, 50; s2 at 0.5, 1, 30; s3 at 26, 50
+TIME_HAND = np.array([2.0, 12.0, 30.0, 38.0, 50.0, 0.5, 1.0, 30.0, 26.0, 50.0])
+TAD_HAND = np.array([
+    2.0,   # 2 - 0
+    12.0,  # the ADDL repeat at 12 comes after the observation at 12: last dose 0
+    6.0,   # 30 - 24
+    2.0,   # 38 - 36 (last repeat)
+    10.0,  # 50 - 40 (extra dose record; the repeats ended at 36)
+    0.5,   # before the first dose: the time itself
+    0.0,   # dose record at 1 placed before the observation at 1
+    5.0,   # 30 - 25 (the one repeat)
+    2.0,   # 26 - 24
+    50.0,  # the reset (EVID 3) at 30 clears every earlier dose: none in effect, so the time itself
+])  # fmt: skip
+
+
+# additive error: subject 2's pre-dose sample and subject 3's sample after the reset have prediction 0
+IV_ADDITIVE = bpk.Spec.from_dict({
+    "model": {"structure": "1cmt_iv"},
+    "parameters": {"CL": {"guess": 4.0}, "V": {"guess": 40.0}},
+    "error": {"model": "additive"},
+})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def multiple_dose_model():
+    return bpk.PopulationModel(IV_ADDITIVE, _multiple_dose_data())
+
+
+def test_time_after_dose_by_hand(multiple_dose_model):
+    obs = observation_table(multiple_dose_model)
+    np.testing.assert_array_equal(obs.TIME, TIME_HAND)
+    design = multiple_dose_model.design
+    tad = pd.Series(design.last_dose()[0], index=design.obs_row)
+    np.testing.assert_allclose(obs.ROW.map(tad), TAD_HAND)
+    assert len(tad) == len(TIME_HAND)  # observation records only
+    # the VPC carries it: points.x is TAD, points.TIME the time
+    result = vpc(multiple_dose_model, x="TAD", replicates=_replicates(np.tile(obs.DV, (5, 1))))
+    np.testing.assert_allclose(result.points.x, TAD_HAND)
+    np.testing.assert_allclose(result.points.TIME, TIME_HAND)
+    assert result.settings["x"] == "TAD"
+    assert result.figure.axes[0].get_xlabel() == "time after dose"
+    # the default x is TIME, unchanged
+    plain = vpc(multiple_dose_model, replicates=_replicates(np.tile(obs.DV, (5, 1))))
+    np.testing.assert_allclose(plain.points.x, TIME_HAND)
+    assert plain.settings["x"] == "TIME" and plain.figure.axes[0].get_xlabel() == "time"
+
+
+def test_binning_on_tad(multiple_dose_model):
+    obs = observation_table(multiple_dose_model)
+    reps = _replicates(np.tile(obs.DV, (5, 1)))
+    result = vpc(multiple_dose_model, x="tad", bins=[0.0, 3.0, 8.0, 60.0], replicates=reps)
+    t = result.table
+    assert t.t_lo.tolist() == [0.0, 3.0, 8.0] and t.t_hi.tolist() == [3.0, 8.0, 60.0]
+    # TAD 0, 0.5, 2, 2, 2 | 5, 6 | 10, 12, 50 (on TIME the bins would hold 2, 0.5, 1 | none | the rest)
+    assert t.n_obs.tolist() == [5, 2, 3]
+    np.testing.assert_allclose(t.t_mid, [np.median([0, 0.5, 2, 2, 2]), 5.5, 12.0])
+    expected_bin = np.searchsorted([3.0, 8.0], TAD_HAND, side="right")
+    np.testing.assert_array_equal(result.points.bin, expected_bin)
+    np.testing.assert_allclose(t.obs_p50, [np.median(obs.DV[expected_bin == j]) for j in range(3)])
+    # vertical bin lines at the TAD edges
+    edges = sorted({ln.get_xdata()[0] for ln in result.figure.axes[0].get_lines()
+                    if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2})
+    assert edges == [0.0, 3.0, 8.0, 60.0]
+    # auto binning on TAD: at most 10 distinct values, one bin each
+    auto = vpc(multiple_dose_model, x="TAD", replicates=reps).table
+    assert auto.t_mid.tolist() == sorted(set(TAD_HAND))
+
+
+def test_x_any_numeric_column_and_errors(multiple_dose_model):
+    data = _multiple_dose_data()
+    data["WT"] = data.ID.map({1: 60.0, 2: 75.5, 3: 90.0})
+    data["SITE"] = data.ID.map({1: "a", 2: "b", 3: "c"})
+    model = bpk.PopulationModel(IV_ADDITIVE, data)
+    reps = _replicates(np.ones((5, 10)))
+    result = vpc(model, x="WT", replicates=reps)
+    assert result.table.t_mid.tolist() == [60.0, 75.5, 90.0] and result.table.n_obs.tolist() == [5, 3, 2]
+    assert result.figure.axes[0].get_xlabel() == "WT"
+    with pytest.raises(bpk.BayesPKError, match=r"x: no column 'NOPE'; use TIME, TAD"):
+        vpc(model, x="NOPE", replicates=reps)
+    with pytest.raises(bpk.BayesPKError, match=r"x: column SITE must be a finite number .* 'a'"):
+        vpc(model, x="SITE", replicates=reps)
+
+
+def test_lloq_line_when_no_observation_is_censored(eight_subjects):
+    model, dv = eight_subjects
+    data = model.data.table.drop(columns="ROW").copy()
+    data["LLOQ"] = np.where(data.EVID == 0, 0.05, np.nan)  # an LLOQ column, every observation above it
+    with_lloq = bpk.PopulationModel(IV_SPEC, data)
+    assert observation_table(with_lloq).CENS.eq(0).all()
+    for kwargs in ({}, {"log_y": True}, {"x": "TAD"}):
+        result = vpc(with_lloq, replicates=_replicates(np.tile([7.0, 2.0], (10, 8))), **kwargs)
+        lines = [ln for ln in result.figure.axes[0].get_lines() if ln.get_label().startswith("LLOQ")]
+        assert len(lines) == 1, kwargs
+        assert lines[0].get_label() == "LLOQ (0.05)"
+        np.testing.assert_allclose(lines[0].get_ydata(), [0.05, 0.05])
+        assert "LLOQ (0.05)" in [t.get_text() for t in result.figure.axes[0].get_legend().get_texts()]
+        assert (result.table.obs_frac_blq == 0).all()
+    # no LLOQ in the data: no line
+    plain = vpc(model, replicates=_replicates(np.tile([7.0, 2.0], (10, 8))))
+    assert not [ln for ln in plain.figure.axes[0].get_lines() if ln.get_label().startswith("LLOQ")]
+
+
+def _band_y(ax) -> np.ndarray:
+    """The y of every vertex of the filled bands of a panel."""
+    return np.concatenate([p.vertices[:, 1] for c in ax.collections for p in c.get_paths()])
+
+
+def test_no_negative_band_on_a_log_axis_with_additive_error(eight_subjects):
+    """Additive error: simulated values scatter below 0. The support rule: percentiles of max(sim, 0)."""
+    model, _ = eight_subjects
+    rng = np.random.default_rng(7)
+    sim = np.tile([5.0, 1.0], 8) + rng.normal(0.0, 1.5, (100, 16))  # additive sd 1.5: many values < 0 at t = 4
+    assert np.median(np.quantile(sim[:, 1::2], 0.05, axis=1)) < 0  # the raw 5th percentile is negative at t = 4
+    result = vpc(model, replicates=_replicates(sim), log_y=True)
+    t = result.table
+    assert result.settings["dv_floor"] == 0.0
+    band = t[[c for c in t.columns if c.startswith("sim_")]].to_numpy(float)
+    assert (band >= 0).all()
+    late = t[t.bin == 1].iloc[0]
+    assert late.sim_p5_lo == 0 and late.sim_p5_median == 0
+    # the percentiles are those of max(sim, 0)
+    per_rep = np.quantile(np.maximum(sim[:, 1::2], 0), 0.95, axis=1)
+    assert late.sim_p95_median == pytest.approx(np.median(per_rep))
+    ax = result.figure.axes[0]
+    assert ax.get_yscale() == "log"
+    y = _band_y(ax)
+    assert (y[np.isfinite(y)] > 0).all()  # nothing at or below 0 is handed to the log axis
+    for ln in ax.get_lines():
+        if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2:
+            continue  # a bin edge (axvline: y in axes coordinates)
+        yd = np.asarray(ln.get_ydata(), float)
+        assert (yd[np.isfinite(yd)] > 0).all(), ln.get_label()
+    marked = [ln for ln in ax.get_lines() if ln.get_label() == "<= 0, drawn at the axis floor"]
+    assert len(marked) == 1 and marked[0].get_xdata().tolist() == [4.0]
+    floor = marked[0].get_ydata()[0]
+    assert 0 < floor < t[[c for c in t.columns if c.startswith(("sim_", "obs_p"))]].where(lambda v: v > 0).min().min()
+    # linear axis: the same clipped table, no markers; dv_floor=None keeps the raw negative percentiles
+    lin = vpc(model, replicates=_replicates(sim))
+    pd.testing.assert_frame_equal(lin.table, t)
+    assert (_band_y(lin.figure.axes[0]) >= 0).all()
+    raw = vpc(model, replicates=_replicates(sim), dv_floor=None).table
+    assert raw.sim_p5_median.iloc[1] < 0 and raw.sim_p5_median.iloc[1] == pytest.approx(
+        np.median(np.quantile(sim[:, 1::2], 0.05, axis=1)))
+    # a log-transformed DV has no floor at 0 ("auto"); an explicit floor applies to observed and simulated
+    logged = vpc(model, replicates=_replicates(sim), log_dv=True)
+    assert logged.settings["dv_floor"] is None and logged.table.sim_p5_median.iloc[1] < 0
+    floored = vpc(model, replicates=_replicates(sim), dv_floor=1.0).table
+    assert (floored.filter(like="sim_").to_numpy() >= 1.0).all() and (floored.filter(like="obs_").to_numpy() >= 1).all()
+    with pytest.raises(bpk.BayesPKError, match="dv_floor"):
+        vpc(model, replicates=_replicates(sim), dv_floor="zero")
+
+
+def test_strat_labels_in_titles():
+    profiles = {i: [(1.0, 5.0 + i), (4.0, 2.0 + i / 10)] for i in range(1, 7)}
+    extra = {i: {"APGRLOW": float(i > 3)} for i in profiles}  # read as 0.0 / 1.0
+    model = bpk.PopulationModel(IV_SPEC, _dataset(profiles, extra))
+    reps = _replicates(np.ones((4, 12)))
+    default = vpc(model, replicates=reps, strat="APGRLOW")
+    assert [ax.get_title() for ax in default.figure.axes] == ["APGRLOW = 0", "APGRLOW = 1"]  # not "0.0"
+    for labels in ({0: "APGR >= 5", 1: "APGR < 5"}, {"0": "APGR >= 5", "1.0": "APGR < 5"},
+                   {0.0: "APGR >= 5", 1: "APGR < 5"}):
+        result = vpc(model, replicates=reps, strat="APGRLOW", strat_labels=labels)
+        assert [ax.get_title() for ax in result.figure.axes] == ["APGR >= 5", "APGR < 5"], labels
+        assert result.figure.get_suptitle() == default.figure.get_suptitle()  # the figure title is the model's
+        assert sorted(result.settings["strat_titles"].values()) == ["APGR < 5", "APGR >= 5"]
+    partial = vpc(model, replicates=reps, strat="APGRLOW", strat_labels={1: "APGR < 5"})
+    assert [ax.get_title() for ax in partial.figure.axes] == ["APGRLOW = 0", "APGR < 5"]
+    with pytest.raises(bpk.BayesPKError, match=r"strat_labels: 2 is not a value of APGRLOW \(its values: 0, 1\)"):
+        vpc(model, replicates=reps, strat="APGRLOW", strat_labels={2: "x"})
+    with pytest.raises(bpk.BayesPKError, match="strat_labels needs strat"):
+        vpc(model, replicates=reps, strat_labels={0: "x"})
+    # a non-integer value is written exactly
+    extra = {i: {"WT": [1.25, 1234567.5][i > 3]} for i in profiles}
+    wt = vpc(bpk.PopulationModel(IV_SPEC, _dataset(profiles, extra)), replicates=reps, strat="WT")
+    assert [ax.get_title() for ax in wt.figure.axes] == ["WT = 1.25", "WT = 1234567.5"]
+
+
+def test_cli_strat_labels_parsing():
+    from bayespk.cli import _strat_labels
+
+    assert _strat_labels("0=APGR >= 5;1=APGR < 5") == {"0": "APGR >= 5", "1": "APGR < 5"}
+    assert _strat_labels(" 0 = low ; 1 = high ;") == {"0": "low", "1": "high"}
+    assert _strat_labels(None) is None
+    with pytest.raises(bpk.BayesPKError, match="VALUE=LABEL"):
+        _strat_labels("0:low")
+
+
+PHENO = MODELS / "phenobarbital_1cmt_iv.toml"
+
+
+@pytest.fixture(scope="module")
+def pheno_run(tmp_path_factory):
+    """A tiny fit of the bundled phenobarbital model (multiple doses): 2 chains x 20 draws after 20 tune."""
+    from bayespk.cli import main
+
+    out = tmp_path_factory.mktemp("pheno_tad") / "pheno"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(PHENO), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
+                     "--seed", "1", "--quiet"]) == 0
+    return out
+
+
+def test_cli_vpc_x_tad(pheno_run, tmp_path, capsys):
+    from bayespk.cli import main
+    from bayespk.data.design import Design
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["vpc", str(pheno_run), "--out", str(tmp_path / "tad"), "--x", "TAD", "--n-rep", "20",
+                     "--strat", "APGRLOW", "--strat-labels", "0=APGR >= 5;1=APGR < 5", "--log-y"]) == 0
+        assert main(["vpc", str(pheno_run), "--out", str(tmp_path / "time"), "--n-rep", "20"]) == 0
+    tad_table = pd.read_csv(tmp_path / "tad" / "vpc.csv")
+    time_table = pd.read_csv(tmp_path / "time" / "vpc.csv")
+    data = bpk.read_nonmem(str(ROOT / "bayespk/data/datasets/phenobarbital.csv"))
+    design = Design.from_dataset(data, None)
+    tad = pd.Series(design.last_dose()[0], index=design.obs_row)
+    obs_time = data.table.set_index("ROW").TIME[tad.index]
+    # bins span the TAD values (phenobarbital: maintenance doses about every 12 h, 87% of samples at
+    # TAD <= 12.5 h; one washout sample, ROW 268, at 389.8 h, 258 h after its last dose), not the times
+    assert tad_table.t_hi.max() == pytest.approx(tad.max()) and tad_table.t_lo.min() == pytest.approx(tad.min())
+    assert time_table.t_hi.max() == pytest.approx(obs_time.max())
+    assert (tad <= obs_time).all() and np.median(tad) < np.median(obs_time) / 5 and (tad <= 12.5).mean() > 0.8
+    assert tad[268] == pytest.approx(389.8 - 131.8)  # ROW 268: the last dose record of its subject is at 131.8
+    assert tad_table.n_obs.sum() == len(tad) and sorted(tad_table.strat.unique()) == [0, 1]
+    assert (tad_table.filter(like="sim_").fillna(0) >= 0).all().all()
+    assert (tmp_path / "tad" / "vpc.png").stat().st_size > 0
+    capsys.readouterr()
+    # user errors: exit status 2, one message, nothing simulated
+    for argv, message in ((["--x", "NOPE"], "x: no column 'NOPE'; use TIME, TAD"),
+                          (["--strat", "APGRLOW", "--strat-labels", "0:low"], "expected VALUE=LABEL pairs"),
+                          (["--strat", "APGRLOW", "--strat-labels", "7=x"], "'7' is not a value of APGRLOW"),
+                          (["--strat-labels", "0=x"], "strat_labels needs strat")):
+        assert main(["vpc", str(pheno_run), "--out", str(tmp_path / "bad"), "--n-rep", "5", *argv]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit):
+        main(["vpc", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--x TIME|TAD|COLUMN" in help_text and "--strat-labels" in help_text and "TAD (time after" in help_text

@@ -7,7 +7,8 @@
     bayespk prior show PRIOR.json
 
 HIST.csv columns: binomial ``study,n,r``; normal ``study,y,se`` (optionally
-``n``); poisson ``study,y,exposure``; plus covariate columns named with
+``n``; ``y_se`` or ``y.se``, RBesT's names, are read as ``se``);
+poisson ``study,y,exposure``; plus covariate columns named with
 ``--covariate COL=VALUE`` (VALUE: the new study's value). User errors raise
 :class:`~bayespk.errors.BayesPKError` subclasses, which ``bayespk`` prints as
 one paragraph and exits with status 2.
@@ -72,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        description="Fit the random-effects MAP model (NUTS), approximate the predictive by a "
                                    "conjugate mixture and write a prior file with its summary and ESS.")
     m.add_argument("--family", required=True, choices=["binomial", "normal", "poisson"])
-    m.add_argument("--data", required=True, help="CSV: binomial study,n,r; normal study,y,se[,n]; "
+    m.add_argument("--data", required=True, help="CSV: binomial study,n,r; normal study,y,se[,n] (se, y_se or y.se); "
                                                  "poisson study,y,exposure")
     m.add_argument("--out", required=True, help="prior file (JSON) to write")
     m.add_argument("--tau-prior", help="prior of the between-study SD on the link scale, e.g. "

@@ -89,7 +89,8 @@ def validate_historical(data: pd.DataFrame | str | Path, family: str,
     Columns (names are case-insensitive):
 
     * binomial: ``study, n, r`` (r responders of n patients)
-    * normal: ``study, y, se`` and optionally ``n`` (estimate and its standard error)
+    * normal: ``study, y, se`` and optionally ``n`` (estimate and its standard error);
+      ``y_se`` or ``y.se`` (RBesT's name, as in its ``crohn`` example) is read as ``se``
     * poisson: ``study, y, exposure`` (y events over the exposure)
     * any covariate columns named in ``covariates`` (numeric)
 
@@ -108,6 +109,12 @@ def validate_historical(data: pd.DataFrame | str | Path, family: str,
     where = str(data) if not isinstance(data, pd.DataFrame) else "historical data"
     raw = _read_table(data)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
+    given = [c for c in ("se", "y_se", "y.se") if c in raw.columns]
+    if len(given) > 1:
+        raise DataError(f"{where}: columns {' and '.join(given)} both given; y_se and y.se (RBesT's names) are "
+                        "read as se, so give one of them")
+    if given and given[0] != "se":  # RBesT's name of the standard error (its crohn example: y.se, y_se in CSV)
+        raw = raw.rename(columns={given[0]: "se"})
     spec = FAMILIES[family]
     covariates = tuple(c.strip().lower() for c in covariates)
     needed = ("study",) + spec["required"]
@@ -115,7 +122,9 @@ def validate_historical(data: pd.DataFrame | str | Path, family: str,
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}; a {family} history needs columns "
                         f"{', '.join(needed)}" + (f" (optional: {', '.join(spec['optional'])})" if spec['optional']
-                                                  else "") + f"; found {', '.join(raw.columns) or 'none'}")
+                                                  else "")
+                        + (" (se may be named y_se or y.se, as in RBesT)" if "se" in needed else "")
+                        + f"; found {', '.join(raw.columns) or 'none'}")
     if len(raw) == 0:
         raise DataError(f"{where}: no studies (the table has a header but no rows)")
     dup = raw.columns[raw.columns.duplicated()].tolist()

@@ -207,6 +207,23 @@ class Design:
         """Observation and slot index of every dose record that reaches an observation (``mask``)."""
         return np.nonzero(self.mask)
 
+    def last_dose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per observation: the time after the most recent dose given before it (NONMEM's TAD) and that dose's
+        amount, ADDL repeats included by the closed forms' rule (:func:`~bayespk.structural.dosing.record_timing`:
+        a dose record placed before the observation at the same TIME counts, an ADDL repeat falling on its TIME
+        comes after it; a reset clears every earlier dose). Before any dose in effect (before the first, or after a
+        reset until the next): TIME and 0. No lag times."""
+        if not self.dt.shape[1]:
+            return np.asarray(self.obs_time, float), np.zeros(self.n_obs)
+        strict = np.broadcast_to(self.obs_strict[:, None], self.dt.shape)
+        x, _, active = record_timing(self.dt, self.ii, self.addl, self.ss, strict)
+        since = np.where(self.mask & active, x, np.inf)
+        last = np.argmin(since, axis=1)
+        dosed = np.isfinite(since).any(axis=1)
+        rows = np.arange(self.n_obs)
+        return (np.where(dosed, since[rows, last], self.obs_time).astype(float),
+                np.where(dosed, self.amt[rows, last], 0.0).astype(float))
+
     def first_dose_time(self) -> np.ndarray:
         """Per observation: True when no dose precedes it (prediction is exactly 0)."""
         return ~self.mask.any(axis=1)

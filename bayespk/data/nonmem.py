@@ -38,7 +38,35 @@ Exact reading
 -------------
 Separators
     Taken from the header line: comma when it has a comma, else tab, else
-    semicolon, else runs of whitespace (NONMEM ``.dat``/``.txt`` files).
+    semicolon, else runs of whitespace (NONMEM ``.dat``/``.txt`` files, any
+    extension). Runs of spaces and tabs are taken instead when they split the
+    header and the first 200 data lines into one number of fields (> 1) and
+    the header's separator does not, or (tab, semicolon) into more fields:
+    tabs and spaces mixed. A separator other than a plain comma is said in the
+    summary's notes, with how it was decided.
+Comment rows (NONMEM ``IGNORE=#`` / ``IGNORE=@``)
+    A header line starting with ``#`` or ``@`` (``#ID,TIME,AMT,DV``) is read
+    without that character. A later line whose first non-blank character is
+    ``#`` or ``@`` is a comment row: skipped (its fields are not read), but
+    numbered like any row and counted in the summary (excluded: "commented out
+    (row starts with # or @)"), as rows commented out by a ``C`` column are.
+Row filters (``[data] ignore`` / ``[data] accept``; NONMEM ``IGNORE=(...)`` / ``ACCEPT=(...)``)
+    Each condition is ``COLUMN.OP.VALUE`` with OP one of ``EQ NE GT GE LT LE``
+    (``EQN``/``NEN`` too) or ``== != > >= < <=`` (``=`` is ``==``), e.g.
+    ``"DV.EQ.0"``, ``"TIME > 24"``. COLUMN is a column of the file as written
+    (case-insensitive) or its ``aliases`` name; VALUE is a number, and the
+    comparison is numeric (``1`` equals ``1.0``). ``ignore`` drops the rows
+    where any condition holds; ``accept`` keeps only the rows where any
+    condition holds; not both at once (NONMEM forbids it too). As in NONMEM,
+    conditions apply to every data row, dose and other-event rows included
+    (``TIME.GT.24`` also drops doses after 24; the note says how many dose
+    records went). Unlike NONMEM, which reads ``.`` as 0, a missing value
+    matches no condition, so ``DV.EQ.0`` keeps dose rows whose DV is ``.``.
+    Filters apply after comment rows and the ``C`` column, before validation
+    (dropped rows are not validated). The rows dropped are counted in the
+    summary's ``excluded`` per key, and a note gives each condition's
+    matches. A condition that does not parse, names no column, or meets a
+    text value in its column is refused, naming the key and the condition.
     Double quotes are honoured (a quoted field may hold the separator). Every
     data row must have one field per header name, else the row and line are
     named; the one exception is an empty field after the last column on every
@@ -273,6 +301,8 @@ def read_nonmem(
     *,
     aliases: dict[str, str] | None = None,
     lloq: float | None = None,
+    ignore: list[str] | tuple[str, ...] | str | None = None,
+    accept: list[str] | tuple[str, ...] | str | None = None,
 ) -> Dataset:
     """Read and validate a NONMEM-style dataset.
 
@@ -288,6 +318,12 @@ def read_nonmem(
     lloq : float, optional
         The LLOQ of censored rows (BLQ=1 or CENS=1) that have no LLOQ value of
         their own (a spec's ``[data] lloq``); said in the summary when used.
+    ignore, accept : list of str, optional
+        Row filters with NONMEM's ``IGNORE=(...)`` / ``ACCEPT=(...)`` meaning (a
+        spec's ``[data] ignore`` / ``[data] accept``), e.g. ``["DV.EQ.0",
+        "TIME.GT.24"]``: ``ignore`` drops the rows where any condition holds,
+        ``accept`` keeps only the rows where any condition holds (not both).
+        See "Row filters" in the module notes.
 
     Returns
     -------
@@ -308,16 +344,20 @@ def read_nonmem(
     label = str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"
     lloq = _check_lloq_option(lloq, label)
     notes: list[str] = []
-    raw = _read_raw(source, label, notes)
+    excluded: dict[str, int] = {}
+    raw = _read_raw(source, label, notes, excluded)
+    n_rows = len(raw) + sum(excluded.values())
+    file_columns = [str(c).strip().upper() for c in raw.columns if c != "ROW"]
     raw = _rename(raw, aliases or {}, label)
+    names = dict(zip(file_columns, [c for c in raw.columns if c != "ROW"]))  # file's name -> canonical
     problems = _Problems(label)
 
-    excluded: dict[str, int] = {}
     if "C" in raw.columns:
         commented = raw["C"].str.strip().str.upper().str.startswith("C")
         if commented.any():
             excluded["commented out (C column)"] = int(commented.sum())
         raw = raw[~commented].drop(columns="C")
+    raw = _apply_filters(raw, ignore, accept, names, label, excluded, notes)
 
     for col in ("ID", "TIME", "AMT", "DV"):
         if col not in raw.columns:
@@ -332,7 +372,8 @@ def read_nonmem(
                 + ". Declare a rename with aliases={'yourname': '" + col + "'}." + hint
             )
     if len(raw) == 0:
-        raise DataError(f"{label}: the dataset has no data rows")
+        why = " left after [data] ignore/accept" if ignore or accept else ""
+        raise DataError(f"{label}: the dataset has no data rows{why}")
 
     table = pd.DataFrame({"ROW": raw["ROW"].to_numpy()}, index=raw.index)
     for col in raw.columns:
@@ -374,7 +415,7 @@ def read_nonmem(
     obs = (table.EVID == 0) & (table.MDV == 0)
     doses = table.EVID.isin([1, 4])
     summary = DataSummary(
-        n_rows=len(raw) + sum(v for k, v in excluded.items() if k.startswith("commented")),
+        n_rows=n_rows,
         n_subjects=int(table.ID.nunique()),
         n_observations=int(obs.sum()),
         n_dose_records=int(doses.sum()),
@@ -462,6 +503,101 @@ def _check_magnitudes(table: pd.DataFrame, problems: _Problems) -> None:
                                            "units")
 
 
+_FILTER = re.compile(
+    r"\s*(?P<col>[^\s=!<>.]+?)\s*(?P<op>\.(?:EQN?|NEN?|GT|GE|LT|LE)\.|==|!=|>=|<=|=|>|<)\s*(?P<value>[^\s=!<>]+)\s*",
+    re.IGNORECASE,
+)
+_FILTER_OPS = {".EQ.": "==", ".EQN.": "==", "=": "==", "==": "==", ".NE.": "!=", ".NEN.": "!=", "!=": "!=",
+               ".GT.": ">", ">": ">", ".GE.": ">=", ">=": ">=", ".LT.": "<", "<": "<", ".LE.": "<=", "<=": "<="}
+FILTER_SYNTAX = ("COLUMN.OP.VALUE with OP one of EQ, NE, GT, GE, LT, LE (or ==, !=, >, >=, <, <=) and a number, "
+                 "e.g. \"DV.EQ.0\" or \"TIME > 24\"")
+
+
+def filter_expressions(exprs, key: str) -> list[tuple[str, str, str, float]]:
+    """Parse a ``[data] ignore`` / ``accept`` list: (expression, column, operator, value) per condition.
+
+    ``exprs`` is a list of strings (a single string is one condition). Raises
+    :class:`DataError` naming the key and the expression that does not parse.
+    """
+    if exprs is None:
+        return []
+    if isinstance(exprs, str):
+        exprs = [exprs]
+    if not isinstance(exprs, (list, tuple)) or not all(isinstance(e, str) for e in exprs):
+        raise DataError(f"{key}: expected a list of conditions such as [\"DV.EQ.0\"], got {exprs!r}")
+    out = []
+    for e in exprs:
+        m = _FILTER.fullmatch(e)
+        if m is None:
+            raise DataError(f"{key}: {e!r} is not a condition; expected {FILTER_SYNTAX}")
+        value = m["value"]
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not (_NUMBER.fullmatch(value) and np.isfinite(number)):
+            raise DataError(f"{key}: {e!r}: the value {value!r} is not a number (comparisons are numeric); "
+                            f"expected {FILTER_SYNTAX}")
+        out.append((e.strip(), m["col"].upper(), _FILTER_OPS[m["op"].upper()], number))
+    return out
+
+
+def _apply_filters(raw: pd.DataFrame, ignore, accept, names: dict[str, str], label: str,
+                   excluded: dict[str, int], notes: list[str]) -> pd.DataFrame:
+    """Drop the rows ``[data] ignore`` matches, or keep only those ``[data] accept`` matches.
+
+    Conditions are numeric comparisons of a column's value on each row (dose
+    rows included); a missing value ('.', empty, NA) matches no condition.
+    Dropped rows are counted in ``excluded`` and described in ``notes``.
+    """
+    conds = {"[data] ignore": filter_expressions(ignore, "[data] ignore"),
+             "[data] accept": filter_expressions(accept, "[data] accept")}
+    if conds["[data] ignore"] and conds["[data] accept"]:
+        raise DataError(f"{label}: [data] ignore and [data] accept cannot both be given (as NONMEM's IGNORE=(...) "
+                        "and ACCEPT=(...)); give one of them")
+    for key, parsed in conds.items():
+        if not parsed:
+            continue
+        hits = []
+        for expr, col, op, value in parsed:
+            column = names.get(col, col if col in raw.columns else None)
+            if column is None or column not in raw.columns:
+                raise DataError(f"{label}: {key}: {expr!r} names column {col}, which the dataset does not have; "
+                                "columns are: " + ", ".join(names))
+            text = raw[column].str.strip()
+            missing = text.isin(MISSING)
+            values = pd.to_numeric(text.where(~missing), errors="coerce")
+            bad = values.isna() & ~missing
+            if bad.any():
+                k = int(np.argmax(bad.to_numpy()))
+                raise DataError(f"{label}: {key}: {expr!r}: column {col} holds {text.iloc[k]!r} (row "
+                                f"{int(raw.ROW.iloc[k])}), not a number; the comparisons are numeric")
+            x = values.to_numpy(dtype=float)
+            with np.errstate(invalid="ignore"):
+                hit = {"==": x == value, "!=": x != value, ">": x > value, ">=": x >= value, "<": x < value,
+                       "<=": x <= value}[op] & ~missing.to_numpy()
+            hits.append(hit)
+        any_hit = np.logical_or.reduce(hits)
+        drop = any_hit if key == "[data] ignore" else ~any_hit
+        n = int(drop.sum())
+        listed = ", ".join(e for e, *_ in parsed)
+        if n:
+            excluded[f"{key} ({listed})"] = n
+        amt = pd.to_numeric(raw["AMT"].str.strip(), errors="coerce") if "AMT" in raw.columns else None
+        evid = pd.to_numeric(raw["EVID"].str.strip(), errors="coerce") if "EVID" in raw.columns else None
+        dose = np.zeros(len(raw), dtype=bool)
+        if evid is not None:
+            dose |= evid.isin([1, 4]).to_numpy()
+        elif amt is not None:
+            dose |= (amt > 0).to_numpy()
+        each = ", ".join(f"{e} {int(h.sum())}" for (e, *_), h in zip(parsed, hits))
+        verb = "dropped" if key == "[data] ignore" else "not accepted, dropped"
+        notes.append(f"{key}: rows matching {each}; {n} row{'s' * (n != 1)} {verb}, "
+                     f"{int((drop & dose).sum())} of them dose records")
+        raw = raw[~drop]
+    return raw
+
+
 def _apply_lloq(t: pd.DataFrame, lloq: float) -> tuple[pd.DataFrame, int]:
     """Fill ``lloq`` into the LLOQ of left-censored observation rows that have none."""
     fill = (t.EVID == 0) & (t.CENS == 1) & t.LLOQ.isna()
@@ -472,7 +608,7 @@ def _apply_lloq(t: pd.DataFrame, lloq: float) -> tuple[pd.DataFrame, int]:
     return t, int(fill.sum())
 
 
-def _read_raw(source, label: str, notes: list[str]) -> pd.DataFrame:
+def _read_raw(source, label: str, notes: list[str], excluded: dict[str, int] | None = None) -> pd.DataFrame:
     rows = None
     if isinstance(source, pd.DataFrame):
         if "ROW" in source.columns:  # a Dataset.table fed back in keeps its source row numbers
@@ -499,13 +635,17 @@ def _read_raw(source, label: str, notes: list[str]) -> pd.DataFrame:
             raise DataError(f"{label}: not a text file (it holds NUL bytes; UTF-16 or binary?); save it as UTF-8 CSV")
         if not text.strip():
             raise DataError(f"{label}: the file is empty")
-        header, records = _split_records(text, label, notes)
+        header, records, numbers, n_comment = _split_records(text, label, notes)
+        if n_comment and excluded is not None:
+            excluded["commented out (row starts with # or @)"] = n_comment
+        rows = np.asarray(numbers, dtype=float)
         raw = pd.DataFrame(records, columns=header, dtype=object) if records else pd.DataFrame(
             {h: pd.Series(dtype=object) for h in header})
     raw = raw.reset_index(drop=True)
     if "ROW" in raw.columns:
         raise DataError(f"{label}: column ROW is reserved (bayespk numbers the rows); rename it")
-    raw.insert(0, "ROW", rows.astype(int) if rows is not None else np.arange(1, len(raw) + 1))
+    raw.insert(0, "ROW", rows.astype(int) if rows is not None and len(rows) == len(raw)
+               else np.arange(1, len(raw) + 1))
     return raw
 
 
@@ -532,48 +672,89 @@ def _separator(header_line: str) -> str | None:
     return None if len(header_line.split()) > 1 else ","
 
 
-def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Header names and data rows (fields stripped), checked field by field against the header.
+def _n_fields(line: str, sep: str | None) -> int | None:
+    """How many fields ``line`` splits into with ``sep`` (None: runs of whitespace); None if unreadable."""
+    if sep is None:
+        return len(_WS_FIELD.findall(line))
+    try:
+        return len(next(csv.reader([line], delimiter=sep, skipinitialspace=True, strict=True)))
+    except (csv.Error, StopIteration):
+        return None
 
-    Blank lines are skipped (rows are numbered without them). A row with a
-    different number of fields than the header is refused naming its row and
-    line, except an empty trailing field on every data row (a separator at
-    the end of each line), which is dropped and noted.
+
+def _detect_separator(header_line: str, sample: list[str]) -> tuple[str | None, str]:
+    """The separator, and how it was decided: the header's (comma, else tab, else semicolon, else
+    whitespace), unless runs of whitespace split the header and every sampled data line into one
+    consistent number of fields (> 1) where the header's separator does not, or into more fields
+    (tabs and spaces mixed, as NONMEM ``.dat`` files often are)."""
+    sep = _separator(header_line)
+    if sep is None:
+        return None, "from the header line"
+    lines = [header_line, *sample]
+    own = {_n_fields(line, sep) for line in lines}
+    ws = {_n_fields(line, None) for line in lines}
+    own_ok, ws_ok = len(own) == 1 and None not in own, len(ws) == 1 and min(ws) > 1
+    if ws_ok and (not own_ok or (sep != "," and min(ws) > min(own))):
+        return None, (f"the header line has a {SEPARATORS[sep]}, but every line splits into {min(ws)} fields "
+                      "at runs of spaces and tabs")
+    return sep, "from the header line"
+
+
+def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], list[list[str]], list[int], int]:
+    """Header names, data rows (fields stripped), their row numbers and the number of comment rows.
+
+    Blank lines are skipped (rows are numbered without them). A header line
+    starting with ``#`` or ``@`` (NONMEM ``IGNORE=#`` / ``IGNORE=@``) is read
+    without that character; a later line starting with ``#`` or ``@`` is a
+    comment row: skipped, numbered and counted. A row with a different number
+    of fields than the header is refused naming its row and line, except an
+    empty trailing field on every data row (a separator at the end of each
+    line), which is dropped and noted.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     first = next(i for i, line in enumerate(lines) if line.strip())
-    sep = _separator(lines[first])
+    head = lines[first].strip()
+    if head[0] in "#@":
+        notes.append(f"the header line starts with {head[0]!r} (NONMEM IGNORE={head[0]}); read without it")
+        head = head[1:].strip()
+        if not head:
+            raise DataError(f"{label}: line {first + 1}: the header line holds only {lines[first].strip()!r}")
+    numbers: list[int] = []  # row number of each kept data line
+    kept: list[tuple[int, str]] = [(first + 1, head)]  # (line number, text)
+    n_comment = row = 0
+    for i, line in enumerate(lines[first + 1:], start=first + 2):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        row += 1
+        if stripped[0] in "#@":
+            n_comment += 1
+            continue
+        numbers.append(row)
+        kept.append((i, line))
+    if n_comment:
+        notes.append(f"{n_comment} comment row{'s' * (n_comment != 1)} (starting with # or @, NONMEM IGNORE=#/@) "
+                     "skipped")
+    sep, how = _detect_separator(head, [line for _, line in kept[1:201]])
     parsed: list[tuple[int, list[str]]] = []  # (line number, fields)
     if sep is None:
-        for i, line in enumerate(lines[first:], start=first + 1):
-            if line.strip():
-                parsed.append((i, [a if b == "" else b for a, b in _WS_FIELD.findall(line)]))
+        for i, line in kept:
+            parsed.append((i, [a if b == "" else b for a, b in _WS_FIELD.findall(line)]))
     else:
-        reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=sep, skipinitialspace=True,
-                            strict=True)
-        start = first
-        while True:
+        for i, line in kept:
             try:
-                fields = next(reader)
-            except StopIteration:
-                break
+                fields = next(csv.reader([line], delimiter=sep, skipinitialspace=True, strict=True), [])
             except csv.Error as e:
-                raise DataError(f"{label}: not a readable CSV: line {start + 1}: {e} (a quote opened on this "
+                raise DataError(f"{label}: not a readable CSV: line {i}: {e} (a quote opened on this "
                                 "line is not closed, or a quote stands inside an unquoted value)") from None
-            end = first + reader.line_num
-            if end > start + 1:
-                raise DataError(f"{label}: not a readable CSV: lines {start + 1}-{end}: a quoted value runs over "
-                                "several lines (an unclosed quote?)")
-            if fields and any(f.strip() for f in fields) or len(fields) > 1:
-                parsed.append((end, [f.strip() for f in fields]))
-            start = end
+            parsed.append((i, [f.strip() for f in fields]))
     (header_line, header), data = parsed[0], parsed[1:]
     header = [h.strip() for h in header]
     n = len(header)
     name = SEPARATORS[sep]
     shown = "','" if sep == "," else name
-    if sep != ",":
-        notes.append(f"read as {name}-separated (from the header line)")
+    if sep != "," or how != "from the header line":
+        notes.append(f"read as {name}-separated ({how})")
     counts = [len(f) for _, f in data]
     if data and header[-1] == "" and all(c == n and f[-1] == "" for c, (_, f) in zip(counts, data)):
         header, data = header[:-1], [(i, f[:-1]) for i, f in data]
@@ -596,13 +777,13 @@ def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], 
     if dup is not None:
         raise DataError(f"{label}: column {dup!r} appears more than once in the header")
     problems = _Problems(label)
-    for row, ((line, fields), count) in enumerate(zip(data, counts), start=1):
+    for row, (line, fields), count in zip(numbers, data, counts):
         if count != n:
             problems.items.append(f"row {row} (line {line}): {count} field{'s' * (count != 1)}, but the header "
                                   f"names {n} columns"
                                   + _field_hint(fields, sep, n))
     problems.raise_if_any()
-    return header, [f for _, f in data]
+    return header, [f for _, f in data], numbers, n_comment
 
 
 def _field_hint(fields: list[str], sep: str | None, n: int) -> str:

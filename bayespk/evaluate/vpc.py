@@ -22,6 +22,32 @@ its median and a 90% interval.
 * Censoring: with BLQ data the fraction below LLOQ per bin is compared
   (observed vs simulated), and an observed or simulated percentile that falls
   below the LLOQ is not drawn as a value (it is only known to be below it).
+  Every panel of data with an LLOQ (censored rows, or an LLOQ column, even
+  when no observation is censored) draws it as a labelled horizontal line.
+* x axis (``x=``): ``"TIME"`` (default), ``"TAD"`` or any numeric column of
+  the dataset; binning (auto, a number, edges) is done on that x.
+  **TAD** (time after dose) is the model design's
+  (:meth:`~bayespk.data.design.Design.last_dose`, the rule of the closed forms
+  and of algebraic models' ``TAD``), as NONMEM orders the records: the time since the most recent dose given at or before the
+  observation, ADDL repeats included (a dose record at the observation's
+  TIME counts when it comes before the observation in the file, an ADDL
+  repeat falling on the observation's TIME comes after it, so a trough sample
+  taken at the time of a repeat has TAD = II; a reset, EVID 3, EVID 4 or
+  SS=1, clears every earlier dose and its pending repeats). **Before the
+  first dose, and after a reset until the next dose, TAD is the time itself.** A dataset column named TAD is not read for ``x="TAD"``.
+* **Data support** (``dv_floor=``): concentrations are never negative, so
+  with ``dv_floor="auto"`` (default) and every quantified observation >= 0
+  (and the DV not log-transformed) each simulated value below 0 is read as 0
+  before percentiles are taken: the percentiles are those of ``max(sim, 0)``,
+  which is the same as clipping each simulated percentile at 0, so an
+  additive error model no longer draws a negative 5th percentile. A number
+  sets another floor (applied to observed and simulated values alike),
+  ``None`` none. On a **log y axis** a value of 0 (or below) cannot be drawn:
+  such band edges and percentile lines are drawn at the bottom of the axis
+  (the LLOQ when the data have one, else half the smallest positive value
+  shown) and marked with a downward triangle; the table keeps the values.
+* Strata: panel titles are ``COLUMN = value`` (values written exactly:
+  ``APGRLOW = 0``, not ``0.0``), or the labels given in ``strat_labels``.
 """
 
 from __future__ import annotations
@@ -39,6 +65,7 @@ __all__ = ["VPC", "vpc", "bin_edges", "prediction_correct"]
 
 LOW, HIGH = -1e300, 1e300  # stand-ins for left- / right-censored values when taking percentiles
 EXCLUDED_COLUMNS = ["strat", "ID", "TIME", "ROW", "DV", "PRED"]  # VPC.excluded
+X_LABELS = {"TIME": "time", "TAD": "time after dose"}  # axis labels of x; any other column: its name
 
 
 @dataclass
@@ -147,6 +174,78 @@ def _percentiles(values: np.ndarray, probs, threshold: float) -> np.ndarray:
     return q
 
 
+def _x_values(source, obs: pd.DataFrame, x: str) -> np.ndarray:
+    """The x value of every observation: TIME, the computed TAD, or a numeric dataset column."""
+    if not isinstance(x, str) or not x.strip():
+        raise BayesPKError(f"x must be 'TIME', 'TAD' or a column name, got {x!r}")
+    name = x.strip().upper()
+    if name == "TIME":
+        return obs.TIME.to_numpy(float)
+    if name == "TAD":
+        design = getattr(source, "model", source).design  # a Fit or a PopulationModel
+        return obs.ROW.map(pd.Series(design.last_dose()[0], index=design.obs_row)).to_numpy(float)
+    usable = [c for c in obs.columns if c not in ("ROW", "LIMIT", "DV", "CENS", "ID")]
+    if name not in obs.columns or name not in usable:
+        raise BayesPKError(f"x: no column {x!r}; use TIME, TAD (time after dose) or a numeric dataset column "
+                           f"({', '.join(c for c in usable if c != 'TIME')})")
+    values = pd.to_numeric(obs[name], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise BayesPKError(f"x: column {name} must be a finite number on every observation; row "
+                           f"{int(obs.ROW.iloc[k])} has {obs[name].iloc[k]!r}")
+    return values
+
+
+def _resolve_floor(dv_floor, obs: pd.DataFrame, log_dv: bool):
+    """The support floor of the DV (module docstring): a number, or None for none."""
+    if dv_floor is None:
+        return None
+    if isinstance(dv_floor, str):
+        if dv_floor != "auto":
+            raise BayesPKError(f"dv_floor must be 'auto', a number or None, got {dv_floor!r}")
+        quantified = obs.DV.to_numpy(float)[(obs.CENS.to_numpy() == 0)]
+        quantified = quantified[np.isfinite(quantified)]
+        return None if log_dv or (quantified < 0).any() else 0.0
+    value = float(dv_floor)
+    if not np.isfinite(value):
+        raise BayesPKError(f"dv_floor must be a finite number, 'auto' or None, got {dv_floor!r}")
+    return value
+
+
+def _same_level(key, level) -> bool:
+    """Whether a key of ``strat_labels`` names the stratum ``level`` (0, 0.0 and "0" name 0.0)."""
+    if isinstance(key, str):
+        key = key.strip()
+        if key == plot_text(level) or key == str(level):
+            return True
+        try:
+            key = float(key)
+        except ValueError:
+            return False
+    try:
+        return bool(key == level) or float(key) == float(level)
+    except (TypeError, ValueError):
+        return False
+
+
+def strat_titles(levels, strat: str | None, labels: dict | None = None) -> dict:
+    """Panel title of every stratum level: ``labels``' text for it, else ``COLUMN = value`` (exact)."""
+    if labels and strat is None:
+        raise BayesPKError("strat_labels needs strat (the column whose levels they name)")
+    titles, unused = {}, dict(labels or {})
+    for level in levels:
+        key = next((k for k in unused if _same_level(k, level)), None)
+        if key is not None:
+            titles[level] = plot_text(str(unused.pop(key)))
+        else:
+            titles[level] = f"{plot_text(strat)} = {plot_text(level)}" if strat else ""
+    if unused:
+        raise BayesPKError(f"strat_labels: {', '.join(map(repr, unused))} {'is' if len(unused) == 1 else 'are'} "
+                           f"not a value of {strat} (its values: {', '.join(plot_text(v) for v in levels)})")
+    return titles
+
+
 def vpc(
     source,
     *,
@@ -159,6 +258,9 @@ def vpc(
     log_dv: bool = False,
     lower_bound: float = 0.0,
     strat: str | None = None,
+    strat_labels: dict | None = None,
+    x: str = "TIME",
+    dv_floor="auto",
     log_y: bool = False,
     seed: int = 0,
     replicates=None,
@@ -174,7 +276,7 @@ def vpc(
     n_rep : int
         Simulated replicates of the study (new subjects, one posterior or prior draw each).
     bins, binning
-        See :func:`bin_edges`; binning is done per stratum.
+        See :func:`bin_edges`; binning is done per stratum, on ``x``.
     pi : tuple of float
         Percentiles of the data compared (as probabilities).
     ci : float
@@ -190,8 +292,22 @@ def vpc(
     strat : str, optional
         Stratify by a column of the dataset (covariate) or ``"DOSE"`` (the
         subject's first dose amount).
+    strat_labels : dict, optional
+        Panel titles by stratum value, e.g. ``{0: "APGR >= 5", 1: "APGR < 5"}``
+        (keys ``0``, ``0.0`` and ``"0"`` all name the value 0); a value not
+        named keeps the default title ``COLUMN = value``.
+    x : str
+        The x axis and what is binned: ``"TIME"`` (default), ``"TAD"`` (time
+        after the most recent dose, computed from the dose records, ADDL
+        included; the time itself before the first dose) or any numeric
+        column of the dataset.
+    dv_floor : "auto", float or None
+        Support of the DV: simulated values below it are read as it (module
+        docstring). ``"auto"``: 0 when every quantified observation is >= 0
+        and ``log_dv`` is False, else none.
     log_y : bool
-        Log y axis.
+        Log y axis (values at or below 0 are drawn at the bottom of the axis
+        and marked).
     seed : int
     replicates : xarray.Dataset, optional
         Reuse replicates from :func:`simulate_replicates`.
@@ -199,9 +315,12 @@ def vpc(
     Returns
     -------
     VPC
-        ``figure``, ``table`` (one row per stratum and bin: bin limits, n,
-        observed and simulated percentiles, fraction below LLOQ),
-        ``points`` (the observations as plotted), ``settings`` (the options,
+        ``figure``, ``table`` (one row per stratum and bin: bin limits
+        ``t_lo``, ``t_hi`` and ``t_mid`` on the x axis, n, observed and
+        simulated percentiles, fraction below LLOQ), ``points`` (the
+        observations as plotted; ``x`` holds their x value, ``TIME`` their
+        time), ``settings`` (the options, ``x``, ``dv_floor`` as applied,
+        ``strat_titles``,
         and ``n_excluded``: observations left out of the prediction
         correction, 0 without it) and ``excluded`` (those observations: strat,
         ID, TIME, dataset ROW, DV, PRED).
@@ -213,6 +332,11 @@ def vpc(
     if strat is not None and strat.upper() not in obs.columns:
         raise BayesPKError(f"strat: no column {strat!r}; use a dataset column "
                            f"({', '.join(c for c in obs.columns if c not in ('ROW', 'LIMIT'))})")
+    xs = _x_values(source, obs, x)
+    x_name = x.strip().upper()
+    floor = _resolve_floor(dv_floor, obs, log_dv)
+    strata = obs[strat.upper()].to_numpy() if strat else np.zeros(len(obs))
+    titles = strat_titles(pd.unique(strata), strat, strat_labels)
     if replicates is not None:
         reps = replicates
     elif fitted:
@@ -240,9 +364,11 @@ def vpc(
     lloq = np.where(obs.CENS == 1, obs.LIMIT, obs.LLOQ if "LLOQ" in obs else np.nan).astype(float)
     censored = (obs.CENS.to_numpy() != 0).any() or np.isfinite(lloq).any()
     y = np.where(obs.CENS == 1, LOW, np.where(obs.CENS == -1, HIGH, obs.DV)).astype(float)
+    if floor is not None:  # the data's support: a value below the floor is read as the floor
+        sim = np.maximum(sim, floor)
+        y = np.where(obs.CENS.to_numpy() == 0, np.maximum(y, floor), y)
     sim = np.where(np.isfinite(lloq)[None, :] & (sim < lloq[None, :]), LOW, sim)
 
-    strata = obs[strat.upper()].to_numpy() if strat else np.zeros(len(obs))
     levels = pd.unique(strata)
     rows, points = [], []
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
@@ -250,7 +376,7 @@ def vpc(
         in_s = (strata == level) & ~excluded
         if not in_s.any():
             continue  # every observation of this stratum excluded (counted in n_excluded)
-        t = obs.TIME.to_numpy()[in_s]
+        t = xs[in_s]
         edges = bin_edges(t, bins, binning)
         b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(edges) - 2)
         y_s, sim_s, pred_s, lloq_s = y[in_s], sim[:, in_s], pred[in_s], lloq[in_s]
@@ -263,7 +389,8 @@ def vpc(
 
             y_s, sim_s, lloq_s = corr(y_s), corr(sim_s), corr(lloq_s)
         points.append(pd.DataFrame({
-            "strat": level, "ID": obs.ID.to_numpy()[in_s], "TIME": t, "bin": b,
+            "strat": level, "ID": obs.ID.to_numpy()[in_s], "TIME": obs.TIME.to_numpy(float)[in_s], "x": t,
+            "bin": b,
             "DV": np.where(np.abs(y_s) >= HIGH / 2, np.nan, y_s), "BLQ": obs.CENS.to_numpy()[in_s] == 1,
             "LLOQ": lloq_s,
         }))  # fmt: skip
@@ -296,7 +423,7 @@ def vpc(
     points = pd.concat(points, ignore_index=True)
     settings = dict(n_rep=int(reps.sizes["rep"]), pi=tuple(pi), ci=ci, pred_corr=pred_corr, log_dv=log_dv,
                     strat=strat, bins=bins if isinstance(bins, str) else int(bins) if np.ndim(bins) == 0 else list(bins),
-                    binning=binning,
+                    binning=binning, x=x_name, dv_floor=floor, strat_titles=titles,
                     kind="posterior" if fitted else "prior",
                     lower_bound=float(lower_bound), n_excluded=int(excluded.sum()), n_obs=len(obs))
     dropped = pd.DataFrame({"strat": strata[excluded], "ID": obs.ID.to_numpy()[excluded],
@@ -323,6 +450,21 @@ def exclusion_note(settings: dict, pred_excluded=None) -> str:
             f"correction{why}")
 
 
+def _log_floor(table: pd.DataFrame, points: pd.DataFrame, names) -> float:
+    """Bottom of a log y axis: the LLOQ when the data have one, else half the smallest positive value shown."""
+    if points.LLOQ.notna().any():
+        lloq = points.LLOQ.to_numpy(float)
+        lloq = lloq[np.isfinite(lloq) & (lloq > 0)]
+        if len(lloq):
+            return float(lloq.min())
+    values = [points.DV.to_numpy(float)] + [table[f"{w}_{n}{s}"].to_numpy(float) for n in names
+                                            for w, s in (("sim", "_lo"), ("sim", "_median"), ("sim", "_hi"),
+                                                         ("obs", ""))]
+    v = np.concatenate(values)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(v.min()) / 2 if len(v) else 1e-3
+
+
 def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y: bool = False, title: str = ""):
     """Draw a VPC from its table and points (one column of panels per stratum)."""
     import matplotlib.pyplot as plt
@@ -336,32 +478,49 @@ def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y
     names = [f"p{100 * p:g}" for p in pi]
     mid = min(range(len(pi)), key=lambda k: abs(pi[k] - 0.5))
     ci = settings["ci"]
+    x_name = settings.get("x", "TIME")
+    titles = settings.get("strat_titles") or {}
+    floor = _log_floor(table, points, names) if log_y else None
+    clipped_label = True
     for c, level in enumerate(levels):
         ax = axes[0, c]
         tb = table[table.strat == level]
         pt_ = points[points.strat == level]
         x = tb.t_mid.to_numpy()
-        ax.plot(pt_.TIME, pt_.DV, "o", color="0.55", ms=2.5, alpha=0.6, label="observed", zorder=1)
+        shown = (lambda v: v) if floor is None else (lambda v: np.where(np.asarray(v, float) <= 0, floor, v))
+        ax.plot(pt_.x if "x" in pt_ else pt_.TIME, shown(pt_.DV), "o", color="0.55", ms=2.5, alpha=0.6,
+                label="observed", zorder=1)
         for k, name in enumerate(names):
             color = "C3" if k == mid else "C0"
             outer = f"simulated {names[0]}, {names[-1]}" if len(names) > 1 else f"simulated {name}"
             label = f"simulated {name} ({ci:.0%} CI)" if k == mid else (f"{outer} ({ci:.0%} CI)" if k == 0 else None)
-            ax.fill_between(x, tb[f"sim_{name}_lo"], tb[f"sim_{name}_hi"], color=color, alpha=0.25, lw=0,
-                            label=label, zorder=2)
-            ax.plot(x, tb[f"sim_{name}_median"], color=color, lw=0.8, ls=":", zorder=3)
-            ax.plot(x, tb[f"obs_{name}"], color="C3" if k == mid else "navy", lw=1.8,
+            ax.fill_between(x, shown(tb[f"sim_{name}_lo"]), shown(tb[f"sim_{name}_hi"]), color=color, alpha=0.25,
+                            lw=0, label=label, zorder=2)
+            ax.plot(x, shown(tb[f"sim_{name}_median"]), color=color, lw=0.8, ls=":", zorder=3)
+            ax.plot(x, shown(tb[f"obs_{name}"]), color="C3" if k == mid else "navy", lw=1.8,
                     ls="-" if k == mid else "--", marker=".", zorder=4,
                     label=f"observed {name}" if k == mid else ("observed outer percentiles" if k == 0 else None))
+            if floor is not None:  # values at or below 0 on a log axis: drawn at the floor, marked
+                low = np.zeros(len(tb), bool)
+                for col in (f"sim_{name}_lo", f"sim_{name}_median", f"obs_{name}"):
+                    low |= tb[col].to_numpy(float) <= 0
+                if low.any():
+                    ax.plot(x[low], np.full(low.sum(), floor), "v", color=color, ms=5, zorder=5,
+                            label="<= 0, drawn at the axis floor" if clipped_label else None)
+                    clipped_label = False
         if pt_.LLOQ.notna().any():
-            ax.axhline(float(np.nanmedian(pt_.LLOQ)), color="k", lw=0.8, ls="-.", label="LLOQ")
+            value = float(np.nanmedian(pt_.LLOQ))
+            ax.axhline(value, color="k", lw=0.8, ls="-.", label=f"LLOQ ({value:.4g})", zorder=4)
         for e in np.r_[tb.t_lo.to_numpy(), tb.t_hi.to_numpy()[-1:]]:
             ax.axvline(e, color="0.85", lw=0.6, zorder=0)
         if log_y:
             ax.set_yscale("log")
         kind = "prediction-corrected " if settings["pred_corr"] else ""
         ax.set_ylabel(f"{kind}DV")
-        shown = f"{level:g}" if isinstance(level, (float, np.floating)) else plot_text(level)
-        ax.set_title(f"{plot_text(settings['strat'])} = {shown}" if settings["strat"] else "", fontsize=9)
+        panel = titles.get(level)
+        if panel is None:
+            panel = f"{plot_text(settings['strat'])} = {plot_text(level)}" if settings["strat"] else ""
+        ax.set_title(panel, fontsize=9)
         if censored:
             bx = axes[1, c]
             bx.fill_between(x, tb.sim_frac_blq_lo, tb.sim_frac_blq_hi, color="C2", alpha=0.3, lw=0,
@@ -371,7 +530,7 @@ def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y
             bx.set_ylabel("fraction < LLOQ")
             bx.set_ylim(-0.02, 1.02)
             bx.legend(fontsize=7)
-        axes[-1, c].set_xlabel("time")
+        axes[-1, c].set_xlabel(X_LABELS.get(x_name, plot_text(x_name)))
     axes[0, 0].legend(fontsize=7, loc="best")
     kind = "prediction-corrected VPC" if settings["pred_corr"] else "VPC"
     if settings.get("kind") == "prior":

@@ -86,7 +86,8 @@ class PopulationModel:
                 raise SpecError("no data: give data=... or a [data] path in the spec")
             data = self.spec.data.path
         if not isinstance(data, Dataset):
-            data = read_nonmem(data, aliases=self.spec.data.aliases, lloq=self.spec.data.lloq)
+            data = read_nonmem(data, aliases=self.spec.data.aliases, lloq=self.spec.data.lloq,
+                               **self.spec.data.filters)
             if self.spec.data.path is None and isinstance(data.source, str) and data.source != "<DataFrame>":
                 self.spec = self.spec.with_data(data.source)
         _check_column_names(data)
@@ -400,16 +401,8 @@ class PopulationModel:
         ns = dict(params)
         for name, x in self._columns.items():
             ns[name] = x[design.obs_record]
-        # time after the last dose (ADDL repeats included) and its amount; t itself before any dose
-        n = np.where(design.ii > 0, np.minimum(design.addl, np.floor(design.dt / np.where(design.ii > 0, design.ii,
-                                                                                          1.0))), 0)
-        since = np.where(design.mask, design.dt - n * design.ii, np.inf)
-        last = np.argmin(since, axis=1) if since.shape[1] else np.zeros(design.n_obs, int)
-        dosed = design.mask.any(axis=1)
-        rows = np.arange(design.n_obs)
         ns["t"] = design.obs_time
-        ns["TAD"] = np.where(dosed, since[rows, last] if since.shape[1] else 0.0, design.obs_time)
-        ns["DOSE"] = np.where(dosed, design.amt[rows, last] if since.shape[1] else 0.0, 0.0)
+        ns["TAD"], ns["DOSE"] = design.last_dose()  # t itself and 0 before any dose
         return self.user.evaluate(ns) * pt.ones(design.n_obs)
 
     def _assay_design(self, err) -> dict:

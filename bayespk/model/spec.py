@@ -230,16 +230,26 @@ class DataSpec:
     that carries it is refused when the file's bytes no longer match.
     ``lloq`` is the limit of censored rows (BLQ=1 or CENS=1) without an LLOQ
     value of their own; the data summary says how many rows used it.
+    ``ignore`` / ``accept`` are row filters with NONMEM's ``IGNORE=(...)`` /
+    ``ACCEPT=(...)`` meaning, e.g. ``ignore = ["DV.EQ.0", "TIME.GT.24"]`` (see
+    :func:`~bayespk.data.nonmem.read_nonmem`); the data summary counts the rows dropped.
     """
 
     path: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     sha256: str | None = None
     lloq: float | None = None  # LLOQ of censored rows (BLQ=1 / CENS=1) that have no LLOQ value of their own
+    ignore: tuple[str, ...] = ()  # NONMEM IGNORE=(...): drop rows where any condition holds
+    accept: tuple[str, ...] = ()  # NONMEM ACCEPT=(...): keep only rows where any condition holds
+
+    @property
+    def filters(self) -> dict[str, list[str]]:
+        """``ignore`` and ``accept`` as keywords of :func:`~bayespk.data.nonmem.read_nonmem`."""
+        return {"ignore": list(self.ignore), "accept": list(self.accept)}
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None) -> "DataSpec":
-        _check_keys(d, ("path", "aliases", "sha256", "lloq"), "[data]")
+        _check_keys(d, ("path", "aliases", "sha256", "lloq", "ignore", "accept"), "[data]")
         path = d.get("path")
         if path is not None:
             if not isinstance(path, str):
@@ -260,7 +270,21 @@ class DataSpec:
             lloq = _number(lloq, "[data] lloq")
             if lloq <= 0:
                 raise SpecError(f"[data] lloq: the limit of quantification must be > 0, got {lloq:g}")
-        return cls(path=path, aliases=dict(aliases), sha256=sha256, lloq=lloq)
+        from bayespk.data.nonmem import filter_expressions
+        from bayespk.errors import DataError
+
+        filters = {}
+        for key in ("ignore", "accept"):
+            exprs = d.get(key, [])
+            try:
+                filter_expressions(exprs, f"[data] {key}")
+            except DataError as e:
+                raise SpecError(str(e)) from None
+            filters[key] = (exprs,) if isinstance(exprs, str) else tuple(exprs)
+        if filters["ignore"] and filters["accept"]:
+            raise SpecError("[data] ignore and [data] accept cannot both be given (as NONMEM's IGNORE=(...) and "
+                            "ACCEPT=(...)); give one of them")
+        return cls(path=path, aliases=dict(aliases), sha256=sha256, lloq=lloq, **filters)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -272,6 +296,10 @@ class DataSpec:
             out["sha256"] = self.sha256
         if self.lloq is not None:
             out["lloq"] = self.lloq
+        if self.ignore:
+            out["ignore"] = list(self.ignore)
+        if self.accept:
+            out["accept"] = list(self.accept)
         return out
 
 
