@@ -9,7 +9,7 @@ import pytest
 import bayespk as bpk
 from bayespk.cli import main
 from bayespk.evaluate.export import ESTIMATE, SE, SDTAB_COLUMNS, export_nonmem
-from conftest import MODELS
+from conftest import MODELS, tiny_fit
 
 THEO = MODELS / "theophylline_1cmt_oral.toml"
 DRAWS = 40  # = every draw of the tiny fit (2 chains x 20): PRED/IPRED medians over all of them
@@ -24,12 +24,7 @@ def read_nm(path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def theo_run(tmp_path_factory):
     """A tiny fit of the bundled theophylline model (as tests/test_report.py's fixture)."""
-    out = tmp_path_factory.mktemp("theo") / "theophylline"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert main(["fit", str(THEO), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
-                     "--seed", "1", "--quiet"]) == 0
-    return out
+    return tiny_fit(THEO, tmp_path_factory.mktemp("theo") / "theophylline")
 
 
 @pytest.fixture(scope="module")

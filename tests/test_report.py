@@ -13,7 +13,7 @@ import pytest
 import bayespk as bpk
 from bayespk.cli import main
 
-from conftest import MODELS
+from conftest import MODELS, tiny_fit
 
 PHENO = MODELS / "phenobarbital_1cmt_iv.toml"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -118,12 +118,7 @@ QUICK_REPORT = ["--n-rep", "30", "--n-sim", "30"]
 def theo_run(tmp_path_factory):
     """A tiny fit of the bundled theophylline model (as ``make demo``, much shorter): every subject has a
     sample at the time of its oral dose, where the typical-subject prediction PRED is 0."""
-    out = tmp_path_factory.mktemp("theo") / "theophylline"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert main(["fit", str(THEO), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
-                     "--seed", "1", "--quiet"]) == 0
-    return out
+    return tiny_fit(THEO, tmp_path_factory.mktemp("theo") / "theophylline")
 
 
 def _pred_zero_rows() -> pd.DataFrame:

@@ -21,7 +21,7 @@ from bayespk.evaluate.simulation import observation_table, simulate_replicates
 from bayespk.evaluate.vpc import VPC, bin_edges, prediction_correct, vpc
 from bayespk.simulate import simulate_observations, study_design
 
-from conftest import MODELS, ROOT
+from conftest import MODELS, ROOT, tiny_fit
 
 PI_NAMES = ("p5", "p50", "p95")
 
@@ -845,14 +845,7 @@ PHENO = MODELS / "phenobarbital_1cmt_iv.toml"
 @pytest.fixture(scope="module")
 def pheno_run(tmp_path_factory):
     """A tiny fit of the bundled phenobarbital model (multiple doses): 2 chains x 20 draws after 20 tune."""
-    from bayespk.cli import main
-
-    out = tmp_path_factory.mktemp("pheno_tad") / "pheno"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert main(["fit", str(PHENO), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
-                     "--seed", "1", "--quiet"]) == 0
-    return out
+    return tiny_fit(PHENO, tmp_path_factory.mktemp("pheno_tad") / "pheno")
 
 
 def test_cli_vpc_x_tad(pheno_run, tmp_path, capsys):
