@@ -5,24 +5,88 @@
 >>> model = bpk.PopulationModel("models/theophylline_1cmt_oral.toml", ds)  # doctest: +SKIP
 >>> fit = model.fit()                                                      # doctest: +SKIP
 >>> fit.summary()                                                          # doctest: +SKIP
+
+The names below are imported on first use (PEP 562), so ``import bayespk``
+and the commands that need no model (``bayespk data``, ``summary``,
+``prior show``) do not load PyMC.
 """
 
+import sys
+import types
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from bayespk.data import bundled as datasets
-from bayespk.data.nonmem import Dataset, read_nonmem
-from bayespk.errors import BayesPKError, ConvergenceWarning, DataError, SpecError
-from bayespk.evaluate.compare import compare
-from bayespk.fit import Fit, fit, load
-from bayespk.model import PopulationModel, Prior, Spec
-from bayespk.model.user import AlgebraicModel
-from bayespk.structural.diffeq import ODEModel, Solver
-from bayespk.simulate.regimen import Regimen, simulate_regimens
 
 try:
     __version__ = version("bayespk")
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0+unknown"
+
+
+def _resolve(target: str):
+    """``"package.module:name"`` -> that object; ``"package.module"`` -> the module."""
+    module, _, attr = target.partition(":")
+    value = import_module(module)
+    return getattr(value, attr) if attr else value
+
+
+class _LazyPackage(types.ModuleType):
+    """A package whose public names are imported on first use and then kept (PEP 562).
+
+    ``_lazy`` maps each name to ``"module:attribute"`` (or ``"module"``).
+    Importing a submodule of the same name as a public function (``bayespk.fit``,
+    ``bayespk.borrowing.ess``) does not hide the function: the import system sets the
+    submodule as an attribute of its package, and that is caught here.
+    """
+
+    def __getattr__(self, name: str):
+        target = self.__dict__.get("_lazy", {}).get(name)
+        if target is None:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        value = _resolve(target)
+        super().__setattr__(name, value)
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        target = self.__dict__.get("_lazy", {}).get(name, "")
+        if isinstance(value, types.ModuleType) and ":" in target:
+            value = _resolve(target)
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(self.__dict__) | set(self.__dict__.get("_lazy", {})))
+
+
+def _lazy_package(name: str, exports: dict[str, str]) -> None:
+    """Make the package ``name`` (call it in its ``__init__``) import ``exports`` (name -> "module:attr") lazily."""
+    module = sys.modules[name]
+    module.__dict__["_lazy"] = dict(exports)
+    module.__class__ = _LazyPackage
+
+
+_lazy_package(__name__, {
+    "AlgebraicModel": "bayespk.model.user:AlgebraicModel",
+    "BayesPKError": "bayespk.errors:BayesPKError",
+    "ConvergenceWarning": "bayespk.errors:ConvergenceWarning",
+    "DataError": "bayespk.errors:DataError",
+    "Dataset": "bayespk.data.nonmem:Dataset",
+    "Fit": "bayespk.fit:Fit",
+    "ODEModel": "bayespk.structural.diffeq:ODEModel",
+    "PopulationModel": "bayespk.model:PopulationModel",
+    "Prior": "bayespk.model:Prior",
+    "Regimen": "bayespk.simulate.regimen:Regimen",
+    "Solver": "bayespk.structural.diffeq:Solver",
+    "Spec": "bayespk.model:Spec",
+    "SpecError": "bayespk.errors:SpecError",
+    "compare": "bayespk.evaluate.compare:compare",
+    "datasets": "bayespk.data.bundled",
+    "fit": "bayespk.fit:fit",
+    "load": "bayespk.fit:load",
+    "read_nonmem": "bayespk.data.nonmem:read_nonmem",
+    "simulate_regimens": "bayespk.simulate.regimen:simulate_regimens",
+    # subpackages, reachable as attributes without an import of their own (``bpk.data.nonmem``), as before
+    **{sub: f"bayespk.{sub}" for sub in ("borrowing", "data", "evaluate", "model", "parallel", "response", "simulate",
+                                         "structural")},
+})  # fmt: skip
 
 __all__ = [
     "AlgebraicModel", "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "ODEModel",

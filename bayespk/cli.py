@@ -10,6 +10,7 @@
 ``bayespk nca CSV [--out FILE]``     non-compartmental analysis of the observed data
 ``bayespk simulate RUN_DIR --regimen SPEC ... --out DIR``  regimen simulation: exposure, target attainment
 ``bayespk export RUN_DIR --format nonmem [--out DIR]``  sdtab, patab, run.ext for xpose / R
+``bayespk sbc|kfold|covsearch|simest SPEC --out DIR``  workloads of many fits on Dask (see bayespk/parallel/cli.py)
 
 Exit status: 0 success; 1 internal error (a bug in bayespk; ``--debug`` shows
 the traceback); 2 user error (bad data, spec, options, files; one paragraph on
@@ -17,6 +18,12 @@ stderr, no traceback, nothing sampled; ``report`` instead writes a failure
 box in place of a section that fails this way, warns on stderr and exits 0); 3 ``fit --keep-partial`` interrupted and
 wrote the draws it had, marked interrupted; 130 interrupted (Ctrl-C, SIGTERM),
 nothing written.
+
+Progress of long steps (compilation, sampling, simulations): a live display on
+a terminal; otherwise plain lines at most every
+``$BAYESPK_PROGRESS_SECONDS`` (default 10), e.g. ``sampling: 1200/8000 draws
+(15%), 0 divergences, 14 s elapsed, ETA 80 s`` (see :mod:`bayespk.progress`);
+``fit --quiet`` and ``simulate --quiet`` print none.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ import threading
 import warnings
 from pathlib import Path
 
+from bayespk.progress import step
+
+from bayespk.parallel.cli import COMMANDS as WORKLOADS
+
 __all__ = ["main"]
 
 EXIT_INTERNAL_ERROR = 1
@@ -35,8 +46,10 @@ EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
 SEED_MAX = 2**32 - 1
-LOWER_BOUND_HELP = ("lower bound lb of the prediction correction, pcDV = lb + (DV - lb) (PRED_bin - lb) / (PRED - lb) "
-                    "(default 0, for concentrations)")
+LOWER_BOUND_HELP = ("lower bound lb of the prediction correction, pcDV = lb + (DV - lb) (PRED_bin - lb) / (PRED - lb), "
+                    "in DV units (default %(default)s, for concentrations)")
+RUN_DIR_HELP = "run directory written by `bayespk fit SPEC --out RUN_DIR`"
+SEED_HELP = f"random seed, 0 to {SEED_MAX} (default %(default)s)"
 FIT_BOUNDS = {"draws": (1, 10**7), "tune": (1, 10**7), "chains": (1, 64), "seed": (0, SEED_MAX)}
 
 
@@ -49,14 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit a model spec and write a run directory")
     f.add_argument("spec", help="model spec (TOML), e.g. models/theophylline_1cmt_oral.toml")
     f.add_argument("--out", required=True, help="run directory to write (refused if it exists, see --overwrite)")
-    f.add_argument("--data", help="dataset CSV (overrides the spec's [data] path)")
-    f.add_argument("--sampler", choices=["nutpie", "pymc"])
-    f.add_argument("--draws", type=int, help="draws per chain, 1 to 10^7")
-    f.add_argument("--tune", type=int, help="tuning steps per chain, 1 to 10^7")
-    f.add_argument("--chains", type=int, help="chains, 1 to 64")
-    f.add_argument("--seed", type=int, help=f"random seed, 0 to {SEED_MAX}")
-    f.add_argument("--target-accept", type=float)
-    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--data", help="dataset CSV (default: the spec's [data] path)")
+    f.add_argument("--sampler", choices=["nutpie", "pymc"],
+                   help="NUTS implementation: nutpie (Rust, compiled log-density) or pymc (default: the spec's "
+                        "[sampler] name, else nutpie)")
+    f.add_argument("--draws", type=int,
+                   help="draws per chain, 1 to 10^7 (default: the spec's [sampler] draws, else 1000)")
+    f.add_argument("--tune", type=int,
+                   help="tuning steps per chain, 1 to 10^7 (default: the spec's [sampler] tune, else 1000)")
+    f.add_argument("--chains", type=int, help="chains, 1 to 64 (default: the spec's [sampler] chains, else 4)")
+    f.add_argument("--seed", type=int,
+                   help=f"random seed, 0 to {SEED_MAX} (default: the spec's [sampler] seed, else drawn and recorded)")
+    f.add_argument("--target-accept", type=float,
+                   help="NUTS target acceptance rate, in (0, 1); higher: smaller steps, fewer divergences (default: "
+                        "the spec's [sampler] target_accept, else 0.9)")
+    f.add_argument("--quiet", action="store_true",
+                   help="no progress: no compilation messages, progress bar or periodic progress lines (those are "
+                        "printed every $BAYESPK_PROGRESS_SECONDS, default 10, when the output is not a terminal)")
     f.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory whole (report.html, vpc/ and all else in it included)")
     f.add_argument("--keep-partial", action="store_true",
@@ -67,16 +89,18 @@ def _parser() -> argparse.ArgumentParser:
                         "hashes are recorded)")
 
     d = sub.add_parser("data", help="validate a NONMEM-style dataset and print its summary")
-    d.add_argument("csv")
+    d.add_argument("csv", help="NONMEM-style dataset (CSV)")
     d.add_argument("--alias", action="append", default=[], metavar="NAME=COLUMN",
-                   help="declare a column rename, e.g. --alias conc=DV (repeatable)")
-    d.add_argument("--lloq", type=float, help="LLOQ of BLQ rows without an LLOQ value (as a spec's [data] lloq)")
+                   help="declare a column rename, e.g. --alias conc=DV (repeatable; default: none)")
+    d.add_argument("--lloq", type=float,
+                   help="LLOQ of BLQ rows without an LLOQ value, in concentration units (as a spec's [data] lloq; "
+                        "default: none)")
 
     s = sub.add_parser("summary", help="print a run directory's parameter table and diagnostics")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help=RUN_DIR_HELP)
 
     v = sub.add_parser("vpc", help="visual predictive check of a run: writes vpc.png and vpc.csv")
-    v.add_argument("run_dir")
+    v.add_argument("run_dir", help=RUN_DIR_HELP)
     v.add_argument("--out", required=True, help="folder for vpc.png and vpc.csv")
     v.add_argument("--pred-corr", action=argparse.BooleanOptionalAction, default=False,
                    help="prediction-corrected VPC (Bergstrand 2011); observations with PRED <= --lower-bound are "
@@ -91,30 +115,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="x axis, binned: TIME (default), TAD (time after the most recent dose, ADDL repeats "
                         "included, computed from the dose records; the time itself before the first dose) or "
                         "any numeric dataset column")
-    v.add_argument("--n-rep", type=int, default=200, help="replicates of the study (default 200)")
-    v.add_argument("--bins", default="auto", help="auto, a number of bins, or comma-separated edges (on --x)")
-    v.add_argument("--binning", choices=["kmeans", "quantile"], default="kmeans")
+    v.add_argument("--n-rep", type=int, default=200, help="replicates of the study (default %(default)s)")
+    v.add_argument("--bins", default="auto",
+                   help="auto, a number of bins, or comma-separated edges (on --x) (default %(default)s)")
+    v.add_argument("--binning", choices=["kmeans", "quantile"], default="kmeans",
+                   help="how automatic bins are placed: kmeans (clusters of observation times) or quantile (equal "
+                        "counts) (default %(default)s)")
     v.add_argument("--log-y", action="store_true",
                    help="log y axis (simulated values below 0 are read as 0; values at 0 are drawn at the "
                         "bottom of the axis, marked)")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=int, default=0, help=SEED_HELP)
 
     r = sub.add_parser("report", help="write a self-contained HTML report of a run")
-    r.add_argument("run_dir")
+    r.add_argument("run_dir", help=RUN_DIR_HELP)
     r.add_argument("--out", help="report file (default RUN_DIR/report.html)")
-    r.add_argument("--n-rep", type=int, default=200, help="VPC replicates (default 200)")
-    r.add_argument("--n-sim", type=int, default=500, help="NPDE simulations (default 500)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--n-rep", type=int, default=200, help="VPC replicates (default %(default)s)")
+    r.add_argument("--n-sim", type=int, default=500, help="NPDE simulations (default %(default)s)")
+    r.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     r.add_argument("--pred-corr", action=argparse.BooleanOptionalAction, default=True,
                    help="include the prediction-corrected VPC; observations with PRED <= --lower-bound are left "
                         "out of it and counted (default --pred-corr; --no-pred-corr omits it)")
     r.add_argument("--lower-bound", type=float, default=0.0, metavar="X", help=LOWER_BOUND_HELP)
 
-    c = sub.add_parser("compare", help="compare runs of the same data by PSIS-LOO")
-    c.add_argument("run_dirs", nargs="+")
+    c = sub.add_parser("compare", help="compare runs of the same data by PSIS-LOO, or k-fold folders by their elpd")
+    c.add_argument("run_dirs", nargs="+", help="two or more run directories fitted to the same data, or two or more "
+                                               "folders written by `bayespk kfold` on the same data, k and seed")
     c.add_argument("--by", choices=["obs", "subject"], default="obs",
-                   help="leave out one observation (default) or one subject at a time")
-    c.add_argument("--out", help="write the table as CSV")
+                   help="leave out one observation (obs) or one subject at a time (default %(default)s)")
+    c.add_argument("--out", help="write the table as CSV to this file (default: print only)")
 
     from bayespk.borrowing.cli import add_parser as add_prior_parser
 
@@ -128,18 +156,22 @@ def _parser() -> argparse.ArgumentParser:
 
     add_simulate_parser(sub)  # bayespk simulate RUN_DIR --regimen SPEC ... --out DIR
 
+    from bayespk.parallel.cli import add_parser as add_workload_parser
+
+    add_workload_parser(sub)  # bayespk sbc | kfold | covsearch | simest SPEC --out DIR
+
     e = sub.add_parser("export",
                        help="export a run as NONMEM-style tables (sdtab, patab, run.ext) for xpose / R")
-    e.add_argument("run_dir")
-    e.add_argument("--format", default="nonmem", help="table format: nonmem (default; the only one)")
+    e.add_argument("run_dir", help=RUN_DIR_HELP)
+    e.add_argument("--format", default="nonmem", help="table format; nonmem is the only one (default %(default)s)")
     e.add_argument("--out", help="folder for the files (default RUN_DIR/nonmem)")
     e.add_argument("--draws", type=int, default=400,
-                   help="posterior draws for PRED, IPRED and the individual parameters (default 400)")
+                   help="posterior draws for PRED, IPRED and the individual parameters (default %(default)s)")
     e.add_argument("--n-sim", type=int, default=500,
-                   help="replicates of the study simulated for EPRED, ECWRES and NPDE (default 500)")
+                   help="replicates of the study simulated for EPRED, ECWRES and NPDE (default %(default)s)")
     e.add_argument("--npde", action=argparse.BooleanOptionalAction, default=True,
                    help="include the NPDE column (default --npde)")
-    e.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    e.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     return p
 
 
@@ -148,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
                 "compare": _compare, "prior": _prior, "nca": _nca, "simulate": _simulate,
-                "export": _export}
+                "export": _export, **{c: _workload for c in WORKLOADS}}
     with _sigterm_as_interrupt():
         try:
             return commands[args.command](args)
@@ -221,6 +253,12 @@ def _nca(args) -> int:
     from bayespk.nca import cli
 
     return cli(args)
+
+
+def _workload(args) -> int:
+    from bayespk.parallel.cli import run
+
+    return run(args.command, args)
 
 
 def _simulate(args) -> int:
@@ -328,18 +366,21 @@ def _summary(args) -> int:
         table = pd.read_csv(run / "summary.csv")
     except (ValueError, UnicodeDecodeError) as e:
         raise BayesPKError(f"{run / 'summary.csv'}: not a readable table ({e}); refit") from None
-    _load_run(run)  # refuses a missing, corrupted or foreign fit.nc
+    _load_run(run, model=False)  # refuses a missing, corrupted or foreign fit.nc
     _print_run(table, diag)
     return 0
 
 
-def _load_run(run_dir: str | Path):
+def _load_run(run_dir: str | Path, model: bool = True):
     """The Fit of a run directory, verified (checksum of fit.nc, diagnostics.json readable when present).
 
     An interrupted run (``fit --keep-partial``) loads, with a note on stderr.
+    ``model=False``: only verify fit.nc, without importing PyMC (commands that
+    print tables); returns its DataTree.
     """
+    import json
+
     from bayespk.errors import BayesPKError
-    from bayespk.fit import load
     from bayespk.rundir import read_diagnostics
 
     run = Path(run_dir)
@@ -347,12 +388,41 @@ def _load_run(run_dir: str | Path):
         raise BayesPKError(f"{run}: not a run directory (no fit.nc); create one with `bayespk fit SPEC --out {run}`")
     if (run / "diagnostics.json").exists():
         read_diagnostics(run)
-    result = load(run)
-    info = result.run_info
+    if model:
+        from bayespk.fit import load
+
+        result = load(run)
+        info = result.run_info
+    else:
+        result = _verified_tree(run / "fit.nc")
+        info = json.loads(result.attrs.get("bayespk_run", "{}"))
     if info.get("interrupted"):
         print(f"note: {run} is an interrupted fit: only the first {info.get('draws_kept')} of "
               f"{info.get('draws_requested')} draws per chain; results are provisional", file=sys.stderr)
     return result
+
+
+def _verified_tree(path: Path):
+    """fit.nc read and checked as :func:`bayespk.fit.load` checks it (readable netCDF, a bayespk fit, checksum),
+    with xarray only: no spec is parsed, no model built (``bayespk summary`` starts in about 1 s)."""
+    import xarray as xr
+
+    from bayespk.rundir import RunDirError, tree_checksum
+
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as stored:
+            tree = stored.load()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RunDirError(f"{path}: not a readable fit file ({type(e).__name__}{': ' + first if first else ''}); "
+                          "it is truncated, corrupted or not netCDF; refit") from None
+    if "bayespk_spec" not in tree.attrs:
+        raise RunDirError(f"{path}: not a bayespk fit (no bayespk_spec attribute): a netCDF file written by "
+                          "something else; refit with `bayespk fit SPEC --out RUN_DIR`")
+    expected = tree.attrs.get("bayespk_checksum")
+    if expected is not None and tree_checksum(tree, skip_attrs=("bayespk_checksum",)) != expected:
+        raise RunDirError(f"{path}: checksum mismatch (the file was modified or corrupted); refit")
+    return tree
 
 
 def _positive(name: str, value: int, high: int = 10**6) -> None:
@@ -402,10 +472,10 @@ def _vpc(args) -> int:
         bins = int(parts[0]) if len(parts) == 1 else parts
     labels = _strat_labels(args.strat_labels)
     fit = _load_run(args.run_dir)
-    print(f"simulating {args.n_rep} replicates of the study with new subjects ...", flush=True)
-    result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound, strat=args.strat,
-                     strat_labels=labels, x=args.x, bins=bins, binning=args.binning, log_y=args.log_y,
-                     seed=args.seed)
+    with step(f"VPC: simulating {args.n_rep} replicates of the study with new subjects"):
+        result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound,
+                         strat=args.strat, strat_labels=labels, x=args.x, bins=bins, binning=args.binning,
+                         log_y=args.log_y, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.figure.savefig(out / "vpc.png", dpi=110, bbox_inches="tight")
@@ -449,8 +519,22 @@ def _compare(args) -> int:
 
     from bayespk.evaluate.compare import compare
 
+    kinds = [_workload_kind(d) for d in args.run_dirs]
+    if any(k == "kfold" for k in kinds):
+        from bayespk.errors import BayesPKError
+        from bayespk.evaluate.kfold import compare_kfold
+
+        if not all(k == "kfold" for k in kinds):
+            raise BayesPKError("compare: give either run directories or k-fold folders (bayespk kfold), not both")
+        table = compare_kfold({Path(d).name or str(d): d for d in args.run_dirs})
+        with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 120):
+            print(table.to_string())
+        if args.out:
+            table.to_csv(args.out)
+        return 0
+
     fits = {Path(d).name or str(d): _load_run(d) for d in args.run_dirs}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), step(f"PSIS-LOO of {len(fits)} runs (by {args.by})"):
         warnings.simplefilter("ignore")
         table = compare(fits, by=args.by)
     with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 120):
@@ -460,6 +544,16 @@ def _compare(args) -> int:
     if args.out:
         table.to_csv(args.out)
     return 0
+
+
+def _workload_kind(folder) -> str | None:
+    """The kind of workload a folder holds (``kfold``, ``sbc``...), None for anything else."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / "workload.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _export(args) -> int:
@@ -475,7 +569,8 @@ def _export(args) -> int:
     _check_range("seed", args.seed, 0, SEED_MAX)
     fit = _load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "nonmem"
-    with warnings.catch_warnings():
+    what = f"tables from {args.draws} draws" + (f", NPDE from {args.n_sim} simulations" if args.npde else "")
+    with warnings.catch_warnings(), step(f"export: {what}"):
         warnings.simplefilter("ignore")
         written = export_nonmem(fit, out, draws=args.draws, n_sim=args.n_sim, npde=args.npde, seed=args.seed)
     print(f"wrote {', '.join(p.name for p in written.values())} in {out}")
@@ -483,10 +578,9 @@ def _export(args) -> int:
 
 
 def _print_run(table, diag: dict) -> None:
-    import pandas as pd
+    from bayespk.evaluate.diagnostics import format_parameter_table
 
-    with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
-        print(table.to_string(index=False))
+    print(format_parameter_table(table))
     print(
         f"\n{diag['chains']} chains x {diag['draws']} draws ({diag.get('sampler')}, seed {diag.get('seed')}, "
         f"{diag.get('wall_seconds', float('nan')):.1f} s incl. {diag.get('compile_seconds', float('nan')):.1f} s "

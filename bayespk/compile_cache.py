@@ -26,9 +26,13 @@ object code in milliseconds.
 
 Data: bayespk's models hold the data as graph constants, so other data (even
 of the same shape) is another graph and another entry. Shared variables
-(``pm.Data``) are keyed by value as well: nutpie reads them through a pointer
-at run time, but the shapes of the sampled variables (hence the layout nutpie
-records) can depend on their values.
+(``pm.Data``; a :class:`~bayespk.model.population.PopulationModel` built with
+``observations_as_data=True`` holds its observations so) are keyed by shape
+and type only where the shape of every sampled variable is known without them
+(static, or from the model's coords): nutpie reads them through a pointer at
+run time, so one entry serves every data set of that shape (the replicates of a
+simulation-based calibration, the folds of a cross-validation), and a hit is
+linked with the model's current values. Otherwise they are keyed by value.
 
 Cache location: ``cache_dir`` if given, else ``$BAYESPK_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/bayespk`` (default ``~/.cache/bayespk``); entries are in its
@@ -66,7 +70,7 @@ __all__ = ["MAX_ENTRIES", "cache_dir_from_env", "clear", "compile_nutpie", "last
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the entry layout or the key recipe changes
+FORMAT = 2  # bump when the entry layout or the key recipe changes
 MAGIC = b"BAYESPK-NUTPIE\x00"
 MAX_ENTRIES = 200
 OFF = {"off", "0", "false", "no", "none", "disable", "disabled"}
@@ -232,10 +236,29 @@ def _model_key(model) -> tuple[str, _Graph]:
     h.update(repr(("free", free_names, [_type_key(v.type) for v in value_vars], "remaining",
                    [v.name for v in remaining], "check_bounds", bool(model.check_bounds))).encode())
     shared: dict[str, SharedVariable] = {}
-    _hash_graph(h, [logp, *remaining], value_vars, shared)
+    known = _known_shapes(model, value_vars)
+    h.update(repr(("free shapes", known)).encode())
+    _hash_graph(h, [logp, *remaining], value_vars, shared, shared_by_value=known is None)
     free_shapes = [tuple(int(s) for s in v.type.shape) if all(s is not None for s in v.type.shape) else None
                    for v in value_vars]
     return h.hexdigest(), _Graph(free_names, free_shapes, [v.name for v in remaining], shared)
+
+
+def _known_shapes(model, value_vars) -> list[tuple[int, ...]] | None:
+    """The shape of every sampled variable, from its static type or its dims' coords; None if one is unknown
+    (then it may depend on the values of shared variables, which are keyed by value)."""
+    shapes = []
+    for rv, v in zip(model.free_RVs, value_vars):
+        if all(s is not None for s in v.type.shape):
+            shapes.append(tuple(int(s) for s in v.type.shape))
+            continue
+        dims = model.named_vars_to_dims.get(rv.name) or ()
+        coords = [model.coords.get(d) for d in dims]
+        if (model.rvs_to_transforms.get(rv) is not None or len(dims) != v.type.ndim
+                or any(c is None for c in coords)):
+            return None
+        shapes.append(tuple(len(c) for c in coords))
+    return shapes
 
 
 def _environment() -> tuple:
@@ -262,8 +285,9 @@ def _environment() -> tuple:
             registry.cpu_target.target_context.codegen().magic_tuple())
 
 
-def _hash_graph(h, outputs, inputs, shared: dict) -> None:
-    """Feed ``h`` a canonical description of the graph from ``inputs`` to ``outputs``."""
+def _hash_graph(h, outputs, inputs, shared: dict, shared_by_value: bool = True) -> None:
+    """Feed ``h`` a canonical description of the graph from ``inputs`` to ``outputs`` (shared variables by
+    value, or by shape and dtype only)."""
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.basic import Constant
     from pytensor.graph.traversal import io_toposort
@@ -283,7 +307,9 @@ def _hash_graph(h, outputs, inputs, shared: dict) -> None:
             if not name or (name in shared and shared[name] is not var):
                 raise _Uncacheable(f"shared variable without a unique name ({name!r})")
             shared[name] = var
-            desc = ("shared", name, _type_key(var.type), _data_key(var.get_value(borrow=True)))
+            value = var.get_value(borrow=True)
+            desc = ("shared", name, _type_key(var.type),
+                    _data_key(value) if shared_by_value else (np.shape(value), str(np.asarray(value).dtype)))
         elif isinstance(var, Constant):
             desc = ("constant", _type_key(var.type), _data_key(var.data))
         else:

@@ -38,6 +38,7 @@ from bayespk.evaluate.diagnostics import check_convergence, convergence, summary
 from bayespk.evaluate.simulation import quiet_pymc
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
+from bayespk.progress import Progress, is_terminal
 from bayespk.rundir import RunDirError, RunWriter, sha256_file, sha256_json, tree_checksum
 
 __all__ = ["Fit", "SamplingInterrupted", "fit", "load"]
@@ -107,7 +108,11 @@ def fit(
     backend : {"auto", "numba", "jax"}
         how nutpie compiles the log-density (``[sampler] backend``; auto: JAX for ODE models).
     progress : bool
-        Show a progress bar while sampling.
+        Show progress: the sampler's progress bar; with ``notify``, also the
+        compilation and its duration and, when stdout or stderr is not a
+        terminal (a log, a pipe), plain progress lines instead of the bar, at
+        most every ``$BAYESPK_PROGRESS_SECONDS`` (default 10; see
+        :mod:`bayespk.progress`).
     keep_partial : bool
         On Ctrl-C (SIGINT) or SIGTERM during sampling, return the draws
         completed so far, every chain cut to the same length, as a Fit marked
@@ -119,7 +124,8 @@ def fit(
         run directory) that the data file no longer matches; both hashes are
         recorded.
     notify : callable, optional
-        Called with a one-line message when sampling starts.
+        Called with one-line messages: when sampling starts, and the progress
+        messages described under ``progress``.
     preflight : callable, optional
         Called as ``preflight(nbytes, what)`` with the estimated size of the
         run before compiling and sampling (the CLI checks free space with it).
@@ -148,6 +154,7 @@ def fit(
     data_sha256, recorded = _data_provenance(model, spec, allow_changed_data)
     spec = replace(spec, data=replace(spec.data, sha256=data_sha256))
     _check_subjects_dosed(model)
+    spec.data.check_unit_columns(model.data.table.columns)  # units declared for columns the data do not have
     s = spec.sampler
     pm_model = model.build()
     if preflight is not None:
@@ -335,18 +342,45 @@ def _interrupt_guard():
 
 
 def _sample(pm_model, model, spec, progress, notify, caught) -> _Sampled:
+    """Compile and sample, announcing both through ``notify``.
+
+    With ``notify`` and ``progress``, compilation is announced with its
+    duration; on a terminal the sampler draws its own progress bar, otherwise
+    (a log, a pipe) ``notify`` gets a plain progress line at most every
+    ``$BAYESPK_PROGRESS_SECONDS`` (see :mod:`bayespk.progress`). Without
+    ``notify`` (the library), the sampler's bar only, as ``progress`` says.
+    """
     s = spec.sampler
     say = notify or (lambda msg: None)
     message = (f"sampling {s.chains} chain{'s' if s.chains > 1 else ''} x {s.draws} draws after {s.tune} tuning "
                f"steps ({s.name}, seed {s.seed}) ...")
+    lines = bool(progress and notify is not None and not is_terminal())
+    ticker = Progress("sampling", s.chains * (s.tune + s.draws), unit="draws", say=say, live=False,
+                      enabled=lines)
+    announce = progress and notify is not None
     if s.name == "nutpie":
-        return _sample_nutpie(pm_model, model, spec, progress, lambda: say(message), caught)
+        if announce:
+            say("compiling the model (nutpie) ...")
+        return _sample_nutpie(pm_model, model, spec, progress and not lines, lambda: say(message), caught,
+                              ticker=ticker, say=say if announce else None)
     say(message)
-    return _sample_pymc(pm_model, model, spec, progress, caught)
+    if announce:
+        say("compiling the model (PyMC) ...")
+    return _sample_pymc(pm_model, model, spec, progress and not lines, caught, ticker=ticker,
+                        say=say if announce else None)
 
 
-def _sample_nutpie(pm_model, model, spec, progress, started, caught) -> _Sampled:
-    """nutpie in the background, waited for in short steps so Ctrl-C / SIGTERM stop it cleanly."""
+def _divergence_detail(divergences: int, tuning: bool) -> str:
+    return ("tuning, " if tuning else "") + f"{divergences} divergence{'s' if divergences != 1 else ''}"
+
+
+def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Progress | None = None,
+                   say=None) -> _Sampled:
+    """nutpie in the background, waited for in short steps so Ctrl-C / SIGTERM stop it cleanly.
+
+    ``progress``: nutpie's own bar; ``ticker`` gets the draws done and divergences at each wait step
+    (from nutpie's progress callback); ``say`` announces the compilation time.
+    """
     try:
         import nutpie
     except ImportError:  # pragma: no cover - nutpie is a dependency
@@ -365,16 +399,39 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught) -> _Sampled
     else:
         compiled = compile_nutpie(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
     t_compile = time.perf_counter() - t0
+    if say is not None:
+        cached = f", compile cache {compile_cache.last['status']}" if not jax and compile_cache.last else ""
+        say(f"compiling the model: done in {t_compile:.1f} s{cached}"
+            + (" (JAX compiles again during the first draws)" if jax else ""))
     started()
+    if ticker is not None:
+        ticker.start()
+    chains: list = []  # the latest per-chain progress from nutpie's callback thread
+
+    def follow() -> None:
+        if ticker is not None and chains:
+            latest = list(chains[-1])
+            ticker.update(sum(c.finished_draws for c in latest),
+                          _divergence_detail(sum(c.divergences for c in latest), any(c.tuning for c in latest)))
+
     background = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
                                target_accept=s.target_accept, progress_bar=progress, save_warmup=False,
-                               adaptation=s.adaptation, blocking=False)
+                               adaptation=s.adaptation, blocking=False,
+                               **({"progress_callback": chains.append, "progress_rate": int(1000 * WAIT_SECONDS)}
+                                  if ticker is not None and ticker.enabled else {}))
     try:
         while True:
             try:
-                return _Sampled(background.wait(timeout=WAIT_SECONDS), t_compile, None)
+                tree = background.wait(timeout=WAIT_SECONDS)
             except TimeoutError:
+                follow()
+                del chains[:-1]
                 continue
+            if ticker is not None:
+                div = int(tree["sample_stats"]["diverging"].sum()) if "sample_stats" in tree else 0
+                ticker.done_units = ticker.total
+                ticker.finish(_divergence_detail(div, False) + " after tuning")
+            return _Sampled(tree, t_compile, None)
     except KeyboardInterrupt:
         return _Sampled(background.abort(), t_compile, caught[0] if caught else "SIGINT")
     except RuntimeError as e:
@@ -391,17 +448,36 @@ def backend(spec, model) -> str:
     return "jax" if getattr(model, "ode", False) else "numba"
 
 
-def _sample_pymc(pm_model, model, spec, progress, caught) -> _Sampled:
-    """PyMC's NUTS; it ends early on KeyboardInterrupt and returns what it has, which ``caught`` tells apart."""
+def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | None = None, say=None) -> _Sampled:
+    """PyMC's NUTS; it ends early on KeyboardInterrupt and returns what it has, which ``caught`` tells apart.
+
+    ``progress``: PyMC's own bar; ``ticker`` counts every draw (tuning included) and divergence through
+    PyMC's per-draw callback; ``say`` announces when compilation and initialization are done (the first draw).
+    """
     from pymc.exceptions import SamplingError
 
     s = spec.sampler
+    t0 = time.perf_counter()
+    seen = {"draws": 0, "divergences": 0, "compile": float("nan")}
+
+    def callback(trace, draw) -> None:
+        if seen["draws"] == 0:
+            seen["compile"] = time.perf_counter() - t0
+            if say is not None:
+                say(f"compiling the model: done in {seen['compile']:.1f} s (with PyMC's initialization)")
+            if ticker is not None:
+                ticker.start()
+        seen["draws"] += 1
+        seen["divergences"] += int(any(st.get("diverging", False) for st in draw.stats))
+        if ticker is not None:
+            ticker.update(seen["draws"], _divergence_detail(seen["divergences"], draw.tuning))
+
     try:
         with pm_model:
             tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
                              random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
                              compute_convergence_checks=False, nuts_sampler="pymc", init="adapt_diag",
-                             initvals=_start_points(pm_model, spec, s.chains, s.seed))
+                             initvals=_start_points(pm_model, spec, s.chains, s.seed), callback=callback)
     except KeyboardInterrupt:
         return _Sampled(None, float("nan"), caught[0] if caught else "SIGINT")
     except SamplingError as e:
@@ -410,7 +486,9 @@ def _sample_pymc(pm_model, model, spec, progress, caught) -> _Sampled:
         if caught:  # interrupted during tuning: "Not enough samples to build a trace"
             return _Sampled(None, float("nan"), caught[0])
         raise
-    return _Sampled(tree, float("nan"), caught[0] if caught else None)
+    if ticker is not None and not caught:
+        ticker.finish(_divergence_detail(int(tree["sample_stats"]["diverging"].sum()), False) + " after tuning")
+    return _Sampled(tree, seen["compile"], caught[0] if caught else None)
 
 
 def _finish_sampling(sampled: _Sampled, s, keep_partial: bool) -> tuple[xr.DataTree, dict]:
@@ -548,9 +626,13 @@ class Fit:
     def summary(self) -> pd.DataFrame:
         """Posterior summary of the population parameters (natural scale typical values).
 
-        Columns: ``parameter, mean, sd, q5, median, q95, r_hat, ess_bulk, ess_tail``.
+        Columns: ``parameter, mean, sd, q5, median, q95, r_hat, ess_bulk, ess_tail``, then ``unit,
+        rse_percent, reported_as, reported_median, reported_q5, reported_q95, shrinkage_percent`` (see
+        :func:`~bayespk.evaluate.diagnostics.summary_table`; units from the spec's ``[data] units``).
         """
-        return summary_table(self.posterior, self.population_parameters)
+        from bayespk.evaluate.gof import shrinkage
+
+        return summary_table(self.posterior, self.population_parameters, spec=self.spec, shrinkage=shrinkage(self))
 
     def diagnostics(self) -> dict:
         """Convergence diagnostics over all free variables, plus run information (computed once)."""

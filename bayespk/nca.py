@@ -637,24 +637,30 @@ def compare_exposures(
 def add_parser(sub) -> None:
     """``bayespk nca CSV [--out FILE]``: the subcommand's arguments."""
     n = sub.add_parser("nca", help="non-compartmental analysis of a dataset's observed concentrations")
-    n.add_argument("csv", help="NONMEM-style dataset")
-    n.add_argument("--out", help="write the per-subject table as CSV")
-    n.add_argument(
-        "--alias",
-        action="append",
-        default=[],
-        metavar="NAME=COLUMN",
-        help="declare a column rename, e.g. --alias conc=DV (repeatable)",
-    )
-    n.add_argument("--lloq", type=float, help="LLOQ of BLQ rows without an LLOQ value (as a spec's [data] lloq)")
-    n.add_argument(
-        "--dose-time", type=float, help="analyse the last dose at or before this time (default: first)"
-    )
-    n.add_argument("--blq", choices=BLQ_RULES, default=BLQ_RULES[0])
-    n.add_argument("--auc-method", choices=AUC_METHODS, default=AUC_METHODS[0])
-    n.add_argument("--route", choices=ROUTES, default="auto")
-    n.add_argument("--min-points", type=int, default=3, help="fewest points of the lambda_z fit (default 3)")
-    n.add_argument("--adj-r2-tol", type=float, default=1e-4)
+    n.add_argument("csv", help="NONMEM-style dataset (CSV)")
+    n.add_argument("--out", help="write the per-subject table as CSV to this file (default: print only)")
+    n.add_argument("--alias", action="append", default=[], metavar="NAME=COLUMN",
+                   help="declare a column rename, e.g. --alias conc=DV (repeatable; default: none)")
+    n.add_argument("--lloq", type=float,
+                   help="LLOQ of BLQ rows without an LLOQ value, in concentration units (as a spec's [data] lloq; "
+                        "default: none)")
+    n.add_argument("--dose-time", type=float,
+                   help="analyse the last dose at or before this time, in the data's time units (default: the "
+                        "first dose)")
+    n.add_argument("--blq", choices=BLQ_RULES, default=BLQ_RULES[0],
+                   help="BLQ observations: zero-before-tmax-drop-after (0 before Tmax, left out after), zero (all "
+                        "0) or drop (all left out) (default %(default)s)")
+    n.add_argument("--auc-method", choices=AUC_METHODS, default=AUC_METHODS[0],
+                   help="AUC trapezoids: linear-up-log-down (log trapezoid where the concentration falls) or "
+                        "linear (default %(default)s)")
+    n.add_argument("--route", choices=ROUTES, default="auto",
+                   help="dosing route, which sets how the concentration at the dose time is filled in when not "
+                        "observed; auto: from the dose records (default %(default)s)")
+    n.add_argument("--min-points", type=int, default=3,
+                   help="fewest points of the automatic lambda_z fit, >= 3 (default %(default)s)")
+    n.add_argument("--adj-r2-tol", type=float, default=1e-4,
+                   help="adjusted-R^2 tolerance of the lambda_z fit: among fits within it of the best, the one with "
+                        "the most points is used (default %(default)s)")
 
 
 def cli(args) -> int:

@@ -6,6 +6,7 @@ sampling starts (the in-process tests replace the sampler with one that fails th
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -56,7 +57,7 @@ tune = 10
 @pytest.fixture(autouse=True)
 def no_sampling(monkeypatch):
     """Fail the test if the CLI ever gets as far as sampling."""
-    fit_module = sys.modules["bayespk.fit"]  # the attribute bayespk.fit is the function
+    fit_module = importlib.import_module("bayespk.fit")  # the module (the attribute bayespk.fit is the function)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the CLI started sampling; it should have refused the input first")

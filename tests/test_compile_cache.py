@@ -96,9 +96,29 @@ def test_a_changed_model_misses(cache):
     before = {p.name for p in entries(folder)}
     compile_(small_model(prior_sd=2.0), folder)  # another prior
     assert cc.last["status"] == "miss"
-    compile_(small_model(x=X * 2.0), folder)  # other values of the shared data
+    compile_(small_model(x=np.linspace(0.0, 1.0, 9)), folder)  # shared data of another shape
     assert cc.last["status"] == "miss"
     assert len({p.name for p in entries(folder)} - before) == 2
+
+
+def test_other_values_of_shared_data_hit_and_are_read(cache):
+    """Shared data of the same shape (replicates, folds) use one entry, linked with the model's own values."""
+    folder, _, first = cache
+    compiled = compile_(small_model(x=X + 1.0), folder)
+    assert cc.last["status"] == "hit"
+    moved = draws(compiled)
+    own = draws(nutpie_compile(small_model(x=X + 1.0)))
+    for name, values in own.items():
+        np.testing.assert_array_equal(moved[name], values)
+    assert moved["mu"].mean() > first["mu"].mean()
+
+
+def nutpie_compile(model):
+    import nutpie
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nutpie.compile_pymc_model(model, jitter_rvs=set(), initial_points=None)
 
 
 def test_the_key_follows_the_graph_of_a_bayespk_model():

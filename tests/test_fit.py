@@ -12,7 +12,7 @@ import xarray as xr
 
 import bayespk as bpk
 from bayespk.cli import main
-from bayespk.evaluate.diagnostics import SUMMARY_COLUMNS
+from bayespk.evaluate.diagnostics import REPORTED_COLUMNS, SUMMARY_COLUMNS
 
 from conftest import MODELS
 
@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory):
 def test_cli_writes_the_run_directory_contract(run_dir, capsys):
     assert sorted(p.name for p in run_dir.iterdir()) == ["diagnostics.json", "fit.nc", "spec.toml", "summary.csv"]
     table = pd.read_csv(run_dir / "summary.csv")
-    assert list(table.columns) == SUMMARY_COLUMNS
+    assert list(table.columns) == SUMMARY_COLUMNS + REPORTED_COLUMNS
     assert list(table.parameter) == ["CL", "V", "KA", "omega_CL", "omega_V", "omega_KA", "sigma_add"]
     # typical values on the natural scale: CL ~ 0.04 L/h/kg, not log(CL) ~ -3.2
     cl = table.set_index("parameter").loc["CL"]

@@ -3,7 +3,9 @@
 import re
 import shutil
 import subprocess
+import tempfile
 import warnings
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -58,12 +60,26 @@ def test_cli_vpc_refuses_bad_options(run_dir, tmp_path, capsys):
 
 def test_report_is_self_contained(report):
     text = report.read_text()
-    for section in ("parameters", "convergence", "vpc", "gof", "npde", "priors", "loo"):
+    for section in ("model", "data", "prior-table", "parameters", "convergence", "vpc", "gof", "npde", "priors",
+                    "loo"):
         assert f'id="{section}"' in text
+    order = [text.index(f'<section id="{a}">') for a in ("model", "data", "prior-table", "parameters")]
+    assert order == sorted(order)  # model, data and priors come first
     images = re.findall(r'<img alt="figure" src="data:image/png;base64,', text)
     assert len(images) == 7  # VPC, pcVPC, GOF, individual fits, NPDE, etas, priors
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere
     assert "CL" in text and "omega_V" in text
+    # the model, generated from the spec: the weight and Apgar effects with their reference values
+    model = _section(text, "model")
+    assert "CL_i = CL·(WT_i/1)^1·exp(η_CL,i)" in model and "exp(V_APGRLOW[APGRLOW_i])" in model
+    assert "ε_ij ~ N(0, (sigma_prop·f_ij)²)" in model
+    priors = _section(text, "prior-table")
+    assert "<td>V_APGRLOW</td><td>Normal</td><td>mu=0, sigma=0.5</td>" in priors
+    # no absolute local path (outside the base64 figures): the data file by its name only
+    plain = re.sub(r'src="data:image/png;base64,[^"]*"', "", text)
+    for local in (str(MODELS.parent), str(Path.home()), str(report.parent), tempfile.gettempdir()):
+        assert local not in plain
+    assert "phenobarbital.csv" in _section(text, "data")
 
 
 def test_cli_compare_two_runs(run_dir, tmp_path, capsys):
@@ -143,7 +159,7 @@ def _images(text: str) -> int:
 
 
 def _section(text: str, anchor: str) -> str:
-    m = re.search(rf'<section id="{anchor}">(.*?)</section>', text)
+    m = re.search(rf'<section id="{anchor}">(.*?)</section>', text, re.S)
     assert m, f"no section {anchor!r}"
     return m.group(1)
 
@@ -308,3 +324,180 @@ def test_loo_with_points_constant_over_the_draws_is_exact_and_the_report_has_it(
     messages = []
     text = report_module.render_report(fit, n_rep=10, n_sim=20, warn=lambda t, m: messages.append((t, m)))
     assert messages == [] and f"{result.elpd:.4g}" in _section(text, "loo")
+
+
+# ---------------------------------------------------------------- issue 16 point 4: data, notes, figures, paths
+def test_data_section_lists_excluded_records_and_why(tmp_path):
+    """MDV=1 rows, rows dropped by [data] ignore and by a C column are counted and listed one by one with their
+    reason, observations at the dose time are flagged, and the data file is named, never its folder."""
+    data = pd.read_csv(bpk.datasets.path("theophylline"), na_values=".")
+    obs = data.index[(data.EVID == 0) & (data.TIME > 0)]
+    data.loc[obs[[0, 5]], "MDV"] = 1  # two observations kept out of the likelihood
+    data.insert(0, "C", ".")
+    data.loc[obs[7], "C"] = "C"  # one commented out
+    folder = tmp_path / "private folder"
+    folder.mkdir()
+    data.to_csv(folder / "theo_flags.csv", index=False, na_rep=".")
+    spec = THEO.read_text().replace('path = "../bayespk/data/datasets/theophylline.csv"',
+                                    f'path = "{folder / "theo_flags.csv"}"\nignore = ["TIME.GT.24"]')
+    (tmp_path / "spec.toml").write_text(spec)
+    from bayespk.evaluate.report import _data_section
+
+    fit = bpk.load(tiny_fit(tmp_path / "spec.toml", tmp_path / "run"))
+    section = text = _data_section(fit)  # the section alone: the rest of the report is tested above
+    n_late = int((data.TIME > 24).sum() - (data.loc[obs[7], "TIME"] > 24))
+    assert f"<tr><td>[data] ignore (TIME.GT.24)</td><td>{n_late}</td></tr>" in section
+    assert "commented out (C column)</td><td>1</td>" in section
+    assert "<code>[data] ignore = [&#x27;TIME.GT.24&#x27;]</code>" in section
+    listed = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>[^<]*</td><td>[^<]*</td><td>([^<]*)</td></tr>",
+                        section)
+    mdv = {int(r) for r, _, why in listed if why.startswith("MDV=1")}
+    assert mdv == {int(i) + 1 for i in obs[[0, 5]]}  # ROW: 1 = the first row after the header
+    assert sum(why.startswith("at or before the first dose") for *_, why in listed) == 12
+    dropped = {int(r): why for r, _, why in listed if why.startswith("dropped on reading")}
+    assert dropped[int(obs[7]) + 1] == "dropped on reading: commented out (C column)"
+    late = {int(i) + 1 for i in data.index[data.TIME > 24] if i != obs[7]}
+    assert {r for r, why in dropped.items() if "TIME.GT.24" in why} == late
+    assert "theo_flags.csv" in text and str(folder) not in text and str(tmp_path) not in text
+
+
+@pytest.mark.slow  # a whole report (about 30 s); the notes themselves are tested fast below
+def test_flagged_diagnostics_are_explained(theo_run, monkeypatch):
+    """Convergence flags, shrinkage > 30% and Pareto k > 0.7 each come with a note on what they mean."""
+    from types import SimpleNamespace
+
+    from bayespk.evaluate import gof as gof_module
+    from bayespk.evaluate import report as report_module
+    from bayespk.fit import Fit
+
+    fit = bpk.load(theo_run)
+    real_shrinkage = gof_module.shrinkage
+
+    def high_shrinkage(f):
+        table = real_shrinkage(f)
+        table.loc[table.parameter == "KA", "shrinkage"] = 0.47
+        table.loc[table.parameter == "V", "shrinkage"] = 0.12
+        return table
+
+    n_obs = len(fit.tree["observed_data"]["DV"])
+    k = np.zeros(n_obs)
+    k[[4, 9, 17]] = [0.75, 1.2, 0.71]
+    monkeypatch.setattr(gof_module, "shrinkage", high_shrinkage)
+    monkeypatch.setattr(Fit, "loo", lambda self, by="obs": SimpleNamespace(elpd=-150.0, se=10.0, p=20.0,
+                                                                            pareto_k=k))
+    text = report_module.render_report(fit, n_rep=10, n_sim=20, warn=lambda t, m: None)
+    gof = _section(text, "gof")
+    note = re.search(r'<p class="note" id="shrinkage-note">(.*?)</p>', gof).group(1)
+    assert "KA (47%)" in note and "V (" not in note and "Savic &amp; Karlsson 2009" in note
+    loo = _section(text, "loo")
+    assert "3 of %d Pareto k values are above 0.7" % n_obs in loo and "K-fold cross-validation by subject" in loo
+    ids = fit.tree["constant_data"]["SUBJECT"].values
+    assert f"<tr><td>{ids[9]}</td>" in loo.split("Highest Pareto k")[1]  # the worst observation first
+    conv = _section(text, "convergence")  # 2 chains x 20 draws: too few effective draws
+    explained = re.search(r'<ul class="explain" id="convergence-explained">(.*?)</ul>', conv).group(1)
+    diag = fit.diagnostics()
+    assert ("bulk ESS" in explained) == (diag["min_ess_bulk"] < 200)
+    assert "Draw more samples" in explained or "Run longer chains" in explained
+    # and without the flags, no notes
+    monkeypatch.setattr(gof_module, "shrinkage", real_shrinkage)
+    monkeypatch.setattr(Fit, "loo", lambda self, by="obs": SimpleNamespace(elpd=-150.0, se=10.0, p=20.0,
+                                                                            pareto_k=np.zeros(n_obs)))
+    assert report_module._pareto_note(fit, np.zeros(n_obs)) == ""
+    assert report_module._shrinkage_note(real_shrinkage(fit).assign(shrinkage=0.1)) == ""
+    assert report_module._convergence_explained({**diag, "divergences": 0, "max_r_hat": 1.0, "min_ess_bulk": 1e4,
+                                                 "min_ess_tail": 1e4, "min_bfmi": 1.0}) == ""
+
+
+def test_convergence_explanations_name_each_flag():
+    from bayespk.evaluate.report import _convergence_explained
+
+    diag = {"chains": 4, "divergences": 3, "max_r_hat": 1.05, "max_r_hat_parameter": "omega_V",
+            "min_ess_bulk": 50, "min_ess_bulk_parameter": "z_V", "min_ess_tail": 80, "min_ess_tail_parameter": "CL",
+            "min_bfmi": 0.2, "interrupted": True}
+    text = _convergence_explained(diag)
+    for flag in ("3 divergent transitions", "R-hat 1.050 &gt; 1.01 (omega_V)", "bulk ESS 50 &lt; 400 (z_V)",
+                 "tail ESS 80 &lt; 400 (CL)", "E-BFMI 0.20 &lt; 0.3", "Interrupted"):
+        assert f"<strong>{flag}</strong>" in text
+    assert "target_accept" in text and "Refit to completion" in text
+    assert "one: run at least 2" in _convergence_explained({**diag, "max_r_hat": float("nan")})
+
+
+def _overlapping_tick_labels(fig) -> int:
+    """Pairs of x tick labels that overlap, over the visible panels of ``fig``."""
+    from itertools import combinations
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    n = 0
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        box = ax.get_window_extent(renderer)
+        labels = [t.get_window_extent(renderer) for t in ax.xaxis.get_ticklabels(which="both")
+                  if t.get_visible() and t.get_text()]
+        labels = [b for b in labels if b.x1 > box.x0 - 2 and b.x0 < box.x1 + 2]  # drawn: inside the panel
+        n += sum(a.overlaps(b) for a, b in combinations(labels, 2))
+    return n
+
+
+def test_prior_posterior_tick_labels_do_not_overlap():
+    """Panels as plot_prior_posterior draws them (3.2 x 2.4 in, log axes for positive values): narrow
+    log ranges label their minor ticks and large linear values crowd; the report thins them."""
+    import matplotlib.pyplot as plt
+
+    from bayespk.evaluate.report import _thin_ticks
+
+    rng = np.random.default_rng(0)
+    values = [np.exp(rng.normal(np.log(0.5), 0.1, 2000)), np.exp(rng.normal(np.log(2e4), 0.2, 2000)),
+              rng.normal(2e4, 700, 2000), rng.normal(-4e-4, 1e-4, 2000), np.exp(rng.normal(1.1, 0.3, 2000)),
+              rng.beta(1, 50, 2000), np.exp(rng.normal(0, 3, 2000))]
+    fig, axes = plt.subplots(2, 4, figsize=(12.8, 4.8), squeeze=False)
+    for ax, a in zip(axes.flat, values):
+        lo, hi = np.quantile(a, [0.005, 0.995])
+        ax.hist(a, bins=np.geomspace(lo, hi, 60) if (a > 0).all() else np.linspace(lo, hi, 60))
+        if (a > 0).all():
+            ax.set_xscale("log")
+    axes.flat[-1].set_visible(False)
+    fig.tight_layout()
+    assert _overlapping_tick_labels(fig) > 0  # what the report showed before
+    _thin_ticks(fig)
+    assert _overlapping_tick_labels(fig) == 0
+    for ax in list(axes.flat)[:-1]:  # every panel keeps at least two labels
+        lo, hi = sorted(ax.get_xlim())
+        shown = [t for t in ax.xaxis.get_majorticklocs() if lo <= t <= hi]
+        assert len(shown) >= 2, ax.get_xlim()
+    plt.close(fig)
+
+
+def test_a_failing_section_does_not_show_the_data_folder(theo_run, monkeypatch):
+    from bayespk.errors import BayesPKError
+    from bayespk.evaluate import npde as npde_module
+    from bayespk.evaluate import report as report_module
+
+    fit = bpk.load(theo_run)
+
+    def boom(*args, **kwargs):
+        raise BayesPKError(f"{fit.spec.data.path}: something in row 3")
+
+    monkeypatch.setattr(npde_module, "npde", boom)
+    messages = []
+    text = report_module.render_report(fit, n_rep=10, n_sim=20, pred_corr=False,
+                                       warn=lambda t, m: messages.append(m))
+    assert messages == ["theophylline.csv: something in row 3"]
+    assert "theophylline.csv: something in row 3" in _section(text, "npde")
+    assert str(Path(fit.spec.data.path).parent) not in text
+
+
+def test_shrinkage_and_pareto_notes():
+    from types import SimpleNamespace
+
+    from bayespk.evaluate.report import _pareto_note, _shrinkage_note
+
+    table = pd.DataFrame({"parameter": ["CL", "V", "KA"], "shrinkage": [0.1, 0.47, 0.31]})
+    note = _shrinkage_note(table)
+    assert 'id="shrinkage-note"' in note and "V (47%), KA (31%)" in note and "CL" not in note
+    assert _shrinkage_note(table.assign(shrinkage=0.3)) == ""  # 30% itself: no note
+    no_data = SimpleNamespace(tree={})
+    note = _pareto_note(no_data, np.array([0.1, 0.75, 0.2, 1.3]))
+    assert "2 of 4 Pareto k values are above 0.7" in note and "K-fold cross-validation by subject" in note
+    assert _pareto_note(no_data, np.array([0.1, 0.7])) == ""

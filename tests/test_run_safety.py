@@ -9,6 +9,7 @@ sampling starts).
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 THEO = MODELS / "theophylline_1cmt_oral.toml"
 THEO_CSV = bpk.datasets.path("theophylline")
 TINY = ["--draws", "20", "--tune", "20", "--chains", "2", "--seed", "1", "--quiet"]
-FIT_MODULE = sys.modules["bayespk.fit"]  # the attribute bayespk.fit is the function
+FIT_MODULE = importlib.import_module("bayespk.fit")  # the module (the attribute bayespk.fit is the function)
 
 
 # --------------------------------------------------------------------------- helpers and fixtures

@@ -29,47 +29,54 @@ Examples
 43.0
 """
 
-from bayespk.borrowing.datasets import ankylosing_spondylitis
-from bayespk.borrowing.dose import (
-    DoseTable,
-    EmaxResponse,
-    PKDraws,
-    Regimen,
-    Target,
-    dose_table,
-    steady_state_exposure,
-)
-from bayespk.borrowing.ess import ess, ess_table
-from bayespk.borrowing.map_prior import MAPFit, fit_map, validate_historical
-from bayespk.borrowing.mixtures import (
-    BetaMixture,
-    GammaMixture,
-    Mixture,
-    NormalMixture,
-    fit_mixture,
-    mixture_from_dict,
-)
-from bayespk.borrowing.pk_priors import (
-    PKPrior,
-    borrowing_report,
-    historical_from_fit,
-    pk_map_prior,
-    scale_estimates,
-    sigmoid_maturation,
-)
-from bayespk.borrowing.plots import plot_densities, plot_dose_curves, plot_forest
-from bayespk.borrowing.prior_file import prior_document, read_prior, write_prior
-from bayespk.borrowing.schemes import SchemeFit, commensurate_prior, exnex, power_prior, power_prior_conjugate
-from bayespk.borrowing.update import (
-    Decision1S,
-    Decision2S,
-    log_marginal,
-    oc_one_sample,
-    oc_two_sample,
-    posterior,
-    prob_difference,
-    prob_exceed,
-)
+from bayespk import _lazy_package
+
+_lazy_package(__name__, {  # imported on first use (PEP 562): `bayespk prior show` needs no PyMC
+    "ankylosing_spondylitis": "bayespk.borrowing.datasets:ankylosing_spondylitis",
+    "DoseTable": "bayespk.borrowing.dose:DoseTable",
+    "EmaxResponse": "bayespk.borrowing.dose:EmaxResponse",
+    "PKDraws": "bayespk.borrowing.dose:PKDraws",
+    "Regimen": "bayespk.borrowing.dose:Regimen",
+    "Target": "bayespk.borrowing.dose:Target",
+    "dose_table": "bayespk.borrowing.dose:dose_table",
+    "steady_state_exposure": "bayespk.borrowing.dose:steady_state_exposure",
+    "ess": "bayespk.borrowing.ess:ess",
+    "ess_table": "bayespk.borrowing.ess:ess_table",
+    "MAPFit": "bayespk.borrowing.map_prior:MAPFit",
+    "fit_map": "bayespk.borrowing.map_prior:fit_map",
+    "validate_historical": "bayespk.borrowing.map_prior:validate_historical",
+    "BetaMixture": "bayespk.borrowing.mixtures:BetaMixture",
+    "GammaMixture": "bayespk.borrowing.mixtures:GammaMixture",
+    "Mixture": "bayespk.borrowing.mixtures:Mixture",
+    "NormalMixture": "bayespk.borrowing.mixtures:NormalMixture",
+    "fit_mixture": "bayespk.borrowing.mixtures:fit_mixture",
+    "mixture_from_dict": "bayespk.borrowing.mixtures:mixture_from_dict",
+    "PKPrior": "bayespk.borrowing.pk_priors:PKPrior",
+    "borrowing_report": "bayespk.borrowing.pk_priors:borrowing_report",
+    "historical_from_fit": "bayespk.borrowing.pk_priors:historical_from_fit",
+    "pk_map_prior": "bayespk.borrowing.pk_priors:pk_map_prior",
+    "scale_estimates": "bayespk.borrowing.pk_priors:scale_estimates",
+    "sigmoid_maturation": "bayespk.borrowing.pk_priors:sigmoid_maturation",
+    "plot_densities": "bayespk.borrowing.plots:plot_densities",
+    "plot_dose_curves": "bayespk.borrowing.plots:plot_dose_curves",
+    "plot_forest": "bayespk.borrowing.plots:plot_forest",
+    "prior_document": "bayespk.borrowing.prior_file:prior_document",
+    "read_prior": "bayespk.borrowing.prior_file:read_prior",
+    "write_prior": "bayespk.borrowing.prior_file:write_prior",
+    "SchemeFit": "bayespk.borrowing.schemes:SchemeFit",
+    "commensurate_prior": "bayespk.borrowing.schemes:commensurate_prior",
+    "exnex": "bayespk.borrowing.schemes:exnex",
+    "power_prior": "bayespk.borrowing.schemes:power_prior",
+    "power_prior_conjugate": "bayespk.borrowing.schemes:power_prior_conjugate",
+    "Decision1S": "bayespk.borrowing.update:Decision1S",
+    "Decision2S": "bayespk.borrowing.update:Decision2S",
+    "log_marginal": "bayespk.borrowing.update:log_marginal",
+    "oc_one_sample": "bayespk.borrowing.update:oc_one_sample",
+    "oc_two_sample": "bayespk.borrowing.update:oc_two_sample",
+    "posterior": "bayespk.borrowing.update:posterior",
+    "prob_difference": "bayespk.borrowing.update:prob_difference",
+    "prob_exceed": "bayespk.borrowing.update:prob_exceed",
+})
 
 __all__ = [
     "BetaMixture",

@@ -72,27 +72,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m = sub.add_parser("map", help="meta-analytic-predictive prior from historical studies",
                        description="Fit the random-effects MAP model (NUTS), approximate the predictive by a "
                                    "conjugate mixture and write a prior file with its summary and ESS.")
-    m.add_argument("--family", required=True, choices=["binomial", "normal", "poisson"])
+    m.add_argument("--family", required=True, choices=["binomial", "normal", "poisson"],
+                   help="likelihood of the historical studies: binomial (responders r of n), normal (estimate y "
+                        "with standard error se) or poisson (count y over exposure)")
     m.add_argument("--data", required=True, help="CSV: binomial study,n,r; normal study,y,se[,n] (se, y_se or y.se); "
                                                  "poisson study,y,exposure")
     m.add_argument("--out", required=True, help="prior file (JSON) to write")
     m.add_argument("--tau-prior", help="prior of the between-study SD on the link scale, e.g. "
                                        "'HalfNormal(sigma=1)' (default: HalfNormal(1) binomial/poisson, "
                                        "HalfNormal(sigma/2) normal)")
-    m.add_argument("--beta-prior", help="prior of the intercept on the link scale, e.g. 'Normal(0, 2)'")
+    m.add_argument("--beta-prior", help="prior of the intercept on the link scale, e.g. 'Normal(0, 2)' (default: "
+                                        "Normal(0, 2) binomial, Normal(log pooled rate, 2) poisson, Normal(mean of "
+                                        "y, 10 sigma) normal)")
     m.add_argument("--sigma", type=float, help="normal: SD of one observation (default: pooled from n and se)")
     m.add_argument("--log", action="store_true",
                    help="normal: y are estimates of a positive parameter with SE se; model log(y) with SE "
                         "se/y (delta method) and write a prior on the log scale, usable as a spec's typical prior")
-    m.add_argument("--parameter", help="name of what the prior is for (recorded in the file), e.g. CL")
+    m.add_argument("--parameter", help="name of what the prior is for (recorded in the file), e.g. CL (default: "
+                                       "none recorded)")
     m.add_argument("--covariate", action="append", default=[], metavar="COL=VALUE",
-                   help="study-level covariate column and the new study's value (repeatable)")
-    m.add_argument("--max-components", type=int, default=4)
-    m.add_argument("--criterion", choices=["AIC", "BIC"], default="AIC")
-    m.add_argument("--draws", type=int, default=2000)
-    m.add_argument("--tune", type=int, default=1000)
-    m.add_argument("--chains", type=int, default=4)
-    m.add_argument("--seed", type=int)
+                   help="study-level covariate column and the new study's value (repeatable; default: none)")
+    m.add_argument("--max-components", type=int, default=4,
+                   help="most components of the mixture that approximates the MAP prior (default %(default)s)")
+    m.add_argument("--criterion", choices=["AIC", "BIC"], default="AIC",
+                   help="how the number of mixture components is chosen (default %(default)s)")
+    m.add_argument("--draws", type=int, default=2000, help="NUTS draws per chain (default %(default)s)")
+    m.add_argument("--tune", type=int, default=1000, help="NUTS tuning steps per chain (default %(default)s)")
+    m.add_argument("--chains", type=int, default=4, help="NUTS chains (default %(default)s)")
+    m.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the file)")
 
     r = sub.add_parser("robustify", help="add a vague component to a prior file")
     r.add_argument("prior", help="prior file (JSON)")
@@ -100,10 +107,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--mean", type=float, help="its mean (default 1/2 for beta, the prior mean otherwise)")
     r.add_argument("--n", type=float, help="observations it is worth (default 1: unit information)")
     r.add_argument("--sd", type=float, help="normal only: its SD, instead of sigma/sqrt(n)")
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="robustified prior file (JSON) to write")
 
     s = sub.add_parser("show", help="print a prior file's components, summary and ESS")
-    s.add_argument("prior")
+    s.add_argument("prior", help="prior file (JSON) written by `bayespk prior map` or `robustify`")
     return p
 
 

@@ -30,14 +30,16 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bayespk.borrowing.ess import METHODS, ess
 from bayespk.borrowing.mixtures import Mixture, NormalMixture, mixture_from_dict
 from bayespk.errors import BayesPKError, SpecError
-from bayespk.model.priors import MixturePrior
+
+if TYPE_CHECKING:  # bayespk.model imports PyMC; `bayespk prior show` does not need it
+    from bayespk.model.priors import MixturePrior
 
 __all__ = ["FORMAT", "prior_document", "read_prior", "to_model_prior", "write_prior"]
 
@@ -156,4 +158,6 @@ def read_prior(path: str | Path) -> tuple[Mixture, dict[str, Any]]:
 
 def to_model_prior(path: str | Path) -> MixturePrior:
     """The :class:`~bayespk.model.priors.MixturePrior` a spec builds from this file."""
+    from bayespk.model.priors import MixturePrior
+
     return MixturePrior.from_file(path)

@@ -132,6 +132,9 @@ class DataSummary:
     excluded: dict[str, int] = field(default_factory=dict)
     covariates: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the file was read, where it was not plain
+    # rows dropped while reading (C column, [data] ignore / accept): ROW, ID, TIME as in the file, and why;
+    # the first MAX_DROPPED_LISTED (rows starting with # or @ are counted in ``excluded`` only)
+    excluded_rows: list[dict] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
@@ -159,6 +162,7 @@ class DataSummary:
             "excluded": dict(self.excluded),
             "covariates": list(self.covariates),
             "notes": list(self.notes),
+            "excluded_rows": [dict(r) for r in self.excluded_rows],
         }
 
 
@@ -303,6 +307,7 @@ def read_nonmem(
     lloq: float | None = None,
     ignore: list[str] | tuple[str, ...] | str | None = None,
     accept: list[str] | tuple[str, ...] | str | None = None,
+    negative_dv: bool = False,
 ) -> Dataset:
     """Read and validate a NONMEM-style dataset.
 
@@ -324,6 +329,10 @@ def read_nonmem(
         "TIME.GT.24"]``: ``ignore`` drops the rows where any condition holds,
         ``accept`` keeps only the rows where any condition holds (not both).
         See "Row filters" in the module notes.
+    negative_dv : bool
+        Accept negative DV values. Measured concentrations never are; this is
+        for data simulated from an additive error model (the replicates of a
+        simulation-based calibration), which the fit must take as they are.
 
     Returns
     -------
@@ -352,12 +361,14 @@ def read_nonmem(
     names = dict(zip(file_columns, [c for c in raw.columns if c != "ROW"]))  # file's name -> canonical
     problems = _Problems(label)
 
+    dropped: list[dict] = []
     if "C" in raw.columns:
         commented = raw["C"].str.strip().str.upper().str.startswith("C")
         if commented.any():
             excluded["commented out (C column)"] = int(commented.sum())
+            _list_dropped(raw[commented], "commented out (C column)", dropped)
         raw = raw[~commented].drop(columns="C")
-    raw = _apply_filters(raw, ignore, accept, names, label, excluded, notes)
+    raw = _apply_filters(raw, ignore, accept, names, label, excluded, notes, dropped)
 
     for col in ("ID", "TIME", "AMT", "DV"):
         if col not in raw.columns:
@@ -405,7 +416,7 @@ def read_nonmem(
         if n:
             notes.append(f"LLOQ {lloq:g} ([data] lloq) used for {n} censored row{'s' * (n != 1)} without an "
                          "LLOQ value")
-    _check_rules(table, problems, blq_only)
+    _check_rules(table, problems, blq_only, negative_dv)
     problems.raise_if_any()
 
     mdv_obs = (table.EVID == 0) & (table.MDV == 1)
@@ -425,6 +436,7 @@ def read_nonmem(
         excluded=excluded,
         covariates=covariates,
         notes=notes,
+        excluded_rows=dropped,
     )
     if summary.n_observations == 0:
         raise DataError(f"{label}: no observation records (EVID 0, MDV 0) to fit")
@@ -542,8 +554,18 @@ def filter_expressions(exprs, key: str) -> list[tuple[str, str, str, float]]:
     return out
 
 
+MAX_DROPPED_LISTED = 1000  # rows dropped on reading that the summary lists one by one
+
+
+def _list_dropped(rows: pd.DataFrame, reason: str, dropped: list[dict]) -> None:
+    """Add ``rows`` (raw text) to the list of rows dropped on reading, up to MAX_DROPPED_LISTED in all."""
+    for _, r in rows.head(max(0, MAX_DROPPED_LISTED - len(dropped))).iterrows():
+        dropped.append({"ROW": int(r["ROW"]), "ID": str(r.get("ID", "")).strip(),
+                        "TIME": str(r.get("TIME", "")).strip(), "reason": reason})
+
+
 def _apply_filters(raw: pd.DataFrame, ignore, accept, names: dict[str, str], label: str,
-                   excluded: dict[str, int], notes: list[str]) -> pd.DataFrame:
+                   excluded: dict[str, int], notes: list[str], dropped: list[dict] | None = None) -> pd.DataFrame:
     """Drop the rows ``[data] ignore`` matches, or keep only those ``[data] accept`` matches.
 
     Conditions are numeric comparisons of a column's value on each row (dose
@@ -583,6 +605,8 @@ def _apply_filters(raw: pd.DataFrame, ignore, accept, names: dict[str, str], lab
         listed = ", ".join(e for e, *_ in parsed)
         if n:
             excluded[f"{key} ({listed})"] = n
+            if dropped is not None:
+                _list_dropped(raw[drop], f"{key} ({listed})", dropped)
         amt = pd.to_numeric(raw["AMT"].str.strip(), errors="coerce") if "AMT" in raw.columns else None
         evid = pd.to_numeric(raw["EVID"].str.strip(), errors="coerce") if "EVID" in raw.columns else None
         dose = np.zeros(len(raw), dtype=bool)
@@ -860,7 +884,7 @@ def _fill_defaults(t: pd.DataFrame, problems: _Problems) -> pd.DataFrame:
     return t
 
 
-def _check_rules(t: pd.DataFrame, problems: _Problems, blq_only: bool = True) -> None:
+def _check_rules(t: pd.DataFrame, problems: _Problems, blq_only: bool = True, negative_dv: bool = False) -> None:
     """Record-level rules; ``blq_only``: the dataset flags censoring by BLQ alone (no CENS column), so
     its BLQ=1 rows need an LLOQ (with a CENS column, CENS=1 without an LLOQ reads DV as the limit)."""
     evid_ok = t.EVID.isin([0, 1, 2, 3, 4])
@@ -884,7 +908,7 @@ def _check_rules(t: pd.DataFrame, problems: _Problems, blq_only: bool = True) ->
     # censored rows are checked below (LLOQ for CENS=1, the limit in DV for CENS=-1)
     problems.add_mask(t, used & t.DV.isna() & (t.CENS == 0), "DV",
                       "observation record (EVID 0, MDV 0) has no DV; set MDV=1 to keep it out of the likelihood")
-    problems.add_mask(t, used & (t.DV < 0) & (t.CENS == 0), "DV",
+    problems.add_mask(t, used & (t.DV < 0) & (t.CENS == 0) & (not negative_dv), "DV",
                       lambda r: f"negative concentration {r.DV:g}")
     problems.add_mask(t, ~dose & t.DV.notna() & (t.MDV == 0) & ~obs, "DV",
                       "DV given on a non-observation record with MDV=0; set MDV=1")

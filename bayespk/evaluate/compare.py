@@ -22,6 +22,7 @@ from bayespk.errors import BayesPKError
 __all__ = ["loo", "compare", "LOO_K_THRESHOLD"]
 
 LOO_K_THRESHOLD = 0.7
+LOO_MIN_DRAWS = 25  # ArviZ fits a Pareto tail to at least 5 of them (20% of the draws)
 
 
 def _loglik_tree(fit, by: str) -> xr.DataTree:
@@ -97,6 +98,11 @@ def loo(fit, *, by: str = "obs"):
 
     Warns (UserWarning) with the count of Pareto k values above 0.7.
     """
+    post = fit.tree["posterior"]
+    n_draws = int(post.sizes["chain"] * post.sizes["draw"])
+    if n_draws < LOO_MIN_DRAWS:
+        raise BayesPKError(f"{fit.spec.name}: PSIS-LOO needs at least {LOO_MIN_DRAWS} posterior draws in all "
+                           f"(chains x draws) to fit the Pareto tails; this fit has {n_draws}: refit with more draws")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = _az_loo(_loglik_tree(fit, by), fit, by)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import warnings
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from bayespk.errors import ConvergenceWarning
 
-__all__ = ["summary_table", "convergence", "check_convergence", "SUMMARY_COLUMNS", "RHAT_MAX", "ESS_PER_CHAIN"]
+__all__ = ["summary_table", "format_parameter_table", "convergence", "check_convergence", "SUMMARY_COLUMNS",
+           "REPORTED_COLUMNS", "RHAT_MAX", "ESS_PER_CHAIN"]
 
 SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "r_hat", "ess_bulk", "ess_tail"]
+#: Appended to SUMMARY_COLUMNS: the unit, the relative uncertainty and the scale a pharmacometrician reads
+REPORTED_COLUMNS = ["unit", "rse_percent", "reported_as", "reported_median", "reported_q5", "reported_q95",
+                    "shrinkage_percent"]
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
 BFMI_MIN = 0.3
@@ -29,13 +32,29 @@ def _scalar_names(posterior: xr.Dataset, names: list[str]) -> list[str]:
     return [n for n in names if n in posterior.data_vars]
 
 
-def summary_table(posterior: xr.Dataset, names: list[str]) -> pd.DataFrame:
+def summary_table(posterior: xr.Dataset, names: list[str], spec=None, shrinkage: pd.DataFrame | None = None
+                  ) -> pd.DataFrame:
     """One row per population parameter (vector parameters get ``name[level]`` rows).
 
-    Columns: ``parameter, mean, sd, q5, median, q95, r_hat, ess_bulk, ess_tail``.
+    Columns: ``parameter, mean, sd, q5, median, q95, r_hat, ess_bulk, ess_tail``
+    (:data:`SUMMARY_COLUMNS`), then :data:`REPORTED_COLUMNS`: ``unit`` (derived
+    from the ``spec``'s ``[data] units``, :mod:`bayespk.units`; empty without),
+    ``rse_percent`` (100 posterior SD / abs(median)), ``reported_as`` (``value``,
+    ``%CV`` for the omegas of log-normal IIV, ``factor`` for categorical effects,
+    ``%`` for ``sigma_prop``; all ``value`` without a spec), ``reported_median``,
+    ``reported_q5``, ``reported_q95`` (quantiles of the transformed draws) and
+    ``shrinkage_percent`` on the omega rows (from ``shrinkage``, the table of
+    :func:`bayespk.evaluate.gof.shrinkage`).
     """
+    from bayespk.units import parameter_units, reported_scale, to_reported
+
+    units = parameter_units(spec) if spec is not None else {}
+    shrunk = {} if shrinkage is None or shrinkage.empty else dict(zip(
+        "omega_" + shrinkage["parameter"], 100.0 * shrinkage["shrinkage"]))
     rows = []
     ds = posterior[_scalar_names(posterior, names)]
+    import arviz as az
+
     diags = {"r_hat": az.rhat(ds), "ess_bulk": az.ess(ds, method="bulk"), "ess_tail": az.ess(ds, method="tail")}
     for name in ds.data_vars:
         extra = [d for d in ds[name].dims if d not in ("chain", "draw")]
@@ -46,15 +65,65 @@ def summary_table(posterior: xr.Dataset, names: list[str]) -> pd.DataFrame:
             entries = [(lab, {k: v.isel(item=i) for k, v in arrays.items()}) for i, lab in enumerate(labels)]
         else:
             entries = [(name, arrays)]
+        scale = reported_scale(spec, name)
         for label, a in entries:
             values = np.asarray(a["draws"]).ravel()
             q5, q50, q95 = np.quantile(values, [0.05, 0.5, 0.95])
+            sd = float(np.std(values, ddof=1))
+            r5, r50, r95 = np.quantile(to_reported(values, scale), [0.05, 0.5, 0.95])
             rows.append({
-                "parameter": label, "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)),
+                "parameter": label, "mean": float(np.mean(values)), "sd": sd,
                 "q5": q5, "median": q50, "q95": q95,
                 **{k: float(a[k]) for k in diags},
+                "unit": units.get(name, ""), "rse_percent": 100.0 * sd / abs(q50) if q50 != 0 else np.nan,
+                "reported_as": scale, "reported_median": r50, "reported_q5": r5, "reported_q95": r95,
+                "shrinkage_percent": shrunk.get(label, np.nan),
             })  # fmt: skip
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS + REPORTED_COLUMNS)
+
+
+def format_parameter_table(table: pd.DataFrame) -> str:
+    """The parameter table as a pharmacometrician reads it, as text.
+
+    One line per parameter: unit (or the reported scale: ``%CV``, ``factor``,
+    ``%``), estimate [90% CrI] on the reported scale, RSE %, shrinkage %, R-hat
+    and bulk ESS. ``table`` is :func:`summary_table`'s, or a ``summary.csv``
+    read back; one of an older run without the :data:`REPORTED_COLUMNS` is shown
+    with its median [q5, q95] and an RSE computed from its sd.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"parameter": ["CL"], "mean": [5.1], "sd": [0.5], "q5": [4.3], "median": [5.0],
+    ...                   "q95": [5.9], "r_hat": [1.001], "ess_bulk": [812.0], "ess_tail": [700.0]})
+    >>> print(format_parameter_table(t))  # doctest: +NORMALIZE_WHITESPACE
+    parameter unit estimate [90% CrI]  RSE% shrinkage% R-hat ESS bulk
+    CL             5 [4.3, 5.9]        10.0          -     1.001   812
+    """
+    def col(name, default):
+        return table[name] if name in table.columns else pd.Series(default, index=table.index)
+
+    def num(v, fmt="{:.4g}"):
+        return "-" if v is None or not np.isfinite(v) else fmt.format(v)
+
+    scale = col("reported_as", "value").fillna("value").astype(str)
+    unit = col("unit", "").fillna("").astype(str)
+    rse = col("rse_percent", np.nan).astype(float)
+    rse = rse.where(rse.notna(), 100.0 * table["sd"] / table["median"].abs().replace(0.0, np.nan))
+    med, lo, hi = (col(f"reported_{q}", np.nan).astype(float).fillna(table[q]) for q in ("median", "q5", "q95"))
+    header = ["parameter", "unit", "estimate [90% CrI]", "RSE%", "shrinkage%", "R-hat", "ESS bulk"]
+    lines = [[str(p), u if s == "value" else s, f"{num(m)} [{num(a)}, {num(b)}]", num(r, "{:.1f}"),
+              num(sh, "{:.1f}"), num(rh, "{:.3f}"), num(e, "{:.0f}")]
+             for p, u, s, m, a, b, r, sh, rh, e in zip(table["parameter"], unit, scale, med, lo, hi, rse,
+                                                       col("shrinkage_percent", np.nan).astype(float),
+                                                       col("r_hat", np.nan).astype(float),
+                                                       col("ess_bulk", np.nan).astype(float))]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    left = (0, 1, 2)  # text columns left-aligned, numbers right-aligned
+
+    def fmt(row):
+        return " ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+
+    return "\n".join(fmt(r).rstrip() for r in [header, *lines])
 
 
 def convergence(tree: xr.DataTree, free_names: list[str]) -> dict:
@@ -63,6 +132,8 @@ def convergence(tree: xr.DataTree, free_names: list[str]) -> dict:
     stats = tree["sample_stats"].to_dataset()
     n_chains = post.sizes["chain"]
     n_draws = post.sizes["draw"]
+    import arviz as az
+
     rhat = az.rhat(post)
     ess_b = az.ess(post, method="bulk")
     ess_t = az.ess(post, method="tail")

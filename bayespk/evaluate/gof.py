@@ -64,6 +64,8 @@ def gof(fit, *, log: bool = False, draws: int = 400) -> GOF:
     """The four standard panels: DV vs PRED, DV vs IPRED, IWRES vs TIME, IWRES vs IPRED."""
     import matplotlib.pyplot as plt
 
+    from bayespk.units import axis_label
+
     table = gof_table(fit, draws=draws)
     ok = table.CENS == 0
     fig, axes = plt.subplots(2, 2, figsize=(9, 8))
@@ -75,8 +77,8 @@ def gof(fit, *, log: bool = False, draws: int = 400) -> GOF:
         lim = [np.nanmin([table[col].min(), table.DV.min()]), np.nanmax([table[col].max(), table.DV.max()])]
         ax.plot(lim, lim, "k-", lw=0.8)
         _trend(ax, table[col][ok], table.DV[ok])
-        ax.set_xlabel(f"{col} (posterior median)")
-        ax.set_ylabel("DV")
+        ax.set_xlabel(axis_label(fit.spec, "conc", f"{col} (posterior median)"))
+        ax.set_ylabel(axis_label(fit.spec, "conc", "DV"))
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -85,7 +87,7 @@ def gof(fit, *, log: bool = False, draws: int = 400) -> GOF:
         for yv in (0, -1.96, 1.96):
             ax.axhline(yv, color="k", lw=0.8 if yv == 0 else 0.6, ls="-" if yv == 0 else "--")
         _trend(ax, table[col][ok], table.IWRES[ok])
-        ax.set_xlabel(col)
+        ax.set_xlabel(axis_label(fit.spec, "time" if col == "TIME" else "conc", col))
         ax.set_ylabel("IWRES")
     fig.suptitle(f"{fit.spec.name}: goodness of fit (red: running median)", fontsize=10)
     fig.tight_layout()
@@ -127,6 +129,8 @@ def eta_covariates(fit, covariates: list[str] | None = None):
     """
     import matplotlib.pyplot as plt
 
+    from bayespk.units import axis_label
+
     records = fit.tree["records"].to_dataset().to_dataframe()
     names = covariates or [c for c in fit.model.data.covariates if not c.startswith("ETA_")]
     subj = records.groupby("ID", sort=False)[names].first() if names else pd.DataFrame(index=records.ID.unique())
@@ -156,7 +160,7 @@ def eta_covariates(fit, covariates: list[str] | None = None):
                            tick_labels=[f"{lv:g}" if isinstance(lv, float) else plot_text(lv) for lv in levels])
             ax.axhline(0, color="k", lw=0.7)
             if i == len(etas) - 1:
-                ax.set_xlabel(plot_text(c))
+                ax.set_xlabel(axis_label(fit.spec, c))
             if j == 0:
                 ax.set_ylabel(f"eta_{p}")
     fig.suptitle(f"{fit.spec.name}: posterior-mean etas vs covariates", fontsize=10)
@@ -173,7 +177,10 @@ def prior_posterior(fit, draws: int = 2000, seed: int = 0):
     """
     import matplotlib.pyplot as plt
 
+    from bayespk.units import parameter_units, with_unit
+
     names = fit.spec.population_parameters
+    units = parameter_units(fit.spec)
     with quiet_pymc():
         prior = pm.sample_prior_predictive(draws=draws, model=fit.model.build(), var_names=names,
                                            random_seed=seed)["prior"].to_dataset()
@@ -189,7 +196,7 @@ def prior_posterior(fit, draws: int = 2000, seed: int = 0):
                          "prior_median": np.median(a), "prior_q5": np.quantile(a, 0.05), "prior_q95": np.quantile(a, 0.95),
                          "post_median": np.median(b), "post_q5": np.quantile(b, 0.05), "post_q95": np.quantile(b, 0.95),
                          "sd_ratio": np.std(b) / np.std(a)})  # fmt: skip
-            panels.append((label, a, b))
+            panels.append((with_unit(label, units.get(n, "")), a, b))
     ncols = 4
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False)

@@ -405,7 +405,12 @@ def npde(fit, *, n_sim: int = 1000, seed: int = 0, replicates=None, decorrelate:
         warnings.warn(f"NPDE: {len(marginal)} subject(s) with a singular simulated covariance were not "
                       f"decorrelated (npde = Phi^-1(pd)): ID {', '.join(map(str, marginal[:10]))}"
                       + (" ..." if len(marginal) > 10 else ""), stacklevel=2)
-    fig = plot_npde(table, tests, settings, title=getattr(getattr(fit, "spec", None), "name", "") or "")
+    from bayespk.units import axis_label
+
+    spec = getattr(fit, "spec", None)
+    settings |= {"time_label": axis_label(spec, "time"),
+                 "pred_label": axis_label(spec, "conc", "PRED (typical subject)")}
+    fig = plot_npde(table, tests, settings, title=getattr(spec, "name", "") or "")
     return NPDE(fig, table, tests, settings)
 
 
@@ -455,7 +460,8 @@ def plot_npde(table: pd.DataFrame, tests: pd.DataFrame, settings: dict, *, title
     ax.set_xlabel("N(0, 1) quantiles")
     ax.set_ylabel("npde quantiles")
 
-    for ax, col, label in ((axes[1, 0], "TIME", "time"), (axes[1, 1], "PRED", "PRED (typical subject)")):
+    for ax, col, label in ((axes[1, 0], "TIME", settings.get("time_label", "time")),
+                           (axes[1, 1], "PRED", settings.get("pred_label", "PRED (typical subject)"))):
         v = table[col].to_numpy(float)
         ax.plot(v[~blq], x[~blq], "o", ms=2.5, color="C0", alpha=0.7, label="observed")
         if blq.any():

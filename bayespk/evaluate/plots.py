@@ -38,14 +38,17 @@ def individual_curves(fit, *, n_grid: int = 120, interval: float = 0.9, draws: i
 
 
 def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interval: float = 0.9,
-                    n_grid: int = 120, draws: int = 200, xlabel: str = "time", ylabel: str = "concentration"):
+                    n_grid: int = 120, draws: int = 200, xlabel: str | None = None, ylabel: str | None = None):
     """Individual fits: observations, posterior median and interval of each subject's curve.
 
     Doses are marked as ticks on the time axis; BLQ observations as open
-    markers at the LLOQ. Returns ``(figure, curves)`` with the tidy curves of
-    :func:`individual_curves`.
+    markers at the LLOQ. ``xlabel`` / ``ylabel`` default to "time" and
+    "concentration" with the units of the spec's ``[data] units``. Returns
+    ``(figure, curves)`` with the tidy curves of :func:`individual_curves`.
     """
     import matplotlib.pyplot as plt
+
+    from bayespk.units import axis_label
 
     curves = individual_curves(fit, n_grid=n_grid, interval=interval, draws=draws, ids=ids)
     const = fit.tree["constant_data"].to_dataset()
@@ -76,8 +79,8 @@ def plot_individual(fit, ids=None, *, ncols: int = 4, log: bool = False, interva
     for ax in list(axes.flat)[len(ids):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="best")
-    fig.supxlabel(xlabel)
-    fig.supylabel(ylabel)
+    fig.supxlabel(axis_label(fit.spec, "time") if xlabel is None else xlabel)
+    fig.supylabel(axis_label(fit.spec, "conc") if ylabel is None else ylabel)
     fig.suptitle(f"{fit.spec.name}: individual fits (doses marked on the time axis)", fontsize=10)
     fig.tight_layout()
     return fig, curves

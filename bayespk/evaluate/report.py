@@ -1,4 +1,11 @@
-"""A self-contained HTML report of a fit: parameters, convergence, VPC, pcVPC, GOF, NPDE, LOO.
+"""A self-contained HTML report of a fit: model, data, priors, parameters, convergence, VPC, pcVPC, GOF,
+NPDE, LOO.
+
+The model equations and the prior table are generated from the fit's spec
+(:mod:`bayespk.model.describe`); the data section from the data summary the
+fit stored and its records. Flagged diagnostics come with a sentence on what
+they mean and what to do (convergence, shrinkage > 30%, Pareto k > 0.7). No
+absolute local path is written: the data file is named by its file name.
 
 Figures are embedded as base64 PNG, so the single file can be mailed or
 archived. Everything is read from the Fit (its DataTree and spec).
@@ -28,6 +35,9 @@ import warnings
 import pandas as pd
 
 from bayespk.errors import BayesPKError
+from bayespk.evaluate.compare import LOO_K_THRESHOLD
+from bayespk.evaluate.diagnostics import BFMI_MIN, ESS_PER_CHAIN, RHAT_MAX
+from bayespk.model.describe import equations, prior_table
 
 __all__ = ["write_report", "render_report", "ReportSectionWarning"]
 
@@ -48,6 +58,9 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .note { color: #7a4b00; }
 .section-failed { border: 2px solid #b00020; background: #fdecee; color: #222; padding: 0.6em 1em; margin: 0.8em 0; }
 .section-failed strong { color: #b00020; }
+pre.equations { background: #f8f8f8; border: 1px solid #e4e4e4; padding: 0.5em 0.8em; font-size: 0.92em;
+                white-space: pre-wrap; }
+ul.explain li { margin-bottom: 0.3em; }
 """
 
 SCRIPT = """
@@ -96,10 +109,18 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
         except BayesPKError as e:
             for num in set(plt.get_fignums()) - before:  # figures of the failed section
                 plt.close(num)
-            failures.append((title, str(e)))
-            warn(title, str(e))
-            content = _failure_box(title, e)
+            message = _no_local_paths(str(e), spec)
+            failures.append((title, message))
+            warn(title, message)
+            content = _failure_box(title, message)
         sections.append((anchor, title, content))
+
+    step("model, data and priors")
+    section("model", "Model", lambda: _model_section(spec))
+    section("data", "Data", lambda: _data_section(fit))
+    section("prior-table", "Priors", lambda: (
+        "<p>The prior of every estimated quantity, as the fit used it (defaults filled in). Typical values of "
+        "parameters given by <code>guess</code> have LogNormal(ln guess, 1).</p>" + _table(prior_table(spec))))
 
     step("parameter table")
     section("parameters", "Population parameters", lambda: (
@@ -124,8 +145,7 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
             ("min E-BFMI", f"{diag['min_bfmi']:.2f}", ">= 0.3"),
         ], columns=["diagnostic", "value", "target"])  # fmt: skip
         return (interrupted + f'<p class="{status}">Convergence: {"OK" if status == "ok" else "POOR"}</p>'
-                + ("<ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in diag["problems"]) + "</ul>"
-                   if diag["problems"] else "")
+                + _convergence_explained(diag)
                 + _table(conv)
                 + f'<p class="meta">{diag["chains"]} chains x {diag["draws"]} draws, sampler {diag.get("sampler")}, '
                   f'seed {diag.get("seed")}, {diag.get("wall_seconds", float("nan")):.1f} s including '
@@ -175,7 +195,7 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
     def gof() -> str:
         g = fit.gof()
         fig_ind, _ = fit.plot_individual(ids=list(fit.model.design.subject_ids[:12]))
-        return (_png(g.figure) + "<h3>Eta shrinkage</h3>" + _table(g.shrinkage)
+        return (_png(g.figure) + "<h3>Eta shrinkage</h3>" + _table(g.shrinkage) + _shrinkage_note(g.shrinkage)
                 + "<h3>Individual fits (first 12 subjects)</h3>" + _png(fig_ind))
 
     section("gof", "Goodness of fit", gof)
@@ -196,6 +216,7 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
 
     def priors() -> str:
         fig_pp, pp = fit.plot_prior_posterior()
+        _thin_ticks(fig_pp)
         return _png(fig_pp) + _table(pp)
 
     section("priors", "Prior vs posterior", priors)
@@ -203,18 +224,20 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
     step("LOO")
 
     def loo() -> str:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # fewer than 25 draws: a BayesPKError, a failure box
             warnings.simplefilter("ignore")
             lo = fit.loo()
         k = pd.Series(lo.pareto_k.values.ravel() if hasattr(lo.pareto_k, "values") else lo.pareto_k)
-        return _table(pd.DataFrame([{"elpd_loo": float(lo.elpd), "se": float(lo.se), "p_loo": float(lo.p),
-                                     "n": int(k.size), "Pareto k > 0.7": int((k > 0.7).sum())}]))
+        return (_table(pd.DataFrame([{"elpd_loo": float(lo.elpd), "se": float(lo.se), "p_loo": float(lo.p),
+                                      "n": int(k.size), f"Pareto k > {LOO_K_THRESHOLD}":
+                                      int((k > LOO_K_THRESHOLD).sum())}]))
+                + _pareto_note(fit, k.to_numpy()))
 
     section("loo", "PSIS-LOO", loo)
 
     summary = json.loads(fit.tree.attrs.get("bayespk_data_summary", "{}"))
     meta = (f'<p class="meta">{html.escape(spec.structure)}, {html.escape(spec.error.model)} error; data '
-            f'{html.escape(str(spec.data.path))}: {summary.get("n_subjects", "?")} subjects, '
+            f'{html.escape(_data_name(spec))}: {summary.get("n_subjects", "?")} subjects, '
             f'{summary.get("n_observations", "?")} observations; generated '
             f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by bayespk.</p>' + _provenance(diag))
     if failures:
@@ -227,7 +250,203 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
             f"<h1>{html.escape(spec.name)}</h1>{meta}{nav}{body}</body></html>")
 
 
-def _failure_box(title: str, error: BaseException) -> str:
+# ----------------------------------------------------------------------------- model, data, notes
+SHRINKAGE_NOTE = 0.3  # eta shrinkage above which eta-based diagnostics are unreliable (Savic & Karlsson 2009)
+MAX_LISTED_RECORDS = 200
+
+
+def _model_section(spec) -> str:
+    """The model equations (generated from the spec), one block per part of the model."""
+    blocks: dict[str, list[str]] = {}
+    for block, text in equations(spec):
+        blocks.setdefault(block, []).append(text)
+    intro = ("<p>Generated from the spec the fit ran with. Names are those of the parameter table; <code>_i</code> "
+             "is subject i, <code>_ij</code> its j-th observation.</p>")
+    return intro + "".join(f'<h3>{html.escape(b)}</h3><pre class="equations">'
+                           + html.escape("\n".join(lines)) + "</pre>" for b, lines in blocks.items())
+
+
+def _data_name(spec) -> str:
+    """The data file as the report names it: its file name (never an absolute local path)."""
+    return Path(spec.data.path).name if spec.data.path else "(data given in Python)"
+
+
+def _no_local_paths(text: str, spec) -> str:
+    """``text`` with the folders of the data file, of a PK fit and of the home directory taken out."""
+    folders = {str(Path(p).parent) for p in (spec.data.path, spec.pk_fit) if p} | {str(Path.home())}
+    for folder in sorted(folders, key=len, reverse=True):
+        if folder not in ("", ".", "/"):
+            text = text.replace(folder + os.sep, "").replace(folder, ".")
+    return text
+
+
+def _excluded_records(fit) -> pd.DataFrame:
+    """Records of the fitted table left out of the likelihood (or kept with a caveat), one row each, with why."""
+    records = fit.tree["records"].to_dataset().to_dataframe().reset_index(drop=True)
+    obs = records.EVID == 0
+    reasons = pd.Series("", index=records.index, dtype=object)
+    reasons[obs & (records.MDV == 1)] = "MDV=1: observation record not in the likelihood"
+    spec = fit.spec
+    pd_rows = pd.Series(False, index=records.index)
+    if spec.pd_error is not None and spec.pd_observations[0] in records:
+        pd_rows = records[spec.pd_observations[0]] == spec.pd_observations[1]
+    for err, rows in ((spec.error, ~pd_rows), (spec.pd_error, pd_rows)):
+        if err is not None and err.blq == "drop":
+            reasons[obs & (records.MDV == 0) & (records.CENS != 0) & rows & (reasons == "")] = (
+                "below the LLOQ, left out of the likelihood ([error] blq = \"drop\")")
+    first_dose = records[records.EVID.isin([1, 4])].groupby("ID").TIME.min()
+    before = obs & (records.MDV == 0) & ~(records.TIME > records.ID.map(first_dose).fillna(float("inf")))
+    if not spec.structure.startswith("cart_"):  # CAR-T levels are observed from the infusion on
+        reasons[before & ~pd_rows & (reasons == "")] = (
+            "at or before the first dose: in the likelihood; the pcVPC leaves it out where PRED = 0")
+    out = records.loc[reasons != "", ["ROW", "ID", "TIME", "DV"]].assign(reason=reasons[reasons != ""])
+    out = out.astype({"ROW": int})
+    # rows dropped while the file was read (C column, [data] ignore / accept), stored by the data summary
+    summary = json.loads(fit.tree.attrs.get("bayespk_data_summary", "{}"))
+    dropped = pd.DataFrame(summary.get("excluded_rows", []), columns=["ROW", "ID", "TIME", "reason"])
+    if len(dropped):
+        out = pd.concat([dropped.assign(DV="", reason="dropped on reading: " + dropped.reason).astype(object),
+                         out.astype(object)], ignore_index=True).sort_values("ROW", kind="stable")[
+            ["ROW", "ID", "TIME", "DV", "reason"]]
+    return out.reset_index(drop=True)
+
+
+def _data_section(fit) -> str:
+    """Counts of the data summary the fit stored, every reason rows were excluded, and the records themselves."""
+    spec = fit.spec
+    s = json.loads(fit.tree.attrs.get("bayespk_data_summary", "{}"))
+    counts = pd.DataFrame([
+        ("data file", _data_name(spec)),
+        ("rows in the file", s.get("n_rows", "?")),
+        ("subjects", s.get("n_subjects", "?")),
+        ("observations in the likelihood", s.get("n_observations", "?")),
+        ("of which below the LLOQ (censored)", s.get("n_blq", "?")),
+        ("dose records", s.get("n_dose_records", "?")),
+        ("doses (with ADDL repeats)", s.get("n_doses", "?")),
+        ("other-event records (EVID 2)", s.get("n_other_events", "?")),
+        ("covariate columns", ", ".join(s.get("covariates", [])) or "none"),
+    ], columns=["", "value"])  # fmt: skip
+    text = _table(counts)
+    filters = [f"{k} = {list(v)}" for k, v in spec.data.filters.items() if v]
+    excluded = s.get("excluded", {})
+    if excluded:
+        text += ("<h3>Rows excluded</h3>" + _table(pd.DataFrame(list(excluded.items()), columns=["why", "rows"]))
+                 + (f"<p>Filters: <code>[data] {html.escape('; '.join(filters))}</code>.</p>" if filters else ""))
+    else:
+        text += "<p>No rows were excluded when the data were read.</p>"
+    listed = _excluded_records(fit)
+    if len(listed):
+        more = len(listed) - MAX_LISTED_RECORDS
+        text += (f'<h3 id="excluded-records">Records left out or flagged ({len(listed)})</h3>'
+                 "<p>ROW is the row of the data file (1 = the first row after the header).</p>"
+                 + _table(listed.head(MAX_LISTED_RECORDS))
+                 + (f"<p>... and {more} more.</p>" if more > 0 else ""))
+    if excluded.get("commented out (row starts with # or @)"):
+        text += ('<p class="note">Rows starting with # or @ (NONMEM IGNORE=# / IGNORE=@) are counted above, not '
+                 "listed.</p>")
+    notes = s.get("notes", [])
+    if notes:
+        text += "<ul>" + "".join(f"<li>{html.escape(_no_local_paths(n, spec))}</li>" for n in notes) + "</ul>"
+    return text
+
+
+def _convergence_explained(diag: dict) -> str:
+    """A sentence per flagged diagnostic: what it means and what to do."""
+    items = []
+    ess_min = ESS_PER_CHAIN * diag["chains"]
+    if diag.get("interrupted"):
+        items.append(("Interrupted", "sampling stopped before the requested draws; the chains may not have reached "
+                      "or explored the posterior. Refit to completion."))
+    if diag["divergences"] > 0:
+        items.append((f"{diag['divergences']} divergent transitions",
+                      "the sampler met curvature it could not follow (often the funnel between an omega and its "
+                      "etas), so part of the posterior may be missed and the estimates biased. Raise [sampler] "
+                      "target_accept (0.95-0.99), switch the parameterisation of the etas (centered = true for "
+                      "parameters the data determine well, false otherwise) or give weakly identified parameters "
+                      "more informative priors."))
+    r_hat = diag["max_r_hat"]
+    if not r_hat <= RHAT_MAX:
+        if r_hat != r_hat:  # NaN: R-hat needs two chains or more
+            items.append(("R-hat not available", "it compares chains, and this fit has one: run at least 2 "
+                          "(4 recommended) chains before trusting the results."))
+        else:
+            items.append((f"R-hat {r_hat:.3f} > {RHAT_MAX} ({diag['max_r_hat_parameter']})",
+                          "the chains disagree, so they have not converged to the posterior (or found different "
+                          "modes). Run longer chains (more tune and draws); if it persists, look for "
+                          "multimodality or a weakly identified parameter in the trace of the worst one."))
+    if not diag["min_ess_bulk"] >= ess_min:
+        items.append((f"bulk ESS {diag['min_ess_bulk']:.0f} < {ess_min} ({diag['min_ess_bulk_parameter']})",
+                      "too few effectively independent draws for reliable means, medians and R-hat. Draw more "
+                      "samples or improve mixing (parameterisation, adaptation = \"low_rank\")."))
+    if not diag["min_ess_tail"] >= ess_min:
+        items.append((f"tail ESS {diag['min_ess_tail']:.0f} < {ess_min} ({diag['min_ess_tail_parameter']})",
+                      "too few effective draws in the tails for reliable 5% and 95% quantiles (the credible "
+                      "intervals). Draw more samples."))
+    if diag["min_bfmi"] < BFMI_MIN:
+        items.append((f"E-BFMI {diag['min_bfmi']:.2f} < {BFMI_MIN}",
+                      "the sampler explores the energy of the posterior poorly: heavy tails or a funnel, typical of "
+                      "omegas with little information. Reparameterise the etas (centered), give the omegas more "
+                      "informative priors, or simplify the IIV."))
+    if not items:
+        return ""
+    return ('<ul class="explain" id="convergence-explained">'
+            + "".join(f"<li><strong>{html.escape(w)}</strong>: {html.escape(t)}</li>" for w, t in items) + "</ul>")
+
+
+def _shrinkage_note(table: pd.DataFrame) -> str:
+    """A note naming the parameters whose eta shrinkage exceeds 30%."""
+    high = table[table.shrinkage > SHRINKAGE_NOTE] if "shrinkage" in table else table.iloc[:0]
+    if high.empty:
+        return ""
+    names = ", ".join(f"{p} ({100 * v:.0f}%)" for p, v in zip(high.parameter, high.shrinkage))
+    return (f'<p class="note" id="shrinkage-note">Shrinkage above {100 * SHRINKAGE_NOTE:.0f}%: {html.escape(names)}. '
+            "The data say little about these subjects' own values, so their individual estimates shrink towards "
+            "the typical value: diagnostics built on the etas or individual predictions (etas against covariates, "
+            "eta distributions, IPRED-based plots) are unreliable for these parameters and can hide or invent "
+            "relationships (Savic &amp; Karlsson 2009, AAPS J 11:558). Judge them by the VPC, pcVPC and NPDE, which "
+            "do not use the etas.</p>")
+
+
+def _pareto_note(fit, k) -> str:
+    """A note on the Pareto k values above 0.7: how many, what it means, what to do instead."""
+    bad = k > LOO_K_THRESHOLD
+    if not bad.any():
+        return ""
+    where = ""
+    const = fit.tree["constant_data"] if "constant_data" in fit.tree else None
+    if const is not None and "SUBJECT" in const and const["SUBJECT"].size == k.size:
+        worst = pd.DataFrame({"ID": const["SUBJECT"].values, "TIME": const["TIME"].values, "Pareto k": k})
+        worst = worst[bad].sort_values("Pareto k", ascending=False).head(10)
+        where = "<p>Highest Pareto k:</p>" + _table(worst)
+    return (f'<p class="note" id="pareto-note">{int(bad.sum())} of {k.size} Pareto k values are above '
+            f"{LOO_K_THRESHOLD}: for these observations the posterior changes so much when they are left out that "
+            "PSIS cannot estimate their leave-one-out density reliably (influential points: outliers, misfit, or "
+            "a subject whose own parameters rest on few samples), so elpd_loo and its SE, and any comparison of "
+            "models by LOO, are unreliable. K-fold cross-validation by subject (refitting with groups of subjects "
+            "left out: <code>bayespk kfold SPEC --out DIR</code>) is the reliable alternative; look at these "
+            "observations in the GOF plots.</p>" + where)
+
+
+def _thin_ticks(fig, max_ticks: int = 4) -> None:
+    """Tick labels of the small panels that cannot overlap: at most ``max_ticks`` major labels per x axis, none
+    on minor ticks (a log axis spanning less than a decade labels its minor ticks, which collide)."""
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
+
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        lo, hi = sorted(ax.get_xlim())
+        if ax.get_xscale() == "log" and lo > 0 and hi / lo >= 10:
+            ax.xaxis.set_major_locator(LogLocator(base=10, numticks=max_ticks))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=max_ticks - 1, min_n_ticks=2))
+            ax.xaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+
+
+def _failure_box(title: str, error: BaseException | str) -> str:
     """The visible box that stands in for a section that failed."""
     return (f'<div class="section-failed" role="alert"><strong>This section failed</strong> ({html.escape(title)}): '
             f"{html.escape(str(error))}<br><span class=\"meta\">The rest of the report was built without it.</span>"

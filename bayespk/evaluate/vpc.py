@@ -60,6 +60,7 @@ import pandas as pd
 from bayespk.data.nonmem import plot_text
 from bayespk.errors import BayesPKError
 from bayespk.evaluate.simulation import observation_table, prior_replicates, simulate_replicates
+from bayespk.units import axis_label
 
 __all__ = ["VPC", "vpc", "bin_edges", "prediction_correct"]
 
@@ -320,7 +321,8 @@ def vpc(
         simulated percentiles, fraction below LLOQ), ``points`` (the
         observations as plotted; ``x`` holds their x value, ``TIME`` their
         time), ``settings`` (the options, ``x``, ``dv_floor`` as applied,
-        ``strat_titles``,
+        ``strat_titles``, ``x_label`` and ``y_label`` (the axis labels, with the
+        units of the spec's ``[data] units``),
         and ``n_excluded``: observations left out of the prediction
         correction, 0 without it) and ``excluded`` (those observations: strat,
         ID, TIME, dataset ROW, DV, PRED).
@@ -425,7 +427,9 @@ def vpc(
                     strat=strat, bins=bins if isinstance(bins, str) else int(bins) if np.ndim(bins) == 0 else list(bins),
                     binning=binning, x=x_name, dv_floor=floor, strat_titles=titles,
                     kind="posterior" if fitted else "prior",
-                    lower_bound=float(lower_bound), n_excluded=int(excluded.sum()), n_obs=len(obs))
+                    lower_bound=float(lower_bound), n_excluded=int(excluded.sum()), n_obs=len(obs),
+                    x_label=axis_label(source.spec, x_name, X_LABELS.get(x_name, plot_text(x_name))),
+                    y_label=axis_label(source.spec, "conc", "DV"))
     dropped = pd.DataFrame({"strat": strata[excluded], "ID": obs.ID.to_numpy()[excluded],
                             "TIME": obs.TIME.to_numpy()[excluded], "ROW": obs.ROW.to_numpy()[excluded],
                             "DV": obs.DV.to_numpy()[excluded], "PRED": pred[excluded]}, columns=EXCLUDED_COLUMNS)
@@ -516,7 +520,7 @@ def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y
         if log_y:
             ax.set_yscale("log")
         kind = "prediction-corrected " if settings["pred_corr"] else ""
-        ax.set_ylabel(f"{kind}DV")
+        ax.set_ylabel(f"{kind}{settings.get('y_label', 'DV')}")
         panel = titles.get(level)
         if panel is None:
             panel = f"{plot_text(settings['strat'])} = {plot_text(level)}" if settings["strat"] else ""
@@ -530,7 +534,7 @@ def plot_vpc(table: pd.DataFrame, points: pd.DataFrame, settings: dict, *, log_y
             bx.set_ylabel("fraction < LLOQ")
             bx.set_ylim(-0.02, 1.02)
             bx.legend(fontsize=7)
-        axes[-1, c].set_xlabel(X_LABELS.get(x_name, plot_text(x_name)))
+        axes[-1, c].set_xlabel(settings.get("x_label") or X_LABELS.get(x_name, plot_text(x_name)))
     axes[0, 0].legend(fontsize=7, loc="best")
     kind = "prediction-corrected VPC" if settings["pred_corr"] else "VPC"
     if settings.get("kind") == "prior":

@@ -63,6 +63,13 @@ class PopulationModel:
         The model specification (a :class:`Spec`, or a TOML file path).
     data : Dataset, DataFrame or path, optional
         The data; defaults to the spec's ``[data] path``.
+    observations_as_data : bool
+        Hold the observed values and censoring limits as shared data
+        (``pm.Data``) rather than graph constants, so models that differ only
+        in them (replicates of a simulation-based calibration, folds of a
+        cross-validation) share one compiled log-density (see
+        :mod:`bayespk.compile_cache`). Off by default: constants let PyTensor
+        fold work on the observations (e.g. ``log(DV)``) into the graph.
 
     Examples
     --------
@@ -72,7 +79,8 @@ class PopulationModel:
     """
 
     def __init__(self, spec: Spec | dict | str | Path, data: Dataset | pd.DataFrame | str | Path | None = None,
-                 pk_fit=None, structural=None):
+                 pk_fit=None, structural=None, observations_as_data: bool = False):
+        self.observations_as_data = bool(observations_as_data)
         if isinstance(spec, Spec):
             if structural is not None:
                 spec = Spec.from_dict(spec.to_dict() | {"model": {}}, structural=structural)
@@ -836,15 +844,18 @@ class PopulationModel:
             # M4 (Beal 2001): every observation conditioned on Y > 0
             dist = pm.Truncated.dist(dist, lower=0.0)
         cens = d.obs_cens
+        shared = (lambda key, v: pm.Data(f"{name}_{key}", v, dims=dims)) if self.observations_as_data else \
+            (lambda key, v: v)
         if (cens == 0).all():
-            return _observe(dist, d.obs_dv, name, dims)
+            return _observe(dist, shared("observed", d.obs_dv), name, dims)
         # pm.Censored: a value equal to `lower` means "at or below lower" (BLQ, M3: P(Y < LLOQ);
         # M4: P(0 < Y < LLOQ) / P(Y > 0) through the truncation above);
         # a value equal to `upper` means "at or above upper" (right-censored, CENS = -1).
         lower = np.where(cens == 1, d.obs_limit, -np.inf)
         upper = np.where(cens == -1, d.obs_limit, np.inf)
         y = np.where(cens != 0, d.obs_limit, d.obs_dv)
-        return pm.Censored(name, dist, lower=lower, upper=upper, observed=y, dims=dims)
+        return pm.Censored(name, dist, lower=shared("lower", lower), upper=shared("upper", upper),
+                           observed=shared("observed", y), dims=dims)
 
     # ------------------------------------------------------------------ fit
     def prior_predictive(self, **kwargs):

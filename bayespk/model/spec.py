@@ -65,6 +65,7 @@ DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
 DEFAULT_TYPICAL_LOG_SD = 1.0
 DEFAULT_MULTIPLIER = Prior("LogNormal", mu=0.0, sigma=0.7)
 DEFAULT_ASSAY_SCALE = Prior("LogNormal", mu=0.0, sigma=3.0)
+QUANTITY_UNITS = ("time", "amount", "conc", "volume", "effect")  # keys of [data] units other than data columns
 
 
 def _check_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
@@ -205,6 +206,31 @@ def _number(v: Any, where: str) -> float:
     return finite_number(v, where)
 
 
+def _units(d: Any) -> dict[str, str]:
+    """``[data] units``: lower-case keys name a quantity (:data:`QUANTITY_UNITS`), other keys a data column."""
+    if not isinstance(d, dict):
+        raise SpecError("[data] units: expected a table such as { time = \"h\", amount = \"mg\", conc = \"mg/L\", "
+                        "WT = \"kg\" }")
+    out = {}
+    for key, unit in d.items():
+        if not isinstance(unit, str) or not unit.strip():
+            raise SpecError(f"[data] units {key}: expected a unit as a non-empty string (e.g. \"mg/L\"), got {unit!r}")
+        if key.islower():
+            if key not in QUANTITY_UNITS:
+                raise SpecError(f"[data] units: unknown key {key!r}; allowed: the quantities "
+                                f"{', '.join(QUANTITY_UNITS)}, or a data column in upper case (e.g. WT)")
+            name = key
+        else:
+            name = _column(key, f"[data] units {key}")
+            if name in ("TIME", "AMT", "DV"):
+                word = {"TIME": "time", "AMT": "amount", "DV": "conc"}[name]
+                raise SpecError(f"[data] units {key}: give the unit of {name} as {word} = \"...\"")
+        if name in out:
+            raise SpecError(f"[data] units: {key!r} is given twice")
+        out[name] = unit.strip()
+    return out
+
+
 def _column(v: Any, where: str) -> str:
     """A dataset column named in the spec (upper case), refusing names a fit cannot store.
 
@@ -233,6 +259,11 @@ class DataSpec:
     ``ignore`` / ``accept`` are row filters with NONMEM's ``IGNORE=(...)`` /
     ``ACCEPT=(...)`` meaning, e.g. ``ignore = ["DV.EQ.0", "TIME.GT.24"]`` (see
     :func:`~bayespk.data.nonmem.read_nonmem`); the data summary counts the rows dropped.
+    ``units`` declares the units of the data: the quantities ``time``,
+    ``amount``, ``conc`` (and ``volume``, ``effect`` for PD outputs) and any data
+    column (``WT = "kg"``); parameter units are derived from them
+    (:mod:`bayespk.units`). Column keys are checked against the dataset by
+    :meth:`check_unit_columns`.
     """
 
     path: str | None = None
@@ -241,6 +272,7 @@ class DataSpec:
     lloq: float | None = None  # LLOQ of censored rows (BLQ=1 / CENS=1) that have no LLOQ value of their own
     ignore: tuple[str, ...] = ()  # NONMEM IGNORE=(...): drop rows where any condition holds
     accept: tuple[str, ...] = ()  # NONMEM ACCEPT=(...): keep only rows where any condition holds
+    units: dict[str, str] = field(default_factory=dict)  # quantity or column -> unit, e.g. {"time": "h", "WT": "kg"}
 
     @property
     def filters(self) -> dict[str, list[str]]:
@@ -249,7 +281,7 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None) -> "DataSpec":
-        _check_keys(d, ("path", "aliases", "sha256", "lloq", "ignore", "accept"), "[data]")
+        _check_keys(d, ("path", "aliases", "sha256", "lloq", "ignore", "accept", "units"), "[data]")
         path = d.get("path")
         if path is not None:
             if not isinstance(path, str):
@@ -284,7 +316,17 @@ class DataSpec:
         if filters["ignore"] and filters["accept"]:
             raise SpecError("[data] ignore and [data] accept cannot both be given (as NONMEM's IGNORE=(...) and "
                             "ACCEPT=(...)); give one of them")
-        return cls(path=path, aliases=dict(aliases), sha256=sha256, lloq=lloq, **filters)
+        return cls(path=path, aliases=dict(aliases), sha256=sha256, lloq=lloq, units=_units(d.get("units", {})),
+                   **filters)
+
+    def check_unit_columns(self, columns) -> None:
+        """Refuse a column key of ``units`` that is not a column of the dataset (``columns``)."""
+        known = {str(c).upper() for c in columns}
+        for key in self.units:
+            if key not in QUANTITY_UNITS and key not in known:
+                raise SpecError(f"[data] units: {key!r} is not a column of the dataset ({', '.join(map(str, columns))})"
+                                f"; give units of data columns (e.g. WT = \"kg\") or of the quantities "
+                                f"{', '.join(QUANTITY_UNITS)}")
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -300,6 +342,8 @@ class DataSpec:
             out["ignore"] = list(self.ignore)
         if self.accept:
             out["accept"] = list(self.accept)
+        if self.units:
+            out["units"] = dict(self.units)
         return out
 
 
@@ -327,6 +371,7 @@ class ParameterSpec:
     iov: Prior | None = None
     centered: bool = False
     relation: Any = None  # Expression: the covariate-adjusted typical value (a custom covariate model)
+    unit: str | None = None  # overrides the unit derived from [data] units (bayespk.units)
 
     @classmethod
     def from_dict(cls, name: str, d: dict, base_dir: Path | None = None) -> "ParameterSpec":
@@ -336,7 +381,7 @@ class ParameterSpec:
                             "letter)")
         if not isinstance(d, dict):
             raise SpecError(f"{where}: expected a table such as {{ guess = 1.0 }}, got {d!r}")
-        _check_keys(d, ("typical", "guess", "iiv", "iov", "centered", "relation"), where)
+        _check_keys(d, ("typical", "guess", "iiv", "iov", "centered", "relation", "unit"), where)
         if "typical" in d and "guess" in d:
             raise SpecError(f"{where}: give either 'typical' (a prior) or 'guess' (a value), not both")
         if "typical" in d and isinstance(d["typical"], dict) and "file" in d["typical"]:
@@ -394,7 +439,11 @@ class ParameterSpec:
             from bayespk.model.expressions import parse
 
             relation = parse(d["relation"], f"{where} relation")
-        return cls(name=name, typical=typical, iiv=iiv, iov=iov, centered=centered, relation=relation)
+        unit = d.get("unit")
+        if unit is not None and not isinstance(unit, str):
+            raise SpecError(f"{where} unit: expected a string such as \"L/h\" (\"\" for unitless), got {unit!r}")
+        return cls(name=name, typical=typical, iiv=iiv, iov=iov, centered=centered, relation=relation,
+                   unit=unit if unit is None else unit.strip())
 
     def to_dict(self) -> dict:
         out = {"typical": self.typical.to_dict(), "iiv": self.iiv.to_dict() if self.iiv else False}
@@ -404,6 +453,8 @@ class ParameterSpec:
             out["centered"] = True
         if self.relation is not None:
             out["relation"] = self.relation.source
+        if self.unit is not None:
+            out["unit"] = self.unit
         return out
 
 

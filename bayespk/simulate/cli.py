@@ -14,7 +14,8 @@ __all__ = ["add_parser", "parse_covariate", "run"]
 REGIMEN_HELP = (
     "a regimen: the short form DOSEqIIxN (400q12x14) and/or KEY=VALUE items joined by commas; keys: label, "
     "dose, ii, n, loading (800 or 800+600), loading_ii, tinf (infusion hours), route (depot|central), per "
-    "(a covariate: dose per unit of it), titration (100q24x7>200q24x7). Repeatable."
+    "(a covariate: dose per unit of it), titration (100q24x7>200q24x7). Repeatable (default: none; at least "
+    "one --regimen or --regimens)."
 )
 
 
@@ -35,24 +36,31 @@ def add_parser(sub) -> None:
                    help="virtual covariate: a value (WT=3.5) or a distribution: normal(mean,sd[,lower,upper]), "
                         "lognormal(median,cv[,lower,upper]), uniform(low,high), bernoulli(p), "
                         "categorical(level:p,...), resample. Other columns are resampled from the fitted "
-                        "subjects. Repeatable.")
+                        "subjects. Repeatable (default: none).")
     s.add_argument("--etas", choices=["new", "posterior"], default="new",
-                   help="new etas (default) or, for the fitted subjects, their posterior etas")
+                   help="new etas, or for the fitted subjects their posterior etas (default %(default)s)")
     s.add_argument("--target", action="append", default=[], metavar="COND",
-                   help="target condition, e.g. 'Cmin>=10', 'AUC in [300,600]', 'f_above>=0.5'. Repeatable.")
-    s.add_argument("--threshold", type=float, help="concentration for time above threshold (T_above, f_above)")
+                   help="target condition, e.g. 'Cmin>=10', 'AUC in [300,600]', 'f_above>=0.5', in the "
+                        "model's concentration and time units. Repeatable (default: none).")
+    s.add_argument("--threshold", type=float,
+                   help="concentration for time above threshold (T_above, f_above), in the model's concentration "
+                        "units (default: none)")
     s.add_argument("--interval", metavar="START,END",
                    help="interval of the metrics, absolute times (default: each regimen's last dosing interval)")
-    s.add_argument("--strat", metavar="COL", help="stratify attainment and exposure tables by a covariate")
+    s.add_argument("--strat", metavar="COL",
+                   help="stratify attainment and exposure tables by a covariate (default: not stratified)")
     s.add_argument("--bins", default="4", help="bins of a continuous --strat column: a number (equal-count) "
-                                                "or comma-separated edges (default 4)")
+                                                "or comma-separated edges (default %(default)s)")
     s.add_argument("--overlap-metrics", default="AUC,Cmax,Cmin", metavar="M1,M2",
-                   help="metrics compared between neighbouring regimens (default AUC,Cmax,Cmin)")
-    s.add_argument("--n-draws", type=int, default=200, help="posterior draws (replicates; default 200)")
-    s.add_argument("--resolution", type=int, default=120, help="grid steps per analysed interval (default 120)")
-    s.add_argument("--seed", type=int, default=0)
+                   help="metrics compared between neighbouring regimens (default %(default)s)")
+    s.add_argument("--n-draws", type=int, default=200, help="posterior draws (replicates; default %(default)s)")
+    s.add_argument("--resolution", type=int, default=120,
+                   help="grid steps per analysed interval (default %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     s.add_argument("--log-y", action="store_true", help="log concentration axis")
-    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress (a line per chunk at most every $BAYESPK_PROGRESS_SECONDS, default 10, when "
+                        "the output is not a terminal)")
     s.add_argument("--out", required=True, help="folder for the outputs")
 
 

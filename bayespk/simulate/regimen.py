@@ -54,6 +54,7 @@ import pandas as pd
 import xarray as xr
 
 from bayespk.errors import BayesPKError, SpecError
+from bayespk.progress import Progress, printer
 from bayespk.simulate.exposure import (
     METRICS,
     exposure_overlap,
@@ -882,7 +883,10 @@ def simulate_regimens(
         default only when that is at most 10 million values.
     seed : int
     progress : bool or callable
-        Print a line per chunk to stderr (or pass each line to the callable).
+        Progress per chunk and regimen (done/total, ETA) on stderr: live on a
+        terminal, else a line at most every ``$BAYESPK_PROGRESS_SECONDS``
+        (default 10) and the last one (see :mod:`bayespk.progress`); or every
+        line passed to the callable.
 
     Returns
     -------
@@ -1009,6 +1013,7 @@ def simulate_regimens(
     padding = _padding_subjects(base, effects)
     chunks = [np.arange(s, min(s + chunk_size, N)) for s in range(0, N, chunk_size)]
     n_tasks = len(chunks) * (R + len(by_ii))
+    ticker = _ticker(progress, n_tasks)
     done_tasks = 0
     ss_failed = 0
     n_calls = 0
@@ -1045,8 +1050,8 @@ def simulate_regimens(
                 if keep:
                     kept[r.label][chunk, d0:d1] = np.transpose(c, (1, 0, 2))
             done_tasks += 1
-            say(_line(done_tasks, n_tasks, f"regimen {r.label!r}", chunk, n_draws, time.perf_counter() - t0,
-                      t_start))
+            ticker.update(done_tasks, _line(f"regimen {r.label!r}", chunk, n_draws, time.perf_counter() - t0),
+                          force=done_tasks == n_tasks)
         for ii, keys in by_ii.items():
             t0 = time.perf_counter()
             frames = []
@@ -1073,8 +1078,8 @@ def simulate_regimens(
                         for name, v in res.items():
                             metrics[name][ri, chunk, d0:d1] = v.T
             done_tasks += 1
-            say(_line(done_tasks, n_tasks, f"steady state (II {ii:g})", chunk, n_draws, time.perf_counter() - t0,
-                      t_start))
+            ticker.update(done_tasks, _line(f"steady state (II {ii:g})", chunk, n_draws,
+                                            time.perf_counter() - t0), force=done_tasks == n_tasks)
 
     # profiles (bands over subjects and draws)
     lo = (1 - band) / 2
@@ -1109,6 +1114,7 @@ def simulate_regimens(
         "subject_regimens_per_second": N * R / wall,
         "subject_regimen_draws_per_second": N * R * n_draws / wall,
     }
+    ticker.finish(summary=False)
     if ss_failed:
         say(f"simulate: steady state not computed for {ss_failed} subject-draws (the single-dose curve still "
             f"rises after {ss_intervals} intervals; raise ss_intervals)")
@@ -1309,7 +1315,14 @@ def _progress(progress):
     return lambda msg: None
 
 
-def _line(done, total, what, chunk, n_draws, seconds, t_start) -> str:
-    return (f"simulate: [{done}/{total}] {what}, subjects {chunk[0] + 1}-{chunk[-1] + 1}, {n_draws} draws: "
-            f"{seconds:.1f} s (elapsed {time.perf_counter() - t_start:.0f} s)")
+def _ticker(progress, total: int) -> Progress:
+    """Progress of the simulation tasks (chunk x regimen): each line to a callable ``progress``; otherwise on
+    stderr, live on a terminal, else a line at most every ``$BAYESPK_PROGRESS_SECONDS`` and the last one."""
+    if callable(progress):
+        return Progress("simulate", total, unit="tasks", say=progress, live=False, every=0)
+    return Progress("simulate", total, unit="tasks", say=printer(sys.stderr), enabled=bool(progress))
+
+
+def _line(what, chunk, n_draws, seconds) -> str:
+    return f"{what}, subjects {chunk[0] + 1}-{chunk[-1] + 1}, {n_draws} draws in {seconds:.1f} s"
 

@@ -1,0 +1,74 @@
+"""`bayespk report` on a tiny fit of the bundled models (models/*.toml): exit 0, every section, no local path.
+
+A fit of 1 chain x 30 draws and a report with 10 VPC replicates and 20 NPDE simulations take 35 s
+(theophylline, phenobarbital) to 3 min (the CAR-T models, PK/PD) on 2 busy cores, and 4-12 min for the
+models written as ODEs, whose every prediction in the report compiles through JAX again (about 50 min for
+all 12 models in a row: past what `make test` can spend). The test suite runs one model of each family:
+theophylline (by default), phenobarbital, the PK/PD Emax model, the piecewise CAR-T model and the
+cheapest model written as equations (slow). ``BAYESPK_REPORT_ALL_MODELS=1`` runs every bundled model,
+a new one included (all 12 passed when this test was written).
+"""
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bayespk.cli import main
+from bayespk.model.spec import Spec
+
+from conftest import MODELS, ROOT
+
+SECTIONS = ("model", "data", "prior-table", "parameters", "convergence", "vpc", "pcvpc", "gof", "npde",
+            "covariates", "priors", "loo")
+# 1 chain, 30 draws after 20 tuning steps: PSIS-LOO needs 25 draws at least
+FIT = ["--draws", "30", "--tune", "20", "--chains", "1", "--seed", "1", "--quiet"]
+REPORT = ["--n-rep", "10", "--n-sim", "20"]
+
+
+FAST = {"theophylline_1cmt_oral"}
+FAMILIES = {"phenobarbital_1cmt_iv", "pkpd_emax_simulated", "cart_tisagenlecleucel_like", "mm_2cmt_iv"}
+ALL = os.environ.get("BAYESPK_REPORT_ALL_MODELS", "") not in ("", "0")
+
+
+def _slow(path: Path) -> bool:
+    return path.stem not in FAST
+
+
+MODEL_FILES = [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if _slow(p) else [])
+               for p in sorted(MODELS.glob("*.toml")) if ALL or p.stem in FAST | FAMILIES]
+
+
+def test_the_families_are_bundled_models():
+    assert FAST | FAMILIES <= {p.stem for p in MODELS.glob("*.toml")}
+
+
+def _text_outside_images(html: str) -> str:
+    """The report without its base64 figures (whose characters could spell anything)."""
+    return re.sub(r'src="data:image/png;base64,[^"]*"', 'src=""', html)
+
+
+@pytest.mark.parametrize("path", MODEL_FILES)
+def test_report_of_every_bundled_model(path, tmp_path, capsys):
+    run = tmp_path / path.stem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(path), "--out", str(run), *FIT]) == 0
+        capsys.readouterr()
+        rc = main(["report", str(run), *REPORT])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    html = (run / "report.html").read_text(encoding="utf-8")
+    for anchor in SECTIONS:
+        assert f'<section id="{anchor}">' in html, f"no section {anchor!r}"
+    assert "warning" not in err and 'class="section-failed"' not in html, err
+    text = _text_outside_images(html)
+    for local in {str(ROOT), str(Path.home()), str(tmp_path), tempfile.gettempdir(), str(MODELS / "data")}:
+        assert local not in text, f"{local} in the report"
+    spec = Spec.from_toml(path)
+    assert Path(spec.data.path).name in text
+    model = re.search(r'<section id="model">(.*?)</section>', html, re.S).group(1)
+    assert all(p in model for p in spec.parameters)
