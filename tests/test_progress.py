@@ -31,12 +31,14 @@ def first(lines: list[str], predicate) -> int:
 
 
 def test_piped_fit_prints_compilation_and_periodic_sampling_lines(tmp_path):
-    lines = fit_piped(tmp_path / "run", "--draws", "500", "--tune", "500", "--chains", "2", "--seed", "1")
+    # 2 x 4000 draws: about 2 s of sampling (0.5 s at 2 x 1000 was too short to be sure of a periodic line,
+    # which needs nutpie's progress callback between two 0.25-s waits)
+    lines = fit_piped(tmp_path / "run", "--draws", "3000", "--tune", "1000", "--chains", "2", "--seed", "1")
     compiling = first(lines, lambda s: s == "compiling the model (nutpie) ...")
     compiled = first(lines, lambda s: s.startswith("compiling the model: done in "))
-    started = first(lines, lambda s: s.startswith("sampling 2 chains x 500 draws"))
+    started = first(lines, lambda s: s.startswith("sampling 2 chains x 3000 draws"))
     periodic = [i for i, s in enumerate(lines) if PERIODIC.match(s)]
-    done = first(lines, lambda s: re.match(r"^sampling: 2000/2000 draws, \d+ divergences? after tuning, done in "
+    done = first(lines, lambda s: re.match(r"^sampling: 8000/8000 draws, \d+ divergences? after tuning, done in "
                                            r"[\d.]+ s$", s))
     table = first(lines, lambda s: s.startswith("parameter "))
     assert periodic, "\n".join(lines)
