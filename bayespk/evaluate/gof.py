@@ -107,11 +107,12 @@ def _trend(ax, x, y, n: int = 8) -> None:
 
 
 def shrinkage(fit) -> pd.DataFrame:
-    """Eta shrinkage per parameter with IIV: ``1 - SD(E[eta_i]) / median(omega)``."""
+    """Eta shrinkage per parameter with IIV: ``1 - SD(E[eta_i]) / median(omega)`` (parameters whose omega
+    was not sampled, such as the PK of a sequential PK/PD fit, fixed at an earlier fit, have none)."""
     rows = []
     post = fit.posterior
     for p, ps in fit.spec.parameters.items():
-        if ps.iiv is None:
+        if ps.iiv is None or f"omega_{p}" not in post or f"eta_{p}" not in post:
             continue
         eta_mean = post[f"eta_{p}"].mean(("chain", "draw")).values
         omega = float(post[f"omega_{p}"].median())
