@@ -184,10 +184,11 @@ def _run(kind, spec, data, truth, n, out, seed, chains, draws, tune, L, fit_spec
         raise BayesPKError(f"n: expected a positive number of replicates, got {n!r}")
     settings = _settings(chains, draws, tune, L)
     model = _model(spec, data)
-    resolved = _resolved(model) if fit_spec is None else _resolved(_model(fit_spec, model.data))
+    fit_model = model if fit_spec is None else _model(fit_spec, model.data)
+    resolved = _resolved(fit_model)
     truths, dv = _simulate(model, truth, n, seed)
-    fitted = set(_model(fit_spec, model.data).spec.population_parameters) if fit_spec is not None else None
-    if fitted is not None:
+    if fit_spec is not None:
+        fitted = set(fit_model.spec.population_parameters)
         truths = truths[[c for c in truths.columns if c.partition("[")[0] in fitted]]
         if truths.empty:
             raise BayesPKError("fit_spec: no population parameter in common with the simulating spec")
