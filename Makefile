@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bayespk fit models/theophylline_1cmt_oral.toml --out runs/theophylline --overwrite
 
+# pytest-xdist: one worker per core (at most 4), each test file on one worker (module fixtures built once)
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n auto --maxprocesses=4 --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -11,6 +11,7 @@
 ``bayespk simulate RUN_DIR --regimen SPEC ... --out DIR``  regimen simulation: exposure, target attainment
 ``bayespk export RUN_DIR --format nonmem [--out DIR]``  sdtab, patab, run.ext for xpose / R
 ``bayespk sbc|kfold|covsearch|simest SPEC --out DIR``  workloads of many fits on Dask (see bayespk/parallel/cli.py)
+``bayespk design boundaries|next|simulate ...``  dose-escalation designs (see bayespk/design/cli.py)
 
 Exit status: 0 success; 1 internal error (a bug in bayespk; ``--debug`` shows
 the traceback); 2 user error (bad data, spec, options, files; one paragraph on
@@ -51,6 +52,19 @@ LOWER_BOUND_HELP = ("lower bound lb of the prediction correction, pcDV = lb + (D
 RUN_DIR_HELP = "run directory written by `bayespk fit SPEC --out RUN_DIR`"
 SEED_HELP = f"random seed, 0 to {SEED_MAX} (default %(default)s)"
 FIT_BOUNDS = {"draws": (1, 10**7), "tune": (1, 10**7), "chains": (1, 64), "seed": (0, SEED_MAX)}
+
+
+def _vpc_axes_options(p: argparse.ArgumentParser) -> None:
+    """``--strat``, ``--strat-labels`` and ``--x``: the VPC's strata and x axis (``vpc``, and ``report`` for its
+    VPC and pcVPC)."""
+    p.add_argument("--strat", help="stratify by a dataset column, or DOSE (first dose amount) (default: no strata)")
+    p.add_argument("--strat-labels", metavar="'V=LABEL;V=LABEL'",
+                   help="panel titles of the strata, e.g. --strat-labels '0=APGR >= 5;1=APGR < 5' (split on ';', "
+                        "then on the first '='; default titles: COLUMN = value)")
+    p.add_argument("--x", default="TIME", metavar="TIME|TAD|COLUMN",
+                   help="x axis, binned: TIME (default), TAD (time after the most recent dose, ADDL repeats "
+                        "included, computed from the dose records; the time itself before the first dose) or "
+                        "any numeric dataset column")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,14 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                         "left out of it, counted on the figure and listed in vpc_excluded.csv (default "
                         "--no-pred-corr: the plain VPC)")
     v.add_argument("--lower-bound", type=float, default=0.0, metavar="X", help=LOWER_BOUND_HELP)
-    v.add_argument("--strat", help="stratify by a dataset column, or DOSE (first dose amount)")
-    v.add_argument("--strat-labels", metavar="'V=LABEL;V=LABEL'",
-                   help="panel titles of the strata, e.g. --strat-labels '0=APGR >= 5;1=APGR < 5' (split on ';', "
-                        "then on the first '='; default titles: COLUMN = value)")
-    v.add_argument("--x", default="TIME", metavar="TIME|TAD|COLUMN",
-                   help="x axis, binned: TIME (default), TAD (time after the most recent dose, ADDL repeats "
-                        "included, computed from the dose records; the time itself before the first dose) or "
-                        "any numeric dataset column")
+    _vpc_axes_options(v)
     v.add_argument("--n-rep", type=int, default=200, help="replicates of the study (default %(default)s)")
     v.add_argument("--bins", default="auto",
                    help="auto, a number of bins, or comma-separated edges (on --x) (default %(default)s)")
@@ -136,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="include the prediction-corrected VPC; observations with PRED <= --lower-bound are left "
                         "out of it and counted (default --pred-corr; --no-pred-corr omits it)")
     r.add_argument("--lower-bound", type=float, default=0.0, metavar="X", help=LOWER_BOUND_HELP)
+    _vpc_axes_options(r)
 
     c = sub.add_parser("compare", help="compare runs of the same data by PSIS-LOO, or k-fold folders by their elpd")
     c.add_argument("run_dirs", nargs="+", help="two or more run directories fitted to the same data, or two or more "
@@ -160,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_workload_parser(sub)  # bayespk sbc | kfold | covsearch | simest SPEC --out DIR
 
+    from bayespk.design.cli import add_parser as add_design_parser
+
+    add_design_parser(sub)  # bayespk design boundaries | next | simulate
+
     e = sub.add_parser("export",
                        help="export a run as NONMEM-style tables (sdtab, patab, run.ext) for xpose / R")
     e.add_argument("run_dir", help=RUN_DIR_HELP)
@@ -180,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"fit": _fit, "data": _data, "summary": _summary, "vpc": _vpc, "report": _report,
                 "compare": _compare, "prior": _prior, "nca": _nca, "simulate": _simulate,
-                "export": _export, **{c: _workload for c in WORKLOADS}}
+                "export": _export, "design": _design, **{c: _workload for c in WORKLOADS}}
     with _sigterm_as_interrupt():
         try:
             return commands[args.command](args)
@@ -259,6 +271,12 @@ def _workload(args) -> int:
     from bayespk.parallel.cli import run
 
     return run(args.command, args)
+
+
+def _design(args) -> int:
+    from bayespk.design.cli import run
+
+    return run(args)
 
 
 def _simulate(args) -> int:
@@ -492,12 +510,16 @@ def _vpc(args) -> int:
 
 
 def _report(args) -> int:
+    from bayespk.errors import BayesPKError
     from bayespk.evaluate.report import write_report
 
     _positive("n-rep", args.n_rep)
     _positive("n-sim", args.n_sim)
     _check_range("seed", args.seed, 0, SEED_MAX)
     _finite("lower-bound", args.lower_bound)
+    labels = _strat_labels(args.strat_labels)  # refused before anything is loaded, as `bayespk vpc`
+    if labels and not args.strat:
+        raise BayesPKError("--strat-labels needs --strat (the column whose values they name)")
     fit = _load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
     failed = []
@@ -507,8 +529,8 @@ def _report(args) -> int:
         print(f"bayespk report: warning: section {title!r} failed: {message}", file=sys.stderr, flush=True)
 
     path = write_report(fit, out, n_rep=args.n_rep, n_sim=args.n_sim, seed=args.seed, pred_corr=args.pred_corr,
-                        lower_bound=args.lower_bound, progress=lambda msg: print(f"  {msg} ...", flush=True),
-                        warn=warn)
+                        lower_bound=args.lower_bound, x=args.x, strat=args.strat, strat_labels=labels,
+                        progress=lambda msg: print(f"  {msg} ...", flush=True), warn=warn)
     print(f"wrote {path}" + (f" ({len(failed)} section{'s' if len(failed) != 1 else ''} failed: "
                              f"{', '.join(failed)}; see the report)" if failed else ""))
     return 0

@@ -163,6 +163,10 @@ def fit(
     with _interrupt_guard() as caught:
         sampled = _sample(pm_model, model, spec, progress, notify, caught)
     wall = time.perf_counter() - t0
+    if sampled.centering:  # the weights the warm-up chose: in the run's spec, so a refit reproduces the run
+        spec = spec.with_centering(sampled.centering)
+        model = copy.copy(model)
+        model.spec = model.spec.with_centering(sampled.centering)
     tree, info = _finish_sampling(sampled, s, keep_partial)
     if info.get("interrupted"):
         spec = spec.with_sampler(draws=info["draws_kept"])
@@ -175,6 +179,7 @@ def fit(
         "seed": s.seed,
         "wall_seconds": round(wall, 3),
         "compile_seconds": round(sampled.compile_seconds, 3),
+        **({"centering_chosen": sampled.centering} if sampled.centering else {}),
         **({"compile_cache": compile_cache.last.get("status")} if s.name == "nutpie" else {}),
         **info,
         "data_path": spec.data.path,
@@ -315,6 +320,7 @@ class _Sampled:
     tree: xr.DataTree | None  # None: interrupted before any draw could be returned
     compile_seconds: float
     signal: str | None  # the signal that stopped sampling, None when it finished
+    centering: dict | None = None  # centring weights chosen by the warm-up ([sampler] centering = "auto")
 
 
 @contextmanager
@@ -403,6 +409,21 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
         cached = f", compile cache {compile_cache.last['status']}" if not jax and compile_cache.last else ""
         say(f"compiling the model: done in {t_compile:.1f} s{cached}"
             + (" (JAX compiles again during the first draws)" if jax else ""))
+
+    def short_run(chains: int, tune: int, draws: int, seed: int) -> xr.Dataset:
+        return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False,
+                             target_accept=s.target_accept, adaptation=s.adaptation)["posterior"].to_dataset()
+
+    try:
+        weights = _choose_centering(short_run, pm_model, model, s, say)
+    except KeyboardInterrupt:
+        return _Sampled(None, t_compile, caught[0] if caught else "SIGINT")
+    except RuntimeError as e:
+        if "initializ" in str(e) or "initial point" in str(e):
+            raise _start_failure(pm_model, model, spec, e, starts, nutpie=True) from None
+        raise
+    if weights:
+        compiled = compiled.with_data(**{f"centering_{n}": np.asarray(w) for n, w in weights.items()})
     started()
     if ticker is not None:
         ticker.start()
@@ -431,9 +452,9 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
                 div = int(tree["sample_stats"]["diverging"].sum()) if "sample_stats" in tree else 0
                 ticker.done_units = ticker.total
                 ticker.finish(_divergence_detail(div, False) + " after tuning")
-            return _Sampled(tree, t_compile, None)
+            return _Sampled(tree, t_compile, None, weights)
     except KeyboardInterrupt:
-        return _Sampled(background.abort(), t_compile, caught[0] if caught else "SIGINT")
+        return _Sampled(background.abort(), t_compile, caught[0] if caught else "SIGINT", weights)
     except RuntimeError as e:
         background.cancel()
         if "initializ" in str(e) or "initial point" in str(e):
@@ -472,7 +493,15 @@ def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | Non
         if ticker is not None:
             ticker.update(seen["draws"], _divergence_detail(seen["divergences"], draw.tuning))
 
+    def short_run(chains: int, tune: int, draws: int, seed: int) -> xr.Dataset:
+        with pm_model, quiet_pymc():
+            return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, 2), random_seed=seed,
+                             target_accept=s.target_accept, progressbar=False, compute_convergence_checks=False,
+                             nuts_sampler="pymc", init="adapt_diag",
+                             initvals=_start_points(pm_model, spec, chains, seed))["posterior"].to_dataset()
+
     try:
+        weights = _choose_centering(short_run, pm_model, model, s, say)
         with pm_model:
             tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
                              random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
@@ -488,7 +517,60 @@ def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | Non
         raise
     if ticker is not None and not caught:
         ticker.finish(_divergence_detail(int(tree["sample_stats"]["diverging"].sum()), False) + " after tuning")
-    return _Sampled(tree, seen["compile"], caught[0] if caught else None)
+    return _Sampled(tree, seen["compile"], caught[0] if caught else None, weights)
+
+
+#: The warm-up run that chooses the centring weights of the etas under ``[sampler] centering = "auto"``:
+#: chains, tuning steps and draws, each at most the fit's own.
+CENTERING_WARMUP = {"chains": 2, "tune": 100, "draws": 50}
+
+
+def _choose_centering(short_run, pm_model, model: PopulationModel, s, say=None) -> dict[str, float]:
+    """The centring weights of the parameters whose weight the spec leaves to the fit (``{}``: none).
+
+    A short run of the standardized model (:data:`CENTERING_WARMUP`) gives each
+    subject's posterior mean eta; the weight of parameter ``P`` estimates the
+    share of an eta's posterior precision its subject's data give,
+    ``(1 - shrinkage_P)**2`` (:func:`centering_weights`; for a normal model
+    ``var(E[eta_i | y]) / omega**2 = omega**2 / (omega**2 + se**2)``). With that weight
+    the sampled ``z`` is a posteriori nearly independent of omega for a normal
+    model (Papaspiliopoulos, Roberts and Skold 2007, Stat Sci 22:59): close
+    to 1 (centred) where the data pin each eta down, close to 0
+    (non-centered) where the population carries it. The weights are set on
+    the compiled model (shared data, no new compilation) and on ``pm_model``.
+    """
+    auto = [n for n, w in model.centering_weights().items() if w is None]
+    if not auto:
+        return {}
+    chains, tune, draws = (min(CENTERING_WARMUP["chains"], s.chains), min(CENTERING_WARMUP["tune"], s.tune),
+                           min(CENTERING_WARMUP["draws"], s.draws))
+    if say is not None:
+        say(f"choosing the centring of the etas: warm-up of {chains} chain{'s' if chains > 1 else ''} x "
+            f"{draws} draws after {tune} tuning steps ...")
+    post = short_run(chains, tune, draws, (s.seed + 7919) % 2**31)
+    weights = centering_weights(post, auto)
+    pm.set_data({f"centering_{n}": w for n, w in weights.items()}, model=pm_model)
+    if say is not None:
+        say("centring weights (0: standardized etas, 1: centred): "
+            + ", ".join(f"{n} {w:.2f}" for n, w in weights.items()))
+    return weights
+
+
+def centering_weights(posterior: xr.Dataset, names) -> dict[str, float]:
+    """``(1 - shrinkage_P)**2 = (SD_i(E[eta_P,i | y]) / median(omega_P))**2`` per parameter ``P`` of
+    ``names`` (the eta shrinkage of :func:`bayespk.evaluate.gof.shrinkage`), in [0, 1], 2 decimals.
+
+    ``posterior`` holds ``eta_P`` (chain, draw, ID) and ``omega_P``; a
+    parameter whose draws are not all finite, or with fewer than 2 subjects, gets 0 (standardized).
+    """
+    out = {}
+    for n in names:
+        eta = np.asarray(posterior[f"eta_{n}"].mean(("chain", "draw")).values, dtype=float).ravel()
+        omega = float(np.median(np.asarray(posterior[f"omega_{n}"].values, dtype=float)))
+        ok = eta.size > 1 and np.all(np.isfinite(eta)) and np.isfinite(omega) and omega > 0
+        share = (float(np.std(eta, ddof=1)) / omega) ** 2 if ok else 0.0
+        out[n] = round(min(1.0, max(0.0, share)), 2)
+    return out
 
 
 def _finish_sampling(sampled: _Sampled, s, keep_partial: bool) -> tuple[xr.DataTree, dict]:
@@ -619,8 +701,10 @@ class Fit:
     def free_parameters(self) -> list[str]:
         """Population parameters and the standardized etas: every sampled quantity."""
         params = self.spec.parameters.items()
-        return (self.population_parameters
-                + [f"{'eta' if ps.centered else 'z'}_{p}" for p, ps in params if ps.iiv is not None]
+        post = self.tree["posterior"]
+        return (self.population_parameters  # eta_P: the centred etas of runs before centring weights
+                + [f"z_{p}" if f"z_{p}" in post or f"eta_{p}" not in post else f"eta_{p}"
+                   for p, ps in params if ps.iiv is not None]
                 + [f"z_iov_{p}" for p, ps in params if ps.iov is not None])
 
     def summary(self) -> pd.DataFrame:
@@ -897,7 +981,8 @@ def _read_tree(path: Path) -> xr.DataTree:
 
 
 # ------------------------------------------------------------------ helpers
-#: Names of sampled per-subject effects: standardized etas (``z_P``, ``z_iov_P``) and centred ones (``eta_P``).
+#: Names of sampled per-subject effects: ``z_P`` (any centring weight), ``z_iov_P``, and ``eta_P`` (the centred
+#: etas of runs made before centring weights).
 ETA_PREFIXES = ("z_", "eta_")
 
 

@@ -79,7 +79,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayespk.data.nonmem import Dataset, read_nonmem
+from bayespk.data.nonmem import Dataset, filter_expressions, read_nonmem
 from bayespk.data.nonmem import id_label as _label
 from bayespk.errors import BayesPKError, DataError
 
@@ -641,6 +641,15 @@ def add_parser(sub) -> None:
     n.add_argument("--out", help="write the per-subject table as CSV to this file (default: print only)")
     n.add_argument("--alias", action="append", default=[], metavar="NAME=COLUMN",
                    help="declare a column rename, e.g. --alias conc=DV (repeatable; default: none)")
+    rows = n.add_mutually_exclusive_group()
+    rows.add_argument("--ignore", action="append", metavar="EXPR",
+                      help="drop the rows where the condition holds, as a spec's [data] ignore (NONMEM "
+                           "IGNORE=(...)), e.g. --ignore DV.EQ.0 --ignore 'TIME > 24' (repeatable: a row matching "
+                           "any is dropped; dose rows too; default: none)")
+    rows.add_argument("--accept", action="append", metavar="EXPR",
+                      help="keep only the rows where the condition holds, as a spec's [data] accept (NONMEM "
+                           "ACCEPT=(...)), e.g. --accept ID.LE.6 (repeatable: a row matching any is kept; dose "
+                           "rows too; not with --ignore; default: none)")
     n.add_argument("--lloq", type=float,
                    help="LLOQ of BLQ rows without an LLOQ value, in concentration units (as a spec's [data] lloq; "
                         "default: none)")
@@ -663,11 +672,42 @@ def add_parser(sub) -> None:
                         "the most points is used (default %(default)s)")
 
 
+FILTER_OPTIONS = {"[data] ignore/accept": "--ignore/--accept", "[data] ignore": "--ignore",
+                  "[data] accept": "--accept"}  # the spec's keys in the reader's messages -> nca's options
+
+
+def _read_filtered(csv, aliases: dict, lloq, ignore: list[str] | None, accept: list[str] | None) -> Dataset:
+    """The dataset of ``bayespk nca``, with ``--ignore`` / ``--accept`` applied as a spec's ``[data] ignore`` /
+    ``accept`` (:func:`~bayespk.data.nonmem.read_nonmem`); prints on stderr how many rows each option dropped.
+
+    Errors and notes of the filters name the options (``--ignore``), not the spec's keys.
+    """
+    for key, exprs in (("--ignore", ignore), ("--accept", accept)):
+        filter_expressions(exprs, key)  # a condition that does not parse: refused naming the option
+    try:
+        ds = read_nonmem(Path(csv), aliases=aliases, lloq=lloq, ignore=ignore, accept=accept)
+    except DataError as e:
+        if not (ignore or accept):
+            raise
+        raise DataError(_as_options(str(e))) from None
+    for note in ds.summary.notes:
+        if note.startswith(tuple(FILTER_OPTIONS)):  # "[data] ignore: rows matching ...; 5 rows dropped, ..."
+            print(f"note: {_as_options(note)}", file=sys.stderr)
+    return ds
+
+
+def _as_options(text: str) -> str:
+    """A message of the data reader with the spec's filter keys named as nca's options."""
+    for key, option in FILTER_OPTIONS.items():
+        text = text.replace(key, option)
+    return text
+
+
 def cli(args) -> int:
     """Run ``bayespk nca``: print the table (and write it with ``--out``)."""
     from bayespk.cli import parse_aliases
 
-    ds = read_nonmem(Path(args.csv), aliases=parse_aliases(args.alias), lloq=args.lloq)
+    ds = _read_filtered(args.csv, parse_aliases(args.alias), args.lloq, args.ignore, args.accept)
     table = nca(
         ds,
         dose_time=args.dose_time,

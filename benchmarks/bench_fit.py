@@ -193,14 +193,19 @@ CASES = {
     "mm_1cmt_oral_nutpie": {"dataset": "mm_1cmt_oral", "sampler": "nutpie"},
     "sim500_nutpie": {"dataset": "sim500", "sampler": "nutpie"},
     "sim1000_nutpie": {"dataset": "sim1000", "sampler": "nutpie"},
-    # the same studies with centred etas on CL, V and KA ([parameters.P] centered = true)
+    # the same studies with centring weights chosen by a warm-up run ([sampler] centering = "auto"; the
+    # default is standardized etas), and with CL, V and KA centred ([parameters.P] centered = true)
+    "sim500_autocentred_nutpie": {"dataset": "sim500", "sampler": "nutpie", "centering": "auto"},
     "sim500_centered_nutpie": {"dataset": "sim500", "sampler": "nutpie", "centered": ("CL", "V", "KA")},
+    "sim1000_autocentred_nutpie": {"dataset": "sim1000", "sampler": "nutpie", "centering": "auto"},
     "sim1000_centered_nutpie": {"dataset": "sim1000", "sampler": "nutpie", "centered": ("CL", "V", "KA")},
+    "theophylline_autocentred_nutpie": {"dataset": "theophylline", "sampler": "nutpie", "centering": "auto"},
     "sim200_2cmt_addl_nutpie": {"dataset": "sim200_2cmt_addl", "sampler": "nutpie"},
     "idr_pkpd_nutpie": {"dataset": "idr_pkpd", "sampler": "nutpie"},
     # the same study and priors, the model written as equations with two outputs (diffrax, JAX backend)
     "idr_pkpd_ode_nutpie": {"dataset": "idr_pkpd_ode", "sampler": "nutpie"},
     "cart_piecewise_nutpie": {"dataset": "cart_piecewise", "sampler": "nutpie"},
+    "cart_piecewise_autocentred_nutpie": {"dataset": "cart_piecewise", "sampler": "nutpie", "centering": "auto"},
     # ODE model at ~6 ms per gradient: its own (shorter) run, not FULL; --quick still shortens it
     "cart_mechanistic_nutpie": {"dataset": "cart_mechanistic", "sampler": "nutpie",
                                 "settings": {"chains": 4, "draws": 400, "tune": 400}},
@@ -434,8 +439,10 @@ def run_case(name: str, chains: int, draws: int, tune: int, runs: Path | None = 
         t0 = time.perf_counter()
         spec, data, truth, seed = _dataset(cfg["dataset"])
         if cfg.get("centered"):
-            spec = replace(spec, parameters={p: replace(ps, centered=p in cfg["centered"])
+            spec = replace(spec, parameters={p: replace(ps, centered=float(p in cfg["centered"]))
                                              for p, ps in spec.parameters.items()})
+        if cfg.get("centering"):
+            spec = spec.with_sampler(centering=cfg["centering"])
         t_data = time.perf_counter()
         model = PopulationModel(spec, data)
         t_model = time.perf_counter()
@@ -496,6 +503,8 @@ def run_case(name: str, chains: int, draws: int, tune: int, runs: Path | None = 
         "min_bfmi": float(diag["min_bfmi"]),
         "convergence_problems": list(diag["problems"]),
         "convergence_warnings": len([w for w in caught if issubclass(w.category, ConvergenceWarning)]),
+        # centring weights the warm-up chose ([sampler] centering = "auto"; its time is in wall_s)
+        "centering_chosen": diag.get("centering_chosen"),
         # memory (MB)
         "peak_rss_mb": _maxrss_mb(resource.RUSAGE_SELF),
         "peak_rss_children_mb": _maxrss_mb(resource.RUSAGE_CHILDREN),

@@ -27,7 +27,8 @@ PARSERS = dict(walk(_parser()))
 def test_the_walk_reaches_every_subcommand():
     names = {" ".join(path[1:]) for path in PARSERS}
     assert {"fit", "data", "summary", "vpc", "report", "compare", "prior", "prior map", "prior robustify",
-            "prior show", "nca", "simulate", "export"} <= names
+            "prior show", "nca", "simulate", "export", "design boundaries", "design next",
+            "design simulate"} <= names
 
 
 @pytest.mark.parametrize("path", [" ".join(p) for p in PARSERS])

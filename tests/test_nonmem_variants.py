@@ -62,6 +62,15 @@ def test_comment_rows_are_numbered_like_rows():
     assert 0.75 not in ds.table.TIME.tolist()
 
 
+def test_comment_rows_are_listed_with_their_row_and_reason():
+    """As the rows a C column comments out: ROW (numbered like any row) and why; their fields are not read."""
+    ds = read_nonmem(DATA / "nonmem_hash_header.csv")
+    assert ds.summary.excluded_rows == [
+        {"ROW": row, "ID": "", "TIME": "", "reason": "commented out (row starts with # or @)"} for row in (3, 8)]
+    assert ds.summary.to_dict()["excluded_rows"] == ds.summary.excluded_rows  # stored with the fit
+    assert read_nonmem(PLAIN).summary.excluded_rows == []
+
+
 def test_comment_rows_need_no_matching_fields(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("ID,TIME,AMT,DV\n1,0,100,.\n# free text, with \"quotes and, commas\n1,1,.,5\n@ note\n")
@@ -144,6 +153,9 @@ def test_ignore_with_c_and_comment_rows(tmp_path):
     assert ds.summary.excluded == {"commented out (row starts with # or @)": 1, "commented out (C column)": 1,
                                    "[data] ignore (DV.EQ.0)": 1}
     assert ds.table.TIME.tolist() == [0.0, 3.0]
+    assert [(r["ROW"], r["reason"]) for r in ds.summary.excluded_rows] == [
+        (3, "commented out (row starts with # or @)"), (2, "commented out (C column)"),
+        (4, "[data] ignore (DV.EQ.0)")]  # in the order they were dropped; the report sorts them by ROW
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -190,6 +190,8 @@ def test_cli_report_of_theophylline_includes_the_pcvpc(theo_run, capsys):
     assert _images(pcvpc) == 1 and "Prediction-corrected VPC" in text
     assert f'data-excluded="{len(_pred_zero_rows())}"' in pcvpc and "PRED &lt;= 0 excluded" in pcvpc
     assert _images(text) == 7 and 'class="section-failed"' not in text and 'id="failed-sections"' not in text
+    for anchor in ("vpc", "pcvpc"):  # the default x axis, named with its unit under each figure
+        assert f'id="{anchor}-axes" data-x="TIME">x axis: time (h) (TIME of the data)' in _section(text, anchor)
 
 
 def test_cli_report_no_pred_corr_omits_the_pcvpc_and_a_failing_section_is_boxed(theo_run, tmp_path, capsys,
@@ -361,6 +363,32 @@ def test_data_section_lists_excluded_records_and_why(tmp_path):
     assert "theo_flags.csv" in text and str(folder) not in text and str(tmp_path) not in text
 
 
+def test_data_section_lists_comment_rows(tmp_path):
+    """Rows starting with # or @ (NONMEM IGNORE=# / IGNORE=@) are listed with their ROW and reason, among the other
+    excluded records, not only counted."""
+    from bayespk.evaluate.report import _data_section
+
+    lines = bpk.datasets.path("theophylline").read_text().splitlines()
+    lines.insert(4, "# sample re-assayed, see the deviation log")  # becomes row 4 (1 = the first after the header)
+    lines[8] = "@" + lines[8]  # row 8: a record commented out
+    lines[0] = "#" + lines[0]  # the header itself: IGNORE=#
+    (tmp_path / "theo_comments.csv").write_text("\n".join(lines) + "\n")
+    spec = THEO.read_text().replace('path = "../bayespk/data/datasets/theophylline.csv"',
+                                    f'path = "{tmp_path / "theo_comments.csv"}"')
+    (tmp_path / "spec.toml").write_text(spec)
+    fit = bpk.load(tiny_fit(tmp_path / "spec.toml", tmp_path / "run"))
+    section = _data_section(fit)
+    assert "commented out (row starts with # or @)</td><td>2</td>" in section  # counted
+    listed = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td><td>[^<]*</td><td>([^<]*)</td></tr>",
+                        section)
+    comments = [(int(row), why) for row, _, _, why in listed if "row starts with" in why]
+    assert comments == [(4, "dropped on reading: commented out (row starts with # or @)"),
+                        (8, "dropped on reading: commented out (row starts with # or @)")]  # and listed
+    assert "counted above, not listed" not in section
+    rows = [int(row) for row, *_ in listed]
+    assert rows == sorted(rows)  # in file order among the other records listed
+
+
 @pytest.mark.slow  # a whole report (about 30 s); the notes themselves are tested fast below
 def test_flagged_diagnostics_are_explained(theo_run, monkeypatch):
     """Convergence flags, shrinkage > 30% and Pareto k > 0.7 each come with a note on what they mean."""
@@ -501,3 +529,66 @@ def test_shrinkage_and_pareto_notes():
     note = _pareto_note(no_data, np.array([0.1, 0.75, 0.2, 1.3]))
     assert "2 of 4 Pareto k values are above 0.7" in note and "K-fold cross-validation by subject" in note
     assert _pareto_note(no_data, np.array([0.1, 0.7])) == ""
+
+
+# ---------------------------------------------------------------- issue 16: the report's VPC options (as bayespk vpc)
+@pytest.fixture(scope="module")
+def pheno_tiny(tmp_path_factory):
+    """A tiny fit of the bundled phenobarbital model: multiple IV doses (TAD differs from TIME) and APGRLOW 0/1."""
+    return tiny_fit(PHENO, tmp_path_factory.mktemp("pheno_tiny") / "pheno")
+
+
+def _hand_tad(obs: pd.DataFrame) -> pd.Series:
+    """Time after the most recent dose record at or before each observation (phenobarbital: no ADDL, every
+    subject dosed at its first record)."""
+    data = pd.read_csv(bpk.datasets.path("phenobarbital"), na_values=".")
+    doses = data[data.EVID == 1]
+    last = [doses.TIME[(doses.ID == i) & (doses.TIME <= t)].max() for i, t in zip(obs.ID, obs.TIME)]
+    return obs.TIME - np.asarray(last, dtype=float)
+
+
+def test_cli_report_vpc_options_x_tad_and_strata(pheno_tiny, tmp_path, capsys, monkeypatch):
+    """``report --x TAD --strat APGRLOW --strat-labels ...``: the VPC and the pcVPC bin and plot time after dose
+    (axis "time after dose (h)", the spec's time unit), one panel per stratum titled with the labels, and the
+    caption under each says which x was used."""
+    from bayespk.evaluate import vpc as vpc_module
+
+    made = []
+    real_vpc = vpc_module.vpc
+
+    def recording_vpc(*args, **kwargs):
+        made.append(real_vpc(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(vpc_module, "vpc", recording_vpc)
+    rc, out, err = _report_cli(capsys, pheno_tiny, "--x", "TAD", "--strat", "APGRLOW", "--strat-labels",
+                               "0=APGR >= 5;1=APGR < 5", "--out", str(tmp_path / "r.html"))
+    assert rc == 0, err
+    assert "warning" not in err and "failed" not in out
+    assert [v.settings["pred_corr"] for v in made] == [False, True]  # the VPC, then the pcVPC
+    for v in made:
+        assert v.settings["x"] == "TAD" and v.settings["x_label"] == "time after dose (h)"
+        assert {ax.get_xlabel() for ax in v.figure.axes} - {""} == {"time after dose (h)"}
+        assert sorted(ax.get_title() for ax in v.figure.axes if ax.get_title()) == ["APGR < 5", "APGR >= 5"]
+        points = v.points.sort_values(["ID", "TIME"]).reset_index(drop=True)
+        np.testing.assert_allclose(points.x, _hand_tad(points), atol=1e-9)  # binned and drawn on TAD
+        assert (points.x < points.TIME).any()  # not TIME: the later doses reset it
+        assert (v.table.t_hi.max() <= points.x.max() + 1e-9) and v.table.t_hi.max() < points.TIME.max()
+    text = (tmp_path / "r.html").read_text()
+    for anchor in ("vpc", "pcvpc"):
+        caption = re.search(rf'<p class="meta" id="{anchor}-axes" data-x="TAD">(.*?)</p>', _section(text, anchor))
+        assert caption, f"no x-axis caption under the {anchor}"
+        assert caption.group(1).startswith("x axis: time after dose (h) (TAD: time after the most recent dose")
+        assert "Stratified by APGRLOW, one panel per value: APGR &gt;= 5; APGR &lt; 5." in caption.group(1)
+    assert _images(text) == 7 and 'class="section-failed"' not in text
+
+
+def test_cli_report_refuses_bad_strat_labels_before_loading(tmp_path, capsys):
+    missing = str(tmp_path / "no_run")  # the options are refused before the run directory is read
+    assert main(["report", missing, "--strat", "APGRLOW", "--strat-labels", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayespk report: error: --strat-labels '0': expected VALUE=LABEL pairs")
+    assert main(["report", missing, "--strat-labels", "0=low"]) == 2
+    assert "--strat-labels needs --strat" in capsys.readouterr().err
+    assert main(["report", missing, "--x", "TAD"]) == 2
+    assert "not a run directory" in capsys.readouterr().err

@@ -428,3 +428,24 @@ def test_regimen_simulation_refuses_a_model_written_as_equations():
     model = bpk.PopulationModel(MM_SPEC, _theoph())
     with pytest.raises(SpecError, match=r"written as equations \(ode\); regimen simulation covers the built-in"):
         simulate_regimens(SimpleNamespace(model=model, spec=model.spec), ["100 mg q24h x7"])
+
+
+def test_prediction_graphs_reuse_the_solver_operation():
+    """Every prediction graph of a model on the same schedule holds one JAX operation, so the solver is traced
+    and compiled once for a report's VPC, pcVPC, NPDE and GOF, not once per graph; the values are unchanged."""
+    from pytensor.graph.traversal import ancestors
+
+    def solver_ops(pm_model):
+        return {v.owner.op for v in ancestors([pm_model["IPRED"], pm_model["PRED"]])
+                if v.owner is not None and type(v.owner.op).__name__ == "JAXOp"}
+
+    model = bpk.PopulationModel(MM_SPEC, _theoph())
+    first, _ = model.build_prediction(simulate=True)
+    second, _ = model.build_prediction()
+    ops = solver_ops(first)
+    assert len(ops) == 1 and solver_ops(second) == ops  # IPRED and PRED, both graphs: one operation
+    values = {"KA": 1.5, "VMAX": 0.5, "KM": 5.0, "V": 0.5, "omega_KA": 0.3, "omega_VMAX": 0.3, "omega_V": 0.3}
+    draw = lambda m: pm.draw(pm.do(m, values)["PRED"], random_seed=1)  # noqa: E731
+    fresh, _ = bpk.PopulationModel(MM_SPEC, _theoph()).build_prediction()
+    np.testing.assert_array_equal(draw(second), draw(fresh))
+    assert solver_ops(fresh).isdisjoint(ops)  # another model (its own schedule) has its own

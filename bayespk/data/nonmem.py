@@ -48,8 +48,9 @@ Comment rows (NONMEM ``IGNORE=#`` / ``IGNORE=@``)
     A header line starting with ``#`` or ``@`` (``#ID,TIME,AMT,DV``) is read
     without that character. A later line whose first non-blank character is
     ``#`` or ``@`` is a comment row: skipped (its fields are not read), but
-    numbered like any row and counted in the summary (excluded: "commented out
-    (row starts with # or @)"), as rows commented out by a ``C`` column are.
+    numbered like any row, counted in the summary (excluded: "commented out
+    (row starts with # or @)") and listed in its ``excluded_rows`` (ROW, no
+    ID or TIME), as rows commented out by a ``C`` column are.
 Row filters (``[data] ignore`` / ``[data] accept``; NONMEM ``IGNORE=(...)`` / ``ACCEPT=(...)``)
     Each condition is ``COLUMN.OP.VALUE`` with OP one of ``EQ NE GT GE LT LE``
     (``EQN``/``NEN`` too) or ``== != > >= < <=`` (``=`` is ``==``), e.g.
@@ -132,8 +133,8 @@ class DataSummary:
     excluded: dict[str, int] = field(default_factory=dict)
     covariates: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the file was read, where it was not plain
-    # rows dropped while reading (C column, [data] ignore / accept): ROW, ID, TIME as in the file, and why;
-    # the first MAX_DROPPED_LISTED (rows starting with # or @ are counted in ``excluded`` only)
+    # rows dropped while reading (comment rows, C column, [data] ignore / accept): ROW, ID, TIME as in the file
+    # (empty for comment rows, whose fields are not read), and why; the first MAX_DROPPED_LISTED
     excluded_rows: list[dict] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -354,14 +355,14 @@ def read_nonmem(
     lloq = _check_lloq_option(lloq, label)
     notes: list[str] = []
     excluded: dict[str, int] = {}
-    raw = _read_raw(source, label, notes, excluded)
+    dropped: list[dict] = []
+    raw = _read_raw(source, label, notes, excluded, dropped)
     n_rows = len(raw) + sum(excluded.values())
     file_columns = [str(c).strip().upper() for c in raw.columns if c != "ROW"]
     raw = _rename(raw, aliases or {}, label)
     names = dict(zip(file_columns, [c for c in raw.columns if c != "ROW"]))  # file's name -> canonical
     problems = _Problems(label)
 
-    dropped: list[dict] = []
     if "C" in raw.columns:
         commented = raw["C"].str.strip().str.upper().str.startswith("C")
         if commented.any():
@@ -632,7 +633,11 @@ def _apply_lloq(t: pd.DataFrame, lloq: float) -> tuple[pd.DataFrame, int]:
     return t, int(fill.sum())
 
 
-def _read_raw(source, label: str, notes: list[str], excluded: dict[str, int] | None = None) -> pd.DataFrame:
+COMMENT_ROWS = "commented out (row starts with # or @)"
+
+
+def _read_raw(source, label: str, notes: list[str], excluded: dict[str, int] | None = None,
+              dropped: list[dict] | None = None) -> pd.DataFrame:
     rows = None
     if isinstance(source, pd.DataFrame):
         if "ROW" in source.columns:  # a Dataset.table fed back in keeps its source row numbers
@@ -659,9 +664,12 @@ def _read_raw(source, label: str, notes: list[str], excluded: dict[str, int] | N
             raise DataError(f"{label}: not a text file (it holds NUL bytes; UTF-16 or binary?); save it as UTF-8 CSV")
         if not text.strip():
             raise DataError(f"{label}: the file is empty")
-        header, records, numbers, n_comment = _split_records(text, label, notes)
-        if n_comment and excluded is not None:
-            excluded["commented out (row starts with # or @)"] = n_comment
+        header, records, numbers, comments = _split_records(text, label, notes)
+        if comments and excluded is not None:
+            excluded[COMMENT_ROWS] = len(comments)
+        if dropped is not None:  # listed as the other rows dropped on reading; their fields are not read
+            dropped += [{"ROW": row, "ID": "", "TIME": "", "reason": COMMENT_ROWS}
+                        for row in comments[:max(0, MAX_DROPPED_LISTED - len(dropped))]]
         rows = np.asarray(numbers, dtype=float)
         raw = pd.DataFrame(records, columns=header, dtype=object) if records else pd.DataFrame(
             {h: pd.Series(dtype=object) for h in header})
@@ -724,16 +732,17 @@ def _detect_separator(header_line: str, sample: list[str]) -> tuple[str | None, 
     return sep, "from the header line"
 
 
-def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], list[list[str]], list[int], int]:
-    """Header names, data rows (fields stripped), their row numbers and the number of comment rows.
+def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], list[list[str]], list[int],
+                                                                     list[int]]:
+    """Header names, data rows (fields stripped), their row numbers and the row numbers of the comment rows.
 
     Blank lines are skipped (rows are numbered without them). A header line
     starting with ``#`` or ``@`` (NONMEM ``IGNORE=#`` / ``IGNORE=@``) is read
     without that character; a later line starting with ``#`` or ``@`` is a
-    comment row: skipped, numbered and counted. A row with a different number
-    of fields than the header is refused naming its row and line, except an
-    empty trailing field on every data row (a separator at the end of each
-    line), which is dropped and noted.
+    comment row: skipped, numbered, and its number returned. A row with a
+    different number of fields than the header is refused naming its row and
+    line, except an empty trailing field on every data row (a separator at the
+    end of each line), which is dropped and noted.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     first = next(i for i, line in enumerate(lines) if line.strip())
@@ -745,20 +754,21 @@ def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], 
             raise DataError(f"{label}: line {first + 1}: the header line holds only {lines[first].strip()!r}")
     numbers: list[int] = []  # row number of each kept data line
     kept: list[tuple[int, str]] = [(first + 1, head)]  # (line number, text)
-    n_comment = row = 0
+    comments: list[int] = []  # row number of each comment row
+    row = 0
     for i, line in enumerate(lines[first + 1:], start=first + 2):
         stripped = line.strip()
         if not stripped:
             continue
         row += 1
         if stripped[0] in "#@":
-            n_comment += 1
+            comments.append(row)
             continue
         numbers.append(row)
         kept.append((i, line))
-    if n_comment:
-        notes.append(f"{n_comment} comment row{'s' * (n_comment != 1)} (starting with # or @, NONMEM IGNORE=#/@) "
-                     "skipped")
+    if comments:
+        notes.append(f"{len(comments)} comment row{'s' * (len(comments) != 1)} (starting with # or @, NONMEM "
+                     "IGNORE=#/@) skipped")
     sep, how = _detect_separator(head, [line for _, line in kept[1:201]])
     parsed: list[tuple[int, list[str]]] = []  # (line number, fields)
     if sep is None:
@@ -807,7 +817,7 @@ def _split_records(text: str, label: str, notes: list[str]) -> tuple[list[str], 
                                   f"names {n} columns"
                                   + _field_hint(fields, sep, n))
     problems.raise_if_any()
-    return header, [f for _, f in data], numbers, n_comment
+    return header, [f for _, f in data], numbers, comments
 
 
 def _field_hint(fields: list[str], sep: str | None, n: int) -> str:

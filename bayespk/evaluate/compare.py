@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayespk.data.nonmem import id_label
 from bayespk.errors import BayesPKError
 
-__all__ = ["loo", "compare", "LOO_K_THRESHOLD"]
+__all__ = ["loo", "compare", "data_difference", "LOO_K_THRESHOLD"]
 
 LOO_K_THRESHOLD = 0.7
 LOO_MIN_DRAWS = 25  # ArviZ fits a Pareto tail to at least 5 of them (20% of the draws)
@@ -115,13 +116,79 @@ def loo(fit, *, by: str = "obs"):
     return result
 
 
+# What "the same data" means: each kind of observation (PK DV on ``obs``, PD DV_PD on ``pd_obs``) as the fit
+# stores it: (kind, group and variable of the values, of their ID, of their TIME)
+OBSERVATION_KINDS = (
+    ("PK observations (DV)", ("observed_data", "DV"), ("constant_data", "SUBJECT"), ("constant_data", "TIME")),
+    ("PD observations (DV_PD)", ("observed_data", "DV_PD"), ("constant_data", "PD_SUBJECT"),
+     ("constant_data", "PD_TIME")),
+)
+
+
+def _stored(fit, where: tuple[str, str]):
+    """The values of ``group/variable`` in the fit's tree, None when absent."""
+    group, name = where
+    if group not in fit.tree.children or name not in fit.tree[group].data_vars:
+        return None
+    return np.asarray(fit.tree[group][name].values)
+
+
+def data_difference(a, b, name_a: str = "a", name_b: str = "b") -> str | None:
+    """What differs between the data two fits were fitted to (None: the same).
+
+    Compared for the PK observations (``DV``) and, for PK/PD fits, the PD
+    observations (``DV_PD``): their number, then their values, IDs and TIMEs
+    in the fit's order. The answer names the kind of observation and the first
+    one that differs (by ID and TIME, with both values).
+    """
+    for kind, dv, subject, time in OBSERVATION_KINDS:
+        values = {n: [_stored(f, w) for w in (dv, subject, time)] for n, f in ((name_a, a), (name_b, b))}
+        counts = {n: 0 if v[0] is None else v[0].size for n, v in values.items()}
+        if counts[name_a] != counts[name_b]:
+            return (f"{name_a!r} has {counts[name_a] or 'no'} {kind}, {name_b!r} "
+                    f"{counts[name_b] or 'none'}")
+        if counts[name_a] == 0:
+            continue
+        for what, x, y in zip(("value", "ID", "TIME"), values[name_a], values[name_b]):
+            if x is None or y is None:
+                missing = name_a if x is None else name_b
+                return f"{missing!r} stores no {what} of its {kind}"
+            differs = ~_equal(x, y)
+            if differs.any():
+                k = int(np.argmax(differs))
+                ids, times = values[name_a][1], values[name_a][2]
+                more = int(differs.sum()) - 1
+                return (f"the {kind} differ in {what}: observation {k + 1} (ID {_shown(ids[k])}, TIME "
+                        f"{_shown(times[k])}) has {what} {_shown(x[k])} in {name_a!r}, {_shown(y[k])} in {name_b!r}"
+                        + (f" (and {more} more observation{'s' * (more != 1)})" if more else ""))
+    return None
+
+
+def _shown(v) -> str:
+    """A stored value as the message shows it: numbers in full (``17.3``, ``nan``), IDs as in the data."""
+    if isinstance(v, (float, np.floating)) and not float(v).is_integer():
+        return repr(float(v))
+    return id_label(v)
+
+
+def _equal(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Elementwise equality, NaN equal to NaN (numbers) or plain ``==`` (IDs as text)."""
+    if x.dtype.kind in "fc" and y.dtype.kind in "fc":
+        return (x == y) | (np.isnan(x) & np.isnan(y))
+    return x.astype(object) == y.astype(object)
+
+
 def compare(fits: dict, *, by: str = "obs") -> pd.DataFrame:
     """Compare fits of the same data by PSIS-LOO.
 
     Parameters
     ----------
     fits : dict
-        Name -> Fit (or a run directory path).
+        Name -> Fit (or a run directory path). All must be fitted to the same
+        data: the same PK observations (DV) and, for PK/PD fits, the same PD
+        observations (DV_PD), with the same IDs and TIMEs in the same order
+        (:func:`data_difference`); otherwise a :class:`BayesPKError` names
+        what differs.
 
     Returns
     -------
@@ -137,14 +204,10 @@ def compare(fits: dict, *, by: str = "obs") -> pd.DataFrame:
     loaded = {name: f if isinstance(f, Fit) else load(f) for name, f in fits.items()}
     first_name, first = next(iter(loaded.items()))
     for name, f in loaded.items():
-        same = all(
-            f.tree[g][v].shape == first.tree[g][v].shape
-            and np.array_equal(f.tree[g][v].values, first.tree[g][v].values, equal_nan=True)
-            for g, v in (("observed_data", "DV"), ("constant_data", "TIME"), ("constant_data", "SUBJECT"))
-        )
-        if not same:
-            raise BayesPKError(f"fits {first_name!r} and {name!r} are not of the same observations (DV, TIME, "
-                               "ID differ); LOO compares models of the same data")
+        why = data_difference(first, f, first_name, name)
+        if why is not None:
+            raise BayesPKError(f"fits {first_name!r} and {name!r} are not of the same data: {why}; LOO compares "
+                               "models of the same data")
     trees = {name: _loglik_tree(f, by) for name, f in loaded.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

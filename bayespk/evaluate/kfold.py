@@ -88,11 +88,12 @@ def _heldout_density(model, posterior, n_draws: int, n_eta: int, seed: int) -> n
     start = pm_model.initial_point()
     shapes = {rv.name: tuple(int(s) for s in start[pm_model.rvs_to_values[rv].name].shape)
               for rv in pm_model.free_RVs}
+    weights = {f"z_{n}": w or 0.0 for n, w in model.centering_weights().items()}  # None: shared, still 0
     ll = np.empty((len(pick), n_eta, n_subj))
     for a, s in enumerate(pick):
         fixed = {}
         for name in names:
-            if name.startswith(("z_", "eta_")):
+            if name.startswith("z_"):
                 continue
             if name not in post:
                 raise BayesPKError(f"k-fold: the fitted posterior has no {name}")
@@ -100,11 +101,10 @@ def _heldout_density(model, posterior, n_draws: int, n_eta: int, seed: int) -> n
         for m in range(n_eta):
             args = []
             for name in names:
-                if name.startswith("z_"):
-                    args.append(rng.standard_normal(shapes[name]))
-                elif name.startswith("eta_"):  # centred: eta ~ N(0, omega) itself
-                    omega = float(post[f"omega_{name[4:]}"].isel(sample=s))
-                    args.append(omega * rng.standard_normal(shapes[name]))
+                if name.startswith("z_"):  # z ~ N(0, omega**w), w the centring weight (0 for z_iov_)
+                    w = weights.get(name, 0.0)
+                    scale = float(post[f"omega_{name[2:]}"].isel(sample=s)) ** w if w else 1.0
+                    args.append(scale * rng.standard_normal(shapes[name]))
                 else:
                     args.append(fixed[name])
             out = f(*args)

@@ -1,6 +1,10 @@
 """A self-contained HTML report of a fit: model, data, priors, parameters, convergence, VPC, pcVPC, GOF,
 NPDE, LOO.
 
+The VPC and the pcVPC share their x axis (``x``: TIME, TAD or a dataset
+column) and strata (``strat``, ``strat_labels``), as ``bayespk vpc``; the
+caption under each names its x axis with its unit.
+
 The model equations and the prior table are generated from the fit's spec
 (:mod:`bayespk.model.describe`); the data section from the data summary the
 fit stored and its records. Flagged diagnostics come with a sentence on what
@@ -34,6 +38,7 @@ import warnings
 
 import pandas as pd
 
+from bayespk.data.nonmem import COMMENT_ROWS
 from bayespk.errors import BayesPKError
 from bayespk.evaluate.compare import LOO_K_THRESHOLD
 from bayespk.evaluate.diagnostics import BFMI_MIN, ESS_PER_CHAIN, RHAT_MAX
@@ -89,7 +94,8 @@ def _table(df: pd.DataFrame, digits: int = 4) -> str:
 
 
 def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pred_corr: bool = True,
-                  lower_bound: float = 0.0, progress=None, warn=None) -> str:
+                  lower_bound: float = 0.0, x: str = "TIME", strat: str | None = None,
+                  strat_labels: dict | None = None, progress=None, warn=None) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     step = progress or (lambda msg: None)
     spec = fit.spec
@@ -169,21 +175,26 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
             raise replicates["error"]
         return replicates["value"]
 
-    section("vpc", "Visual predictive check", lambda: (
-        "<p>Observed percentiles (lines) against the 90% interval of the same percentiles over "
-        f"{n_rep} replicates of the study simulated with new subjects (bands).</p>"
-        + _png(fit.vpc(replicates=reps()).figure)))
+    axes = dict(x=x, strat=strat, strat_labels=strat_labels)  # the x axis and strata of both VPCs
+
+    def plain_vpc() -> str:
+        v = fit.vpc(replicates=reps(), **axes)
+        return ("<p>Observed percentiles (lines) against the 90% interval of the same percentiles over "
+                f"{n_rep} replicates of the study simulated with new subjects (bands).</p>"
+                + _vpc_axes(v.settings, "vpc") + _png(v.figure))
+
+    section("vpc", "Visual predictive check", plain_vpc)
 
     if pred_corr:
         step("prediction-corrected VPC")
 
         def pcvpc() -> str:
-            pc = fit.vpc(replicates=reps(), pred_corr=True, lower_bound=lower_bound)
+            pc = fit.vpc(replicates=reps(), pred_corr=True, lower_bound=lower_bound, **axes)
             note = pc.settings.get("exclusion_note")
             return ("<p>Observed and simulated values scaled to the median typical-subject prediction (PRED) of "
                     f"their bin (Bergstrand et al. 2011, lower bound {lower_bound:g}). An observation with PRED "
                     f"&lt;= {lower_bound:g} has no correction: it is left out, with its simulated values, and "
-                    "counted.</p>"
+                    "counted.</p>" + _vpc_axes(pc.settings, "pcvpc")
                     + (f'<p class="note" id="pcvpc-excluded" data-excluded="{pc.settings["n_excluded"]}">'
                        f"{html.escape(note)}.</p>" if note else "")
                     + _png(pc.figure))
@@ -266,6 +277,20 @@ def _model_section(spec) -> str:
                            + html.escape("\n".join(lines)) + "</pre>" for b, lines in blocks.items())
 
 
+def _vpc_axes(settings: dict, anchor: str) -> str:
+    """The caption line of a VPC figure: what its x axis is (the axis label, with its unit) and its strata."""
+    x_name = settings.get("x", "TIME")
+    how = {"TIME": "TIME of the data", "TAD": "TAD: time after the most recent dose, from the dose records"}.get(
+        x_name, f"dataset column {x_name}")
+    text = (f"x axis: {html.escape(settings.get('x_label') or x_name)} ({html.escape(how)}); bins are placed on "
+            "it.")
+    if settings.get("strat"):
+        titles = [t for t in (settings.get("strat_titles") or {}).values() if t]
+        text += (f" Stratified by {html.escape(str(settings['strat']))}, one panel per value"
+                 + (f": {html.escape('; '.join(titles))}" if titles else "") + ".")
+    return f'<p class="meta" id="{anchor}-axes" data-x="{html.escape(x_name)}">{text}</p>'
+
+
 def _data_name(spec) -> str:
     """The data file as the report names it: its file name (never an absolute local path)."""
     return Path(spec.data.path).name if spec.data.path else "(data given in Python)"
@@ -341,7 +366,8 @@ def _data_section(fit) -> str:
                  "<p>ROW is the row of the data file (1 = the first row after the header).</p>"
                  + _table(listed.head(MAX_LISTED_RECORDS))
                  + (f"<p>... and {more} more.</p>" if more > 0 else ""))
-    if excluded.get("commented out (row starts with # or @)"):
+    if excluded.get(COMMENT_ROWS) and not any(r.get("reason") == COMMENT_ROWS for r in s.get("excluded_rows", [])):
+        # data read before comment rows were listed one by one (bayespk.data.nonmem): only their count is known
         text += ('<p class="note">Rows starting with # or @ (NONMEM IGNORE=# / IGNORE=@) are counted above, not '
                  "listed.</p>")
     notes = s.get("notes", [])
@@ -361,9 +387,10 @@ def _convergence_explained(diag: dict) -> str:
         items.append((f"{diag['divergences']} divergent transitions",
                       "the sampler met curvature it could not follow (often the funnel between an omega and its "
                       "etas), so part of the posterior may be missed and the estimates biased. Raise [sampler] "
-                      "target_accept (0.95-0.99), switch the parameterisation of the etas (centered = true for "
-                      "parameters the data determine well, false otherwise) or give weakly identified parameters "
-                      "more informative priors."))
+                      "target_accept (0.95-0.99), change the parameterisation of the etas (the run's spec gives "
+                      "each parameter's centring weight, [parameters.P] centered: towards 1 for parameters the "
+                      "data determine well, towards 0 otherwise) or give weakly identified parameters more "
+                      "informative priors."))
     r_hat = diag["max_r_hat"]
     if not r_hat <= RHAT_MAX:
         if r_hat != r_hat:  # NaN: R-hat needs two chains or more
@@ -385,8 +412,8 @@ def _convergence_explained(diag: dict) -> str:
     if diag["min_bfmi"] < BFMI_MIN:
         items.append((f"E-BFMI {diag['min_bfmi']:.2f} < {BFMI_MIN}",
                       "the sampler explores the energy of the posterior poorly: heavy tails or a funnel, typical of "
-                      "omegas with little information. Reparameterise the etas (centered), give the omegas more "
-                      "informative priors, or simplify the IIV."))
+                      "omegas with little information. Reparameterise the etas ([parameters.P] centered), give "
+                      "the omegas more informative priors, or simplify the IIV."))
     if not items:
         return ""
     return ('<ul class="explain" id="convergence-explained">'
@@ -482,6 +509,14 @@ def write_report(fit, path: str | Path, **kwargs) -> Path:
     lower_bound : float
         Its lower bound (default 0); observations with ``PRED <= lower_bound``
         are left out of it and counted (see :mod:`bayespk.evaluate.vpc`).
+    x : str
+        x axis of the VPC and the pcVPC, and what they bin: ``"TIME"``
+        (default), ``"TAD"`` (time after dose) or a numeric dataset column
+        (as :func:`bayespk.evaluate.vpc.vpc`). The caption names it, with its unit.
+    strat : str, optional
+        Stratify both VPCs by a dataset column or ``"DOSE"``.
+    strat_labels : dict, optional
+        Panel titles by stratum value, e.g. ``{0: "APGR >= 5", 1: "APGR < 5"}``.
     progress : callable, optional
         Called with the name of each step.
     warn : callable, optional

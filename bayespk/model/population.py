@@ -3,9 +3,14 @@
 For every structural parameter ``P``::
 
     P_ij = P * prod_c effect_c(x_c(t_j)) * exp(eta_P_i + kappa_P_i,occ(j))
-    eta_P_i = omega_P * z_P_i,  kappa_P_ik = omega_iov_P * z_iov_P_ik,  z ~ N(0, 1)
+    eta_P_i = omega_P**(1 - w_P) * z_P_i,  z_P_i ~ N(0, omega_P**w_P)
+    kappa_P_ik = omega_iov_P * z_iov_P_ik,  z_iov_P_ik ~ N(0, 1)
 
-(non-centered). Etas of the parameters listed in the spec's ``[iiv]
+with the centring weight ``w_P`` in [0, 1] (``[parameters.P] centered``; 0:
+non-centered, 1: the etas themselves are sampled; every weight gives the same
+model). A weight the spec leaves open under ``[sampler] centering = "auto"``
+is a shared variable ``centering_<P>`` (0 until the fit's warm-up sets it), so
+changing it needs no new compilation. Etas of the parameters listed in the spec's ``[iiv]
 correlated`` are correlated: ``eta_i = diag(omega) L z_i`` with ``L`` the
 Cholesky factor of a correlation matrix with an LKJ prior.
 
@@ -120,6 +125,7 @@ class PopulationModel:
                         if err is not None and err.by is not None}
         self._columns = self._user_columns()
         self._schedules: dict[int, tuple] = {}
+        self._ode_ops: dict = {}  # the solver operation per schedule, reused by every graph built on it
         self._records = self._record_points() if self.ode else None
         if self.ode:
             # dose CMTs and records checked now, before anything is built
@@ -402,7 +408,8 @@ class PopulationModel:
         records = self._records.records
         cov = (np.stack([self._columns[c][records] for c in covs], axis=-1) if covs
                else np.zeros((n_s, n_r, 0)))
-        return ode_predictions(m, sched, names, values.reshape((n_s, n_r, len(names))), cov, second)
+        return ode_predictions(m, sched, names, values.reshape((n_s, n_r, len(names))), cov, second,
+                               ops=self._ode_ops)
 
     def _algebraic(self, params: dict, design: Design):
         """Algebraic model: the prediction at ``design``'s points from per-observation parameters."""
@@ -603,13 +610,29 @@ class PopulationModel:
             out[f"_scale_{name}"] = factor
         return out
 
+    def centering_weights(self) -> dict:
+        """The centring weight of each parameter with IIV: a number, or ``None`` where the fit chooses it
+        (``[sampler] centering = "auto"``); correlated etas are always standardized (0)."""
+        auto = self.spec.sampler.centering == "auto"
+        return {name: (0.0 if name in self.spec.correlated else
+                       p.centered if p.centered is not None else (None if auto else 0.0))
+                for name, p in self.spec.parameters.items() if p.iiv is not None}
+
     def _etas(self) -> dict:
-        """Per-subject etas (dims ID): non-centered (``eta = omega * z``), correlated through an LKJ
-        prior where the spec says so, or centered (sampled directly) where a parameter says so."""
+        """Per-subject etas (dims ID): ``eta = omega**(1-w) * z`` with ``z ~ N(0, omega**w)`` (see the module
+        docstring), correlated through an LKJ prior where the spec says so."""
         params = self.spec.parameters
         omegas = {name: p.iiv.create(f"omega_{name}") for name, p in params.items() if p.iiv is not None}
-        centered = {name: pm.Normal(f"eta_{name}", 0.0, omegas[name], dims="ID")
-                    for name in omegas if params[name].centered}
+        weights = {name: pm.Data(f"centering_{name}", 0.0) if w is None else w
+                   for name, w in self.centering_weights().items()}
+        centered = {}
+        for name, w in weights.items():
+            if isinstance(w, float) and w == 0.0:
+                continue
+            z = pm.Normal(f"z_{name}", 0.0, omegas[name] if isinstance(w, float) and w == 1.0 else omegas[name] ** w,
+                          dims="ID")
+            centered[name] = pm.Deterministic(
+                f"eta_{name}", z if isinstance(w, float) and w == 1.0 else omegas[name] ** (1.0 - w) * z, dims="ID")
         z = {name: pm.Normal(f"z_{name}", 0.0, 1.0, dims="ID") for name in omegas if name not in centered}
         corr = self.spec.correlated
         if corr:

@@ -60,6 +60,7 @@ SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("auto", "numba", "jax")  # how nutpie compiles the log-density
 ADAPTATIONS = ("diag", "low_rank")  # nutpie mass-matrix adaptation
 LOG_LIKELIHOOD = ("auto", "float32", "float64", "none")  # what a fit stores of the pointwise log-likelihood
+CENTERING = ("none", "auto")  # how the etas of parameters without `centered` are parameterised
 DEFAULT_IIV = Prior("HalfNormal", sigma=0.5)
 DEFAULT_SIGMA_RELATIVE = Prior("HalfNormal", sigma=0.5)
 DEFAULT_TYPICAL_LOG_SD = 1.0
@@ -88,8 +89,8 @@ def _iiv_block(d: dict, parameters: dict) -> tuple[tuple[str, ...], float]:
         if parameters[p].iiv is None:
             raise SpecError(f"[iiv] correlated: {p} has no IIV (iiv = false), so it cannot be correlated")
         if parameters[p].centered:
-            raise SpecError(f"[iiv] correlated: {p} has centered = true; correlated etas are built from "
-                            "standardized ones (non-centered), so drop one of the two")
+            raise SpecError(f"[iiv] correlated: {p} has centered = {parameters[p].centered:g}; correlated etas "
+                            "are built from standardized ones (non-centered), so drop one of the two")
     if len(set(correlated)) != len(correlated):
         raise SpecError("[iiv] correlated: a parameter is listed twice")
     if len(correlated) == 1:
@@ -357,19 +358,25 @@ class ParameterSpec:
     is the prior of the SD of ``kappa ~ Normal(0, omega_iov)``, drawn per
     subject and occasion (the dataset's ``OCC`` column); ``None``: no IOV.
 
-    ``centered``: sample the etas themselves (``eta ~ Normal(0, omega)``)
-    instead of the standardized ``z = eta / omega`` (the default,
-    non-centered). Centred etas suit parameters the individual data determine
-    well (low shrinkage, e.g. CL and V with rich sampling), where the
-    non-centered form ties every ``z`` to omega and mixes slowly; non-centered
-    suits sparse data. Not with ``[iiv] correlated``.
+    ``centered``: the centring weight ``w`` in [0, 1] of the etas (``true``
+    is 1, ``false`` 0): the sampler draws ``z ~ Normal(0, omega**w)`` per
+    subject and ``eta = omega**(1 - w) * z`` (Papaspiliopoulos, Roberts and
+    Skold 2007, Stat Sci 22:59), so ``w = 0`` is the standardized
+    (non-centered) form ``z = eta / omega`` and ``w = 1`` samples the etas
+    themselves; every ``w`` gives the same model. Centred etas suit parameters
+    the individual data determine well (low shrinkage, e.g. CL and V with
+    rich sampling), where the non-centered form ties every ``z`` to omega and
+    mixes slowly; non-centered suits sparse data. ``None`` (not given): as
+    ``[sampler] centering`` says (0 by default; ``"auto"``: from a short
+    warm-up run, see :mod:`bayespk.fit`). Not with ``[iiv] correlated``
+    (always non-centered).
     """
 
     name: str
     typical: Prior | MixturePrior
     iiv: Prior | None = DEFAULT_IIV
     iov: Prior | None = None
-    centered: bool = False
+    centered: float | None = None
     relation: Any = None  # Expression: the covariate-adjusted typical value (a custom covariate model)
     unit: str | None = None  # overrides the unit derived from [data] units (bayespk.units)
 
@@ -428,12 +435,15 @@ class ParameterSpec:
         if name == "IMAX" and (iiv is not None or iov is not None):
             raise SpecError(f"{where}: IMAX must stay <= 1 for every subject; give it iiv = false (and no iov) "
                             "and a prior on [0, 1] such as Beta")
-        centered = d.get("centered", False)
-        if not isinstance(centered, bool):
-            raise SpecError(f"{where} centered: expected true or false, got {centered!r}")
-        if centered and iiv is None:
-            raise SpecError(f"{where} centered = true: {name} has no IIV (iiv = false), so there are no etas "
-                            "to centre")
+        centered = d.get("centered")
+        if centered is not None:
+            if not isinstance(centered, (bool, int, float)) or not 0 <= centered <= 1:
+                raise SpecError(f"{where} centered: expected true, false or a centring weight in [0, 1], got "
+                                f"{centered!r}")
+            centered = float(centered)
+            if centered and iiv is None:
+                raise SpecError(f"{where} centered = {d['centered']!r}: {name} has no IIV (iiv = false), so there "
+                                "are no etas to centre")
         relation = None
         if "relation" in d:
             from bayespk.model.expressions import parse
@@ -449,8 +459,8 @@ class ParameterSpec:
         out = {"typical": self.typical.to_dict(), "iiv": self.iiv.to_dict() if self.iiv else False}
         if self.iov is not None:
             out["iov"] = self.iov.to_dict()
-        if self.centered:
-            out["centered"] = True
+        if self.centered is not None:
+            out["centered"] = bool(self.centered) if self.centered in (0.0, 1.0) else self.centered
         if self.relation is not None:
             out["relation"] = self.relation.source
         if self.unit is not None:
@@ -739,6 +749,17 @@ class SamplerSpec:
     compiled: ``"numba"`` (CPU, cached on disk), ``"jax"`` (XLA; the path for a
     GPU, and for ODE models, whose diffrax solver is JAX), or ``"auto"``
     (default): ``jax`` for models with an ODE written by the user, else ``numba``.
+
+    ``centering``: how the etas of parameters whose ``centered`` weight the
+    spec does not give are parameterised. ``"none"`` (default): standardized
+    (``centered = 0``). ``"auto"``: a short warm-up run of the standardized
+    model estimates, per parameter, the share of each eta's posterior
+    precision that the subject's own data give, ``(1 - eta shrinkage)**2``,
+    and that share becomes the centring weight
+    (:func:`bayespk.fit.centering_weights`,
+    :data:`bayespk.fit.CENTERING_WARMUP`); the run's spec records the weights.
+    Not the default: on the bundled CAR-T study it once left omega_TMAX
+    unconverged (README, "Rich data").
     """
 
     name: str = "nutpie"
@@ -750,14 +771,15 @@ class SamplerSpec:
     adaptation: str = "diag"
     log_likelihood: str = "auto"
     backend: str = "auto"
+    centering: str = "none"
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerSpec":
         _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept", "adaptation", "log_likelihood",
-                        "backend"), "[sampler]")
+                        "backend", "centering"), "[sampler]")
         out = cls()
         kw: dict[str, Any] = {}
-        for k in ("name", "adaptation", "log_likelihood", "backend"):
+        for k in ("name", "adaptation", "log_likelihood", "backend", "centering"):
             if k in d:
                 kw[k] = d[k]
         for k in ("chains", "draws", "tune", "seed"):
@@ -784,6 +806,8 @@ class SamplerSpec:
                             f"{', '.join(LOG_LIKELIHOOD)}")
         if self.backend not in BACKENDS:
             raise SpecError(f"[sampler] backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.centering not in CENTERING:
+            raise SpecError(f"[sampler] centering: {self.centering!r} is not one of {', '.join(CENTERING)}")
         if self.backend != "auto" and self.name != "nutpie":
             raise SpecError(f"[sampler] backend = {self.backend!r} needs name = \"nutpie\"")
         if self.adaptation != "diag" and self.name != "nutpie":
@@ -801,6 +825,8 @@ class SamplerSpec:
             out["log_likelihood"] = self.log_likelihood
         if self.backend != "auto":
             out["backend"] = self.backend
+        if self.centering != "none":
+            out["centering"] = self.centering
         return out
 
 
@@ -1060,6 +1086,11 @@ class Spec:
         sampler = replace(self.sampler, **kw)
         sampler.validate()
         return replace(self, sampler=sampler)
+
+    def with_centering(self, weights: dict[str, float]) -> "Spec":
+        """A copy whose parameters ``weights`` names have those centring weights (``centered``)."""
+        params = {n: replace(p, centered=float(weights[n])) if n in weights else p for n, p in self.parameters.items()}
+        return replace(self, parameters=params)
 
     def with_data(self, path: str | Path) -> "Spec":
         return replace(self, data=replace(self.data, path=str(Path(path).resolve())))

@@ -1239,10 +1239,13 @@ def _predict(spec, ds, grid, pop: xr.Dataset, z_index: np.ndarray, z_store: dict
                 raise BayesPKError(f"etas='posterior': the posterior has no {name}")
             src = own[name]  # (draws, n_total)
         else:
+            w = _centering_weight(spec, name)
             if name not in z_store:
-                _check_standard_normal(pmm, rv)
+                _check_eta_prior(pmm, rv, w)
                 z_store[name] = z_rng.standard_normal((n_draws, n_total))
             src = z_store[name]
+            if w:  # z ~ N(0, omega**w): eta = omega**(1-w) z ~ N(0, omega)
+                src = src * (np.asarray(pop[f"omega_{name[2:]}"].values, dtype=float).reshape(-1)[:, None] ** w)
         vals = np.where(z_index[None, :] >= 0, src[:, np.maximum(z_index, 0)], 0.0)
         extra[name] = (("chain", "draw", "ID"), vals[None])
     draws = pop.assign(extra).assign_coords(ID=design.subject_ids) if extra else pop
@@ -1289,22 +1292,28 @@ def _grid_model_class():
     return _GridModel
 
 
-def _check_standard_normal(pmm, rv) -> None:
-    """New etas are drawn here as N(0, 1) per subject: refuse a per-subject variable that is not that."""
+def _centering_weight(spec, name: str) -> float:
+    """The centring weight of the per-subject variable ``name`` (``z_P``: the spec's, 0 when not set; else 0)."""
+    p = spec.parameters.get(name[2:]) if name.startswith("z_") else None
+    return float(p.centered or 0.0) if p is not None and name[2:] not in spec.correlated else 0.0
+
+
+def _check_eta_prior(pmm, rv, w: float) -> None:
+    """New etas are drawn here as ``z ~ N(0, omega**w)`` per subject: refuse a per-subject variable that is
+    not that (mean 0; with ``w = 0`` SD 1)."""
     from pytensor.graph.traversal import ancestors
 
     op = rv.owner.op
     ok = type(op).__name__ == "NormalRV"
     if ok:
-        params = op.dist_params(rv.owner)
+        mu, sigma = op.dist_params(rv.owner)
         free = set(pmm.free_RVs) - {rv}
-        ok = not any(a in free for a in ancestors(params))
-        if ok:
-            mu, sigma = (np.asarray(p.eval()) for p in params)
-            ok = bool(np.all(mu == 0) and np.all(sigma == 1))
+        ok = not any(a in free for a in ancestors([mu])) and bool(np.all(np.asarray(mu.eval()) == 0))
+        if ok and not w:
+            ok = not any(a in free for a in ancestors([sigma])) and bool(np.all(np.asarray(sigma.eval()) == 1))
     if not ok:
-        raise BayesPKError(f"the model's per-subject variable {rv.name} is not a standard normal z (non-centered "
-                           "eta); simulate_regimens draws new etas as z ~ N(0, 1)")
+        raise BayesPKError(f"the model's per-subject variable {rv.name} is not z ~ N(0, omega**w) (w the "
+                           "centring weight); simulate_regimens draws new etas that way")
 
 
 def _progress(progress):

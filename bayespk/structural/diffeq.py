@@ -331,20 +331,32 @@ def solve_outputs(model: ODEModel, schedule: Schedule, names: tuple[str, ...], v
 
 
 def ode_predictions(model: ODEModel, schedule: Schedule, names: tuple[str, ...], values, covariates: np.ndarray,
-                    second: np.ndarray | None = None):
+                    second: np.ndarray | None = None, ops: dict | None = None):
     """:func:`solve_outputs` as a PyTensor operation (``pytensor.wrap_jax``): ``values`` is a
-    ``(n_subjects, n_records, len(names))`` tensor. Returns ``(predictions, ok)``, ``ok`` 1.0 or 0.0."""
+    ``(n_subjects, n_records, len(names))`` tensor. Returns ``(predictions, ok)``, ``ok`` 1.0 or 0.0.
+
+    ``ops``: a dict the caller keeps (with ``schedule``) to reuse the operation, and so JAX's traced and
+    compiled solver, in every graph built on the same schedule, parameters and covariates (the fit, then
+    the predictions and simulations of a VPC, pcVPC, NPDE and GOF); without it each call traces anew.
+    """
     import jax
     import pytensor.tensor as pt
     from pytensor import wrap_jax
 
     jax.config.update("jax_enable_x64", True)
     shape = (schedule.n_subjects, covariates.shape[1], len(names))
+    x = pt.specify_shape(pt.as_tensor(values, dtype="float64"), shape)
+    key = (id(schedule), names, covariates.shape, covariates.tobytes(),
+           None if second is None else np.asarray(second).tobytes())
+    if ops is not None and key in ops:
+        return tuple(ops[key](x))
 
     @wrap_jax
     def solve(v):
         pred, ok = solve_outputs(model, schedule, names, v, covariates, second=second)
         return pred, ok.astype(v.dtype)
 
-    pred, ok = solve(pt.specify_shape(pt.as_tensor(values, dtype="float64"), shape))
+    pred, ok = solve(x)
+    if ops is not None:
+        ops[key] = pred.owner.op
     return pred, ok

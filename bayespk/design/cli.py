@@ -1,0 +1,556 @@
+"""``bayespk design ...``: dose-escalation decision tables, next-dose decisions and operating characteristics.
+
+::
+
+    bayespk design boundaries --design boin|mtpi2|3+3 --target 0.3 [--cohort-size 3 --n-max 12]
+    bayespk design next --design boin --target 0.3 --doses 5 --treated 3,3,3 --dlt 0,1,2 --current 3
+    bayespk design next --design blrm --doses 1,2.5,5,10,15,20,25 --dref 25 --treated 3,4,5,4,0,0,2 \\
+        --dlt 0,0,0,0,0,0,2 [--prior PRIOR.json | --prior-mean LA,LB --prior-sd S1,S2 --prior-corr R]
+    bayespk design simulate --design boin --target 0.3 --scenario 0.05,0.1,0.3,0.45,0.6 --trials 2000 \\
+        --cohort-size 3 --cohorts 10 --out DIR
+
+User errors raise :class:`~bayespk.design.escalation.DesignError`, which ``bayespk`` prints as one paragraph
+and exits with status 2. Nothing here imports PyMC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+DESIGN_CHOICES = ("boin", "mtpi2", "3+3", "blrm")
+
+
+def _design_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--design",
+        choices=DESIGN_CHOICES,
+        default="boin",
+        help="boin (Liu & Yuan 2015), mtpi2 (mTPI-2 / keyboard, Guo et al. 2017; Yan et al. 2017), 3+3, or "
+        "blrm (Bayesian logistic regression with escalation with overdose control, Neuenschwander et al. "
+        "2008; "
+        "`next` only) (default %(default)s)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        help="target DLT probability, in (0, 1), e.g. 0.3 (required for boin and mtpi2; 3+3's rule does "
+        "not use it, its simulation counts doses above it as overdoses: default 1/3)",
+    )
+    p.add_argument(
+        "--p-saf",
+        type=float,
+        help="BOIN: highest DLT probability deemed sub-therapeutic (default: 0.6 x target)",
+    )
+    p.add_argument(
+        "--p-tox", type=float, help="BOIN: lowest DLT probability deemed overly toxic (default: 1.4 x target)"
+    )
+    p.add_argument(
+        "--eps1",
+        type=float,
+        default=0.05,
+        help="mTPI-2: equivalence interval starts at target - eps1 (default %(default)s)",
+    )
+    p.add_argument(
+        "--eps2",
+        type=float,
+        default=0.05,
+        help="mTPI-2: equivalence interval ends at target + eps2 (default %(default)s)",
+    )
+    p.add_argument(
+        "--cutoff-eli",
+        type=float,
+        default=0.95,
+        help="eliminate a dose (and all higher) when P(DLT probability > target | data) exceeds this, "
+        "with at least 3 patients on it (default %(default)s)",
+    )
+
+
+def add_parser(sub) -> None:
+    d = sub.add_parser(
+        "design",
+        help="dose-escalation designs: decision tables, next dose, operating "
+        "characteristics (BOIN, mTPI-2, 3+3)",
+        description="Dose-escalation designs (BOIN, mTPI-2 / keyboard, 3+3): the decision table, "
+        "the next dose for observed cohort data, and operating characteristics by "
+        "simulation (Dask).",
+    )
+    s = d.add_subparsers(dest="design_command", required=True)
+
+    b = s.add_parser(
+        "boundaries",
+        help="print the decision table (escalate / stay / de-escalate / eliminate by patients treated)",
+        description="Print the design's decision table by number of patients treated at the current "
+        "dose, as R BOIN's get.boundary; for mtpi2 also the E/S/D/DU grid.",
+    )
+    _design_options(b)
+    b.add_argument(
+        "--cohort-size",
+        type=int,
+        default=3,
+        help="show the columns n = cohort size, 2 x cohort size, ... (1: every n) (default %(default)s)",
+    )
+    b.add_argument(
+        "--n-max",
+        type=int,
+        default=12,
+        help="largest number of patients at one dose in the table (default %(default)s)",
+    )
+    b.add_argument("--out", help="also write the table as CSV to this file (default: print only)")
+
+    n = s.add_parser(
+        "next",
+        help="the next dose for observed cohort data, with its reason",
+        description="Apply the design to the data of every dose (patients treated and DLTs, lowest "
+        "dose first; levels after the last value are untreated): elimination of doses, "
+        "no re-escalation to an eliminated dose, and the decision at the current dose.",
+    )
+    _design_options(n)
+    n.add_argument(
+        "--doses",
+        required=True,
+        metavar="K | D1,D2,...",
+        help="boin, mtpi2, 3+3: the number of dose levels; blrm: the doses themselves, positive and "
+        "increasing, e.g. 1,2.5,5,10 (required)",
+    )
+    n.add_argument(
+        "--treated",
+        required=True,
+        metavar="N1,N2,...",
+        help="patients treated at each dose, lowest first, e.g. 3,3,3 (required)",
+    )
+    n.add_argument(
+        "--dlt",
+        required=True,
+        metavar="Y1,Y2,...",
+        help="DLTs observed at each dose, lowest first, e.g. 0,1,2 (required)",
+    )
+    n.add_argument(
+        "--current",
+        help="boin, mtpi2, 3+3: the dose level (1-based) the last cohort was treated at (required); "
+        "blrm: the "
+        "dose the escalation step is measured from (default: the highest dose given so far)",
+    )
+    g = n.add_argument_group("blrm (Bayesian logistic regression model with overdose control)")
+    g.add_argument(
+        "--dref",
+        type=float,
+        help="blrm: reference dose d_ref of logit(pi) = log(alpha) + beta "
+        "log(d / d_ref) (required with --design blrm)",
+    )
+    g.add_argument(
+        "--prior",
+        metavar="FILE",
+        help='blrm: prior of (log alpha, log beta) as JSON: {"mean": '
+        '[m1, m2], "sd": [s1, s2], "corr": r} or a mixture {"weights", "means", "sds", '
+        '"corr"} (default: mean (0, 0), SD (2, 1), corr 0, the OncoBayes2 single-agent example)',
+    )
+    g.add_argument(
+        "--prior-mean",
+        metavar="LA,LB",
+        help="blrm: prior means of log alpha and log beta (instead of --prior)",
+    )
+    g.add_argument("--prior-sd", metavar="S1,S2", help="blrm: prior SDs of log alpha and log beta")
+    g.add_argument(
+        "--prior-corr", type=float, help="blrm: prior correlation of log alpha and log beta (default 0)"
+    )
+    g.add_argument(
+        "--ewoc",
+        type=float,
+        default=0.25,
+        help="blrm: overdose control, eligible doses have P(pi >= 0.33) below this (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-step",
+        type=float,
+        default=2.0,
+        help="blrm: the next dose is at most this multiple "
+        "of the highest dose given so far (or --current) (default %(default)s: at most doubling)",
+    )
+    g.add_argument(
+        "--rule",
+        choices=("target", "highest"),
+        default="target",
+        help="blrm: among eligible "
+        "doses pick the largest P(0.16 <= pi < 0.33) (target) or the highest dose "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--draws",
+        type=int,
+        default=2000,
+        help="blrm: posterior draws per chain (4 chains) (default %(default)s)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="blrm: random seed (default %(default)s)")
+    n.add_argument("--json", action="store_true", help="print the decision as JSON (default: a sentence)")
+
+    m = s.add_parser(
+        "simulate",
+        help="operating characteristics by simulating trials on a scenario (Dask)",
+        description="Simulate trials of the design on a scenario of true DLT probabilities: P(select "
+        "each dose), patients and DLTs per dose, overdosing, trial length. Writes oc.csv, "
+        "summary.json and tasks/ to --out (rerunning the same command resumes).",
+    )
+    _design_options(m)
+    m.add_argument(
+        "--scenario",
+        required=True,
+        metavar="P1,P2,...",
+        help="true DLT probability of each dose, lowest first, each in [0, 1] (required)",
+    )
+    m.add_argument(
+        "--allow-non-monotone",
+        action="store_true",
+        help="accept a scenario whose DLT probability falls with dose (default: refused)",
+    )
+    m.add_argument("--trials", type=int, default=2000, help="simulated trials (default %(default)s)")
+    m.add_argument("--cohort-size", type=int, default=3, help="patients per cohort (default %(default)s)")
+    m.add_argument(
+        "--cohorts",
+        type=int,
+        default=10,
+        help="cohorts per trial; the maximum sample size is cohorts x cohort size (default %(default)s)",
+    )
+    m.add_argument(
+        "--start-dose", type=int, default=1, help="dose level of the first cohort (default %(default)s)"
+    )
+    m.add_argument("--out", required=True, help="output folder (rerunning the same command into it resumes)")
+    m.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    m.add_argument(
+        "--tasks",
+        type=int,
+        help="tasks the trials are split into (default: min(8, trials / 250), at least 1)",
+    )
+    m.add_argument(
+        "--workers", type=int, help="worker processes of the local Dask cluster (default: one per core)"
+    )
+    m.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="address of a running Dask scheduler to send the work to (default: a local cluster)",
+    )
+    m.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _ints(option: str, text: str) -> list[int]:
+    from bayespk.design.escalation import DesignError
+
+    out = []
+    for i, item in enumerate(x.strip() for x in str(text).split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        if not value.is_integer() or value < 0:
+            raise DesignError(f"{option} {text!r}: value {i + 1} ({item!r}) is not a whole number >= 0")
+        out.append(int(value))
+    return out
+
+
+def _floats(option: str, text: str) -> list[float]:
+    from bayespk.design.escalation import DesignError
+
+    out = []
+    for i, item in enumerate(x.strip() for x in str(text).split(",")):
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise DesignError(f"{option} {text!r}: value {i + 1} ({item!r}) is not a number") from None
+    return out
+
+
+def _design(args, n_max: int):
+    from bayespk.design.escalation import DesignError, make_design
+
+    if args.design == "blrm":
+        raise DesignError(
+            f"--design blrm: `bayespk design {args.design_command}` is not available for the BLRM (a "
+            "model-based design); use `bayespk design next --design blrm ...`"
+        )
+
+    if args.target is None:
+        if args.design != "3+3":
+            raise DesignError(
+                f"--target: required for --design {args.design} (the target DLT probability, e.g. 0.3)"
+            )
+        args.target = 1 / 3
+    return make_design(
+        args.design,
+        args.target,
+        p_saf=args.p_saf,
+        p_tox=args.p_tox,
+        eps1=args.eps1,
+        eps2=args.eps2,
+        cutoff_eli=args.cutoff_eli,
+        n_max=n_max,
+    )
+
+
+def _fmt(v) -> str:
+    return "NA" if v is None else str(v)
+
+
+def _print_rows(rows: list[dict]) -> None:
+    labels = [
+        ("n", "Number of patients treated"),
+        ("escalate_if_dlt_le", "Escalate if # of DLT <="),
+        ("deescalate_if_dlt_ge", "Deescalate if # of DLT >="),
+        ("eliminate_if_dlt_ge", "Eliminate if # of DLT >="),
+    ]
+    width = max(len(_fmt(r[k])) for r in rows for k, _ in labels)
+    for key, label in labels:
+        print(f"{label:<27}" + " ".join(f"{_fmt(r[key]):>{width}}" for r in rows))
+
+
+def _write_rows(path: str, rows: list[dict]) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+
+
+def _boundaries(args) -> int:
+    from bayespk.design.escalation import DesignError, ThreePlusThree, _check_count
+
+    _check_count("--cohort-size", args.cohort_size, 1)
+    _check_count("--n-max", args.n_max, 1)
+    if args.cohort_size > args.n_max:
+        raise DesignError(
+            f"--cohort-size {args.cohort_size} > --n-max {args.n_max}: the table would be empty"
+        )
+    design = _design(args, args.n_max)
+    if isinstance(design, ThreePlusThree):
+        print("3+3 rule (cohorts of 3; the target is not used):")
+        rows = [
+            {"n": 3, "escalate_if_dlt_le": 0, "deescalate_if_dlt_ge": 2, "eliminate_if_dlt_ge": 2},
+            {"n": 6, "escalate_if_dlt_le": 1, "deescalate_if_dlt_ge": 2, "eliminate_if_dlt_ge": 2},
+        ]
+        _print_rows(rows)
+        print(
+            "1 DLT of 3: treat 3 more at the same dose. A dose with >= 2 DLTs exceeds the MTD and is not "
+            "given again; the MTD is the highest dose below it with <= 1 DLT in 6 patients."
+        )
+    elif design.name == "boin":
+        t = design.table
+        print(
+            f"BOIN, target {t.target:g} (p_saf {t.p_saf:g}, p_tox {t.p_tox:g}): "
+            f"lambda_e = {t.lambda_e:.4f}, lambda_d = {t.lambda_d:.4f}; "
+            f"eliminate when P(p > {t.target:g} | data) > {t.cutoff_eli:g}, n >= 3"
+        )
+        rows = t.rows(args.cohort_size)
+        _print_rows(rows)
+    else:
+        t = design.table
+        lo, hi = t.target - t.eps1, t.target + t.eps2
+        print(
+            f"mTPI-2, target {t.target:g}, equivalence interval [{lo:g}, {hi:g}]; DU (eliminate) when "
+            f"P(p > {t.target:g} | data) > {t.cutoff_eli:g}, n >= 3"
+        )
+        rows = t.rows(args.cohort_size)
+        _print_rows(rows)
+        ns = [r["n"] for r in rows]
+        print("\nDecision by # of DLT (rows) and patients treated (columns):")
+        print(f"{'DLT':>4} " + " ".join(f"{n:>3}" for n in ns))
+        for y in range(max(ns) + 1):
+            print(f"{y:>4} " + " ".join(f"{(t.decisions[n][y] if y <= n else ''):>3}" for n in ns))
+    if args.out:
+        _write_rows(args.out, rows)
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def _next(args) -> int:
+    from bayespk.design.escalation import DesignError, next_dose
+
+    if args.design == "blrm":
+        return _next_blrm(args)
+    for key in ("dref", "prior", "prior_mean", "prior_sd", "prior_corr"):
+        if getattr(args, key) is not None:
+            raise DesignError(f"--{key.replace('_', '-')}: only for --design blrm")
+    try:
+        doses = int(args.doses)
+    except ValueError:
+        raise DesignError(
+            f"--doses {args.doses!r}: expected the number of dose levels for --design {args.design} "
+            "(a list of doses is for --design blrm)"
+        ) from None
+    if args.current is None:
+        raise DesignError(
+            f"--current: required for --design {args.design} (the dose level of the last cohort)"
+        )
+    try:
+        current = int(args.current)
+    except ValueError:
+        raise DesignError(f"--current {args.current!r}: expected a dose level (a whole number)") from None
+    n = _ints("--treated", args.treated)
+    y = _ints("--dlt", args.dlt)
+    design = _design(args, max(100, max(n, default=0)))
+    result = next_dose(design, doses, n, y, current)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "action": result.action,
+                    "dose": result.dose,
+                    "current": result.current,
+                    "decision": result.decision,
+                    "reason": result.reason,
+                    "eliminated": list(result.eliminated),
+                },
+                indent=1,
+            )
+        )
+    else:
+        print(result)
+    return 0
+
+
+def _blrm_prior(args):
+    from bayespk.design.blrm import BVNMixture, read_blrm_prior
+    from bayespk.design.escalation import DesignError
+
+    inline = [k for k in ("prior_mean", "prior_sd", "prior_corr") if getattr(args, k) is not None]
+    if args.prior and inline:
+        raise DesignError(f"--prior and --{inline[0].replace('_', '-')}: give the prior one way, not both")
+    if args.prior:
+        return read_blrm_prior(args.prior)
+    if not inline:
+        return None
+    if args.prior_mean is None or args.prior_sd is None:
+        raise DesignError("--prior-mean and --prior-sd: give both (means and SDs of log alpha and log beta)")
+    m = _floats("--prior-mean", args.prior_mean)
+    sd = _floats("--prior-sd", args.prior_sd)
+    for key, v in (("--prior-mean", m), ("--prior-sd", sd)):
+        if len(v) != 2:
+            raise DesignError(f"{key}: expected 2 values (log alpha, log beta), got {len(v)}")
+    for i, v in enumerate(sd):
+        if not v > 0:
+            raise DesignError(f"--prior-sd: value {i + 1} ({v:g}) must be > 0")
+    r = 0.0 if args.prior_corr is None else args.prior_corr
+    if not -1 < r < 1:
+        raise DesignError(f"--prior-corr {r:g}: the correlation must lie in (-1, 1)")
+    return BVNMixture.single(m, sd, r)
+
+
+def _next_blrm(args) -> int:
+    from bayespk.design.escalation import DesignError
+
+    if args.target is not None:
+        raise DesignError(
+            "--target: not used by --design blrm (its intervals are [0, 0.16), [0.16, 0.33), [0.33, 1])"
+        )
+    if args.dref is None:
+        raise DesignError("--dref: required for --design blrm (the reference dose d_ref)")
+    from bayespk.design.blrm import blrm_posterior, check_doses, ewoc_decision
+
+    doses, d_ref = check_doses(_floats("--doses", args.doses), args.dref)
+    n = _ints("--treated", args.treated)
+    y = _ints("--dlt", args.dlt)
+    current = None
+    if args.current is not None:
+        current = _floats("--current", args.current)
+        if len(current) != 1:
+            raise DesignError(f"--current {args.current!r}: expected one dose")
+        current = current[0]
+    prior = _blrm_prior(args)
+    from bayespk.design.escalation import _check_count
+
+    _check_count("--draws", args.draws, 100)
+    _check_count("--seed", args.seed, 0)
+    post = blrm_posterior(doses, d_ref, n, y, prior, draws=args.draws, seed=args.seed)
+    dec = ewoc_decision(post, ewoc=args.ewoc, max_step=args.max_step, current=current, rule=args.rule)
+    tab = dec.table
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dose": dec.dose,
+                    "level": dec.level,
+                    "reason": dec.reason,
+                    "prior": post.prior.to_dict(),
+                    "table": json.loads(tab.to_json(orient="records")),
+                    "divergences": post.settings["divergences"],
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(
+        f"BLRM (Neuenschwander et al. 2008), d_ref = {d_ref:g}; "
+        f"prior of (log alpha, log beta): {post.prior!r}"
+    )
+    print(
+        f"posterior: {post.settings['chains']} chains x {post.settings['draws']} draws, "
+        f"{post.settings['divergences']} divergences\n"
+    )
+    head = (
+        f"{'dose':>8} {'n':>3} {'DLT':>3} {'P(<0.16)':>9} {'P(0.16-0.33)':>12} {'P(>=0.33)':>9} "
+        f"{'mean':>6} {'q2.5':>6} {'q50':>6} {'q97.5':>6}  eligible"
+    )
+    print(head)
+    for _, row in tab.iterrows():
+        v = row.to_numpy()
+        ok = "yes" if row["eligible"] else ("no (overdose)" if not row["ewoc_ok"] else "no (step)")
+        print(
+            f"{v[0]:>8g} {int(v[1]):>3d} {int(v[2]):>3d} {v[3]:>9.3f} {v[4]:>12.3f} {v[5]:>9.3f} "
+            f"{v[6]:>6.3f} "
+            f"{v[8]:>6.3f} {v[9]:>6.3f} {v[10]:>6.3f}  {ok}"
+        )
+    print()
+    print(dec)
+    return 0
+
+
+def _simulate(args) -> int:
+    from bayespk.design.simulation import check_scenario, operating_characteristics
+
+    p = check_scenario(_floats("--scenario", args.scenario), args.allow_non_monotone)
+    from bayespk.design.escalation import _check_count
+
+    _check_count("--cohort-size", args.cohort_size, 1)
+    _check_count("--cohorts", args.cohorts, 1)
+    design = _design(args, args.cohort_size * args.cohorts)
+    oc = operating_characteristics(
+        design,
+        p,
+        trials=args.trials,
+        cohort_size=args.cohort_size,
+        cohorts=args.cohorts,
+        start_dose=args.start_dose,
+        seed=args.seed,
+        out=args.out,
+        tasks=args.tasks,
+        allow_non_monotone=args.allow_non_monotone,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        progress=False if args.quiet else None,
+    )
+    out = Path(args.out)
+    oc.write_csv(out / "oc.csv")
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                **oc.summary(),
+                "scenario": list(oc.scenario),
+                "select_pct": list(oc.select_pct),
+                "patients": list(oc.patients),
+                "dlts": list(oc.dlts),
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    print(oc)
+    print(f"\nwrote {out / 'oc.csv'} and {out / 'summary.json'}")
+    return 0
+
+
+def run(args) -> int:
+    """Dispatch ``bayespk design SUBCOMMAND``."""
+    return {"boundaries": _boundaries, "next": _next, "simulate": _simulate}[args.design_command](args)
