@@ -428,21 +428,24 @@ def _build_blrm_model(n_doses: int, k: int):
     return model
 
 
-def _compiled(n_doses: int, k: int):
-    key = (n_doses, k)
+def _compiled(key: tuple, build):
+    """nutpie's compiled model for ``key``, built by ``build()`` and compiled once per process (and kept on
+    disk by :func:`bayespk.compile_cache.compile_nutpie`)."""
     if key not in _COMPILED:
-        import logging
-
         from bayespk.compile_cache import compile_nutpie
+        from bayespk.evaluate.simulation import quiet_pymc
 
-        logger = logging.getLogger("pymc")
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            _COMPILED[key] = compile_nutpie(_build_blrm_model(n_doses, k))
-        finally:
-            logger.setLevel(level)
+        with quiet_pymc():
+            _COMPILED[key] = compile_nutpie(build())
     return _COMPILED[key]
+
+
+def _sample(compiled, draws: int, tune: int, chains: int, seed: int, target_accept: float):
+    """nutpie's posterior of ``compiled``, without progress bar or warm-up draws."""
+    import nutpie
+
+    return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept,
+                         progress_bar=False, save_warmup=False)
 
 
 @dataclass
@@ -540,7 +543,6 @@ def blrm_posterior(
     >>> post = blrm_posterior([1, 2.5, 5, 10, 25], 25, [3, 4, 5, 4, 2], [0, 0, 0, 0, 2])  # doctest: +SKIP
     >>> post.table()  # doctest: +SKIP
     """
-    import nutpie
 
     d, d_ref = check_doses(doses, d_ref)
     n, r = _check_counts(len(d), n_treated, n_dlt)
@@ -552,7 +554,7 @@ def blrm_posterior(
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise DesignError(f"{name} = {v!r}: expected a whole number >= 1")
     t0 = time.perf_counter()
-    compiled = _compiled(len(d), prior.n_components)
+    compiled = _compiled((len(d), prior.n_components), lambda: _build_blrm_model(len(d), prior.n_components))
     t1 = time.perf_counter()
     compiled = compiled.with_data(
         x=np.log(d / d_ref),
@@ -563,16 +565,7 @@ def blrm_posterior(
         s=prior.sds,
         rho=prior.corr,
     )
-    tree = nutpie.sample(
-        compiled,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        target_accept=target_accept,
-        progress_bar=False,
-        save_warmup=False,
-    )
+    tree = _sample(compiled, draws, tune, chains, seed, target_accept)
     theta = np.asarray(tree.posterior["theta"].values)
     stats = tree.sample_stats
     settings = {
@@ -843,9 +836,6 @@ def blrm_map_prior(
     mu_prior : BVNMixture (one component)
         Prior of ``mu``; default ``BVN((logit 0.5, 0), diag(2^2, 1^2))``.
     """
-    import nutpie
-
-    from bayespk.compile_cache import compile_nutpie
     from bayespk.model.priors import Prior
 
     hist, d_ref = _check_history(data, d_ref)
@@ -866,17 +856,7 @@ def blrm_map_prior(
     idx = hist.study.map({s: i for i, s in enumerate(studies)}).to_numpy("int64")
     key = ("map", len(hist), len(studies), taus[0], taus[1])
     t0 = time.perf_counter()
-    if key not in _COMPILED:
-        import logging
-
-        logger = logging.getLogger("pymc")
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            _COMPILED[key] = compile_nutpie(_build_map_model(len(hist), len(studies), taus[0], taus[1]))
-        finally:
-            logger.setLevel(level)
-    compiled = _COMPILED[key].with_data(
+    compiled = _compiled(key, lambda: _build_map_model(len(hist), len(studies), taus[0], taus[1])).with_data(
         x=np.log(hist.dose.to_numpy(float) / d_ref),
         n=hist.n.to_numpy("int64"),
         r=hist.r.to_numpy("int64"),
@@ -884,16 +864,7 @@ def blrm_map_prior(
         mu_m=mu_prior.means[0],
         mu_chol=np.linalg.cholesky(mu_prior.covariances()[0]),
     )
-    tree = nutpie.sample(
-        compiled,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        target_accept=target_accept,
-        progress_bar=False,
-        save_warmup=False,
-    )
+    tree = _sample(compiled, draws, tune, chains, seed, target_accept)
     post = tree.posterior
     rng = np.random.default_rng([seed, 7])
     mu = post["mu"].values.reshape(-1, 2)
