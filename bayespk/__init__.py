@@ -77,8 +77,10 @@ _lazy_package(__name__, {
     "Solver": "bayespk.structural.diffeq:Solver",
     "Spec": "bayespk.model:Spec",
     "SpecError": "bayespk.errors:SpecError",
+    "Target": "bayespk.simulate.exposure:Target",
     "compare": "bayespk.evaluate.compare:compare",
     "datasets": "bayespk.data.bundled",
+    "dose_table": "bayespk.simulate.doses:dose_table",
     "fit": "bayespk.fit:fit",
     "load": "bayespk.fit:load",
     "read_nonmem": "bayespk.data.nonmem:read_nonmem",
@@ -90,6 +92,6 @@ _lazy_package(__name__, {
 
 __all__ = [
     "AlgebraicModel", "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "ODEModel",
-    "PopulationModel", "Prior", "Regimen", "Solver", "Spec", "SpecError", "compare", "datasets", "fit", "load",
-    "read_nonmem", "simulate_regimens",
+    "PopulationModel", "Prior", "Regimen", "Solver", "Spec", "SpecError", "Target", "compare", "datasets",
+    "dose_table", "fit", "load", "read_nonmem", "simulate_regimens",
 ]  # fmt: skip

@@ -374,7 +374,7 @@ def _summary(args) -> int:
     import pandas as pd
 
     from bayespk.errors import BayesPKError
-    from bayespk.rundir import read_diagnostics
+    from bayespk.rundir import read_diagnostics, read_fit_tree
 
     run = Path(args.run_dir)
     if not (run / "summary.csv").is_file():
@@ -399,7 +399,7 @@ def _load_run(run_dir: str | Path, model: bool = True):
     import json
 
     from bayespk.errors import BayesPKError
-    from bayespk.rundir import read_diagnostics
+    from bayespk.rundir import read_diagnostics, read_fit_tree
 
     run = Path(run_dir)
     if not (run / "fit.nc").is_file():
@@ -412,35 +412,12 @@ def _load_run(run_dir: str | Path, model: bool = True):
         result = load(run)
         info = result.run_info
     else:
-        result = _verified_tree(run / "fit.nc")
+        result = read_fit_tree(run / "fit.nc")  # xarray only: no spec parsed, no model built
         info = json.loads(result.attrs.get("bayespk_run", "{}"))
     if info.get("interrupted"):
         print(f"note: {run} is an interrupted fit: only the first {info.get('draws_kept')} of "
               f"{info.get('draws_requested')} draws per chain; results are provisional", file=sys.stderr)
     return result
-
-
-def _verified_tree(path: Path):
-    """fit.nc read and checked as :func:`bayespk.fit.load` checks it (readable netCDF, a bayespk fit, checksum),
-    with xarray only: no spec is parsed, no model built (``bayespk summary`` starts in about 1 s)."""
-    import xarray as xr
-
-    from bayespk.rundir import RunDirError, tree_checksum
-
-    try:
-        with xr.open_datatree(path, engine="h5netcdf") as stored:
-            tree = stored.load()
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise RunDirError(f"{path}: not a readable fit file ({type(e).__name__}{': ' + first if first else ''}); "
-                          "it is truncated, corrupted or not netCDF; refit") from None
-    if "bayespk_spec" not in tree.attrs:
-        raise RunDirError(f"{path}: not a bayespk fit (no bayespk_spec attribute): a netCDF file written by "
-                          "something else; refit with `bayespk fit SPEC --out RUN_DIR`")
-    expected = tree.attrs.get("bayespk_checksum")
-    if expected is not None and tree_checksum(tree, skip_attrs=("bayespk_checksum",)) != expected:
-        raise RunDirError(f"{path}: checksum mismatch (the file was modified or corrupted); refit")
-    return tree
 
 
 def _positive(name: str, value: int, high: int = 10**6) -> None:

@@ -39,12 +39,11 @@ from bayespk.evaluate.simulation import quiet_pymc
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
 from bayespk.progress import Progress, is_terminal
-from bayespk.rundir import RunDirError, RunWriter, sha256_file, sha256_json, tree_checksum
+from bayespk.rundir import (CHECKSUM_ATTR, SPEC_ATTR, RunDirError, RunWriter, read_fit_tree, sha256_file, sha256_json,
+                            tree_checksum)
 
 __all__ = ["Fit", "SamplingInterrupted", "fit", "load"]
 
-SPEC_ATTR = "bayespk_spec"
-CHECKSUM_ATTR = "bayespk_checksum"
 FORMAT_VERSION = 1
 WAIT_SECONDS = 0.25  # how often the wait for nutpie's sampler returns to Python (and so sees Ctrl-C)
 STATS_PER_DRAW = 20  # sample_stats values per draw, for the size estimate of fit.nc
@@ -737,6 +736,9 @@ class Fit:
         return self.__dict__["_log_likelihood"]
 
     def _compute_diagnostics(self) -> dict:
+        source = self.run_info.get("draws_from")
+        if source is not None:  # fit_from_draws / prior_fit: not a posterior, nothing to diagnose
+            return {**self.run_info, "problems": [f"not a posterior: {self.run_info.get('note', source)}"]}
         d = convergence(self.tree, self.free_parameters)
         d["problems"] = check_convergence(d, warn=False)
         d.update(self.run_info)
@@ -948,17 +950,7 @@ def load(path: str | Path, structural=None) -> Fit:
     checksums existed load without verification.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / "fit.nc"
-    if not path.is_file():
-        raise BayesPKError(f"{path}: no such fit file")
-    tree = _read_tree(path)
-    if SPEC_ATTR not in tree.attrs:
-        raise RunDirError(f"{path}: not a bayespk fit (no {SPEC_ATTR} attribute): a netCDF file written by "
-                          "something else; refit with `bayespk fit SPEC --out RUN_DIR`")
-    expected = tree.attrs.get(CHECKSUM_ATTR)
-    if expected is not None and tree_checksum(tree, skip_attrs=(CHECKSUM_ATTR,)) != expected:
-        raise RunDirError(f"{path}: checksum mismatch (the file was modified or corrupted); refit")
+    tree = read_fit_tree(path)
     try:
         stored = json.loads(tree.attrs[SPEC_ATTR])
         if structural is not None:
@@ -967,17 +959,6 @@ def load(path: str | Path, structural=None) -> Fit:
     except ValueError as e:  # SpecError, JSONDecodeError
         raise RunDirError(f"{path}: the spec stored in the fit cannot be read ({e}); refit") from None
     return Fit(tree, spec)
-
-
-def _read_tree(path: Path) -> xr.DataTree:
-    """The DataTree in ``path``, fully in memory, or a RunDirError saying the file is not a readable fit."""
-    try:
-        with xr.open_datatree(path, engine="h5netcdf") as stored:
-            return stored.load()
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise RunDirError(f"{path}: not a readable fit file ({type(e).__name__}{': ' + first if first else ''}); "
-                          "it is truncated, corrupted or not netCDF; refit") from None
 
 
 # ------------------------------------------------------------------ helpers

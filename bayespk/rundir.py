@@ -32,9 +32,12 @@ import xarray as xr
 
 from bayespk.errors import BayesPKError
 
-__all__ = ["RUN_FILES", "RunDirError", "RunWriter", "human_bytes", "read_diagnostics", "sha256_file",
-           "sha256_json", "tree_checksum"]
+__all__ = ["CHECKSUM_ATTR", "RUN_FILES", "SPEC_ATTR", "RunDirError", "RunWriter", "human_bytes", "read_diagnostics",
+           "read_fit_tree", "sha256_file", "sha256_json", "tree_checksum"]
 
+#: Attributes of a fit's DataTree: the resolved spec (JSON) and the checksum of its arrays.
+SPEC_ATTR = "bayespk_spec"
+CHECKSUM_ATTR = "bayespk_checksum"
 RUN_FILES = ("spec.toml", "fit.nc", "summary.csv", "diagnostics.json")
 DIAGNOSTICS_KEYS = ("chains", "draws", "divergences", "max_r_hat", "min_ess_bulk", "min_ess_tail", "min_bfmi")
 
@@ -299,3 +302,31 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_fit_tree(path: str | Path) -> xr.DataTree:
+    """The DataTree of a fit (a ``fit.nc`` file or a run directory), fully in memory, its checksum verified.
+
+    A missing file, a file that is not readable netCDF, one not written by bayespk (no spec attribute) or
+    one whose arrays changed is refused with a :class:`RunDirError` naming it. Files written before
+    checksums existed load without verification.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "fit.nc"
+    if not path.is_file():
+        raise BayesPKError(f"{path}: no such fit file")
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as stored:
+            tree = stored.load()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RunDirError(f"{path}: not a readable fit file ({type(e).__name__}{': ' + first if first else ''}); "
+                          "it is truncated, corrupted or not netCDF; refit") from None
+    if SPEC_ATTR not in tree.attrs:
+        raise RunDirError(f"{path}: not a bayespk fit (no {SPEC_ATTR} attribute): a netCDF file written by "
+                          "something else; refit with `bayespk fit SPEC --out RUN_DIR`")
+    expected = tree.attrs.get(CHECKSUM_ATTR)
+    if expected is not None and tree_checksum(tree, skip_attrs=(CHECKSUM_ATTR,)) != expected:
+        raise RunDirError(f"{path}: checksum mismatch (the file was modified or corrupted); refit")
+    return tree

@@ -1,4 +1,7 @@
-"""PK priors for a new population (allometry, maturation, ESS in patients) and dose selection."""
+"""PK priors for a new population (allometry, maturation, ESS in patients).
+
+Dose selection (formerly here, with its own one-compartment formulas) is tested in tests/test_dose_table.py.
+"""
 
 import warnings
 
@@ -7,21 +10,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from bayespk.borrowing import (
-    EmaxResponse,
-    PKDraws,
-    Regimen,
-    Target,
-    dose_table,
-    historical_from_fit,
-    pk_map_prior,
-    scale_estimates,
-    sigmoid_maturation,
-    steady_state_exposure,
-)
+from bayespk.borrowing import historical_from_fit, pk_map_prior, scale_estimates, sigmoid_maturation
 from bayespk.errors import ConvergenceWarning, DataError, SpecError
 from bayespk.model.spec import Spec
-from bayespk.structural.compartments import one_compartment
 
 HIST = pd.DataFrame({
     "study": ["A", "B", "C", "adult fit"], "parameter": "CL", "estimate": [5.0, 5.6, 4.6, 5.2],
@@ -83,71 +74,3 @@ def test_historical_from_fit_reads_log_typical_values():
     assert h.loc[0, "estimate"] == pytest.approx(5.0, rel=0.01) and h.loc[0, "se"] == pytest.approx(0.05, rel=0.1)
     with pytest.raises(SpecError, match="weight="):
         historical_from_fit(FakeFit(), ("V",))
-
-
-@pytest.mark.parametrize("route, kw", [("iv", {}), ("infusion", {"infusion_duration": 2.0}), ("oral", {})])
-def test_steady_state_exposures_match_superposition(route, kw):
-    cl, v, ka, tau, dose, n = 3.0, 40.0, 0.8, 12.0, 100.0, 200
-    t = np.linspace(0, tau, 4001) + (n - 1) * tau
-    dt = t[:, None] - np.arange(n)[None, :] * tau
-    shape = dt.shape
-    rate = np.full(shape, dose / kw["infusion_duration"]) if route == "infusion" else np.zeros(shape)
-    c = one_compartment(np.maximum(dt, 0), np.full(shape, dose), rate, np.full(shape, route == "oral"), cl, v,
-                        ka if route == "oral" else None)
-    c = np.where(dt >= 0, c, 0.0).sum(axis=1)
-    e = steady_state_exposure(dose, Regimen(tau, route, **kw), cl, v, ka)
-    assert e["auc"] == pytest.approx(np.trapezoid(c, t), rel=1e-6)
-    assert e["cmax"] == pytest.approx(c.max(), rel=1e-4)
-    assert e["cmin"] == pytest.approx(c.min(), rel=1e-6)
-    assert e["cavg"] == pytest.approx(e["auc"] / tau)
-
-
-def test_dose_table_probabilities_are_monotone_and_the_criterion_is_applied():
-    rng = np.random.default_rng(1)
-    draws = PKDraws.from_arrays(CL=np.exp(rng.normal(np.log(2.0), 0.1, 2000)),
-                                V=np.exp(rng.normal(np.log(20.0), 0.1, 2000)), omega_CL=np.full(2000, 0.3),
-                                omega_V=np.full(2000, 0.2))
-    doses = [50, 100, 200, 400, 800]
-    tab = dose_table(draws, doses, Regimen(12.0), Target("auc", lower=80), safety=Target("cmax", lower=25),
-                     max_risk=0.1, seed=2)
-    t = tab.table
-    assert np.all(np.diff(t.p_target) >= 0) and np.all(np.diff(t.p_exceed) >= 0)
-    ok = t[t.p_exceed <= 0.1]
-    assert tab.best_dose == ok.loc[ok.p_target.idxmax(), "dose"]
-    assert t.loc[t.dose == tab.best_dose, "best"].all()
-    # the typical patient at the median parameters: AUC = dose / CL
-    assert t.loc[t.dose == 200, "auc_median"].iloc[0] == pytest.approx(100.0, rel=0.05)
-    util = dose_table(draws, doses, Regimen(12.0), Target("auc", lower=80), safety=Target("cmax", lower=25),
-                      criterion="utility", penalty=2.0, seed=2)
-    assert util.best_dose == util.table.loc[(util.table.p_target - 2 * util.table.p_exceed).idxmax(), "dose"]
-    er = dose_table(draws, doses, Regimen(12.0), Target("auc", lower=80), safety=Target("cmax", lower=25),
-                    criterion="response_with_safety", response=EmaxResponse("auc", 0.1, 0.6, 60.0), seed=2)
-    assert np.all(np.diff(er.table.expected_response) > 0)
-    typical = dose_table(draws, doses, Regimen(12.0), Target("auc", lower=80), level="typical", criterion="utility",
-                         seed=2)
-    # without between-patient variability the probability curve is steeper
-    assert typical.table.p_target.iloc[-1] >= tab.table.p_target.iloc[-1]
-    with pytest.raises(SpecError, match="safety"):
-        dose_table(draws, doses, Regimen(12.0), Target("auc", lower=80))
-    with pytest.raises(SpecError, match="KA"):
-        dose_table(draws, doses, Regimen(12.0, "oral"), Target("auc", lower=80), criterion="utility")
-
-
-def test_dose_table_applies_covariate_effects_from_a_fit_spec():
-    spec = Spec.from_dict({"model": {"structure": "1cmt_iv"},
-                           "parameters": {"CL": {"guess": 5.0}, "V": {"guess": 50.0}},
-                           "covariates": [{"parameter": "CL", "column": "WT", "effect": "power", "reference": 20,
-                                           "coefficient": 0.75}]})
-    post = xr.Dataset({k: (("chain", "draw"), np.full((1, 400), v)) for k, v in
-                       {"CL": 2.0, "V": 20.0, "omega_CL": 1e-6, "omega_V": 1e-6}.items()})
-
-    class FakeFit:
-        posterior = post
-
-    FakeFit.spec = spec
-    draws = PKDraws.from_fit(FakeFit(), n=None)
-    tab = dose_table(draws, [100.0], Regimen(24.0, per_kg=True), Target("auc", lower=1.0),
-                     population=pd.DataFrame({"WT": [10.0, 40.0]}), criterion="utility").table
-    # AUC = dose * WT / (CL * (WT/20)^0.75): 10 kg -> 500 / 2^-0.75... median over the two patients
-    auc = 100 * np.array([10, 40]) / (2.0 * (np.array([10, 40]) / 20) ** 0.75)
-    assert tab.auc_median.iloc[0] == pytest.approx(np.median(auc), rel=1e-3)

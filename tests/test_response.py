@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from scipy.special import expit
 
 from bayespk.errors import DataError, SpecError
-from bayespk.response import ResponseFit, dose_table, fit_response, plot_dose_table, plot_response
+from bayespk.response import ResponseFit, fit_response, outcome_table, plot_dose_table, plot_response
 from bayespk.response import models as er_models
 from bayespk.response.data import exposure_draws
 
@@ -354,7 +354,7 @@ def _exposure_at(dose, tb):
     return dose * 100 * tb**0.3 * 10 ** rng.normal(0, 0.3, (300, 50))
 
 
-def test_dose_table():
+def test_outcome_table():
     resp = mock_fit("binary", {"intercept": 0.0, "b_exposure": 1.0, "b_LOGTB": -0.5}, sd=0.2)
     crs = mock_fit(
         "ordinal",
@@ -362,7 +362,7 @@ def test_dose_table():
         levels=[0, 1, 2, 3],
         sd=0.2,
     )
-    table = dose_table(
+    table = outcome_table(
         {"P(response)": resp, "P(CRS>=3)": (crs, 3)},
         _exposure_at,
         [10, 100, 1000],
@@ -396,11 +396,11 @@ def test_dose_table():
     assert 0.0 < row["q5"] < row["mean"] < row["q95"] < 1.0
     assert isinstance(plot_dose_table(table), Figure)
     with pytest.raises(SpecError, match=r"covariates \['LOGTB'\]"):
-        dose_table({"r": resp}, _exposure_at, [10], [1])
+        outcome_table({"r": resp}, _exposure_at, [10], [1])
     with pytest.raises(SpecError, match="no subject had grade 4"):
-        dose_table({"c": (crs, 4)}, _exposure_at, [10], [1], covariates_at=lambda d, tb: {"LOGTB": 0.0})
+        outcome_table({"c": (crs, 4)}, _exposure_at, [10], [1], covariates_at=lambda d, tb: {"LOGTB": 0.0})
     with pytest.raises(DataError, match=r"exposure_at\(10, 1\)\[0, 0\] = -1"):
-        dose_table(
+        outcome_table(
             {"r": resp}, lambda d, tb: -np.ones((3, 4)), [10], [1], covariates_at=lambda d, tb: {"LOGTB": 0}
         )
 

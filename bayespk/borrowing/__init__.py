@@ -13,8 +13,10 @@
   commensurate prior (Hobbs et al. 2011), EXNEX (Neuenschwander et al. 2016).
 * :mod:`~bayespk.borrowing.pk_priors`: robust MAP priors on log typical PK
   values for a new population (allometry, maturation), ESS in patients.
-* :mod:`~bayespk.borrowing.dose`: probability of target attainment / of
-  exceeding a safety limit per candidate dose, and the best dose.
+* whole-model priors from an earlier run or published estimates (every population parameter, jointly):
+  :func:`~bayespk.model.prior_from.whole_model_prior`, or ``[prior_from]`` in a spec.
+* dose selection with and without borrowing: :func:`bayespk.simulate.dose_table`
+  on each fit (the regimen simulator; one table per prior).
 * :mod:`~bayespk.borrowing.prior_file`: prior files (JSON) usable in a model
   spec as ``typical = { file = "PRIOR.json" }``.
 
@@ -33,13 +35,8 @@ from bayespk import _lazy_package
 
 _lazy_package(__name__, {  # imported on first use (PEP 562): `bayespk prior show` needs no PyMC
     "ankylosing_spondylitis": "bayespk.borrowing.datasets:ankylosing_spondylitis",
-    "DoseTable": "bayespk.borrowing.dose:DoseTable",
-    "EmaxResponse": "bayespk.borrowing.dose:EmaxResponse",
-    "PKDraws": "bayespk.borrowing.dose:PKDraws",
-    "Regimen": "bayespk.borrowing.dose:Regimen",
-    "Target": "bayespk.borrowing.dose:Target",
-    "dose_table": "bayespk.borrowing.dose:dose_table",
-    "steady_state_exposure": "bayespk.borrowing.dose:steady_state_exposure",
+    "crohn": "bayespk.borrowing.datasets:crohn",
+    "whole_model_prior": "bayespk.model.prior_from:whole_model_prior",
     "ess": "bayespk.borrowing.ess:ess",
     "ess_table": "bayespk.borrowing.ess:ess_table",
     "MAPFit": "bayespk.borrowing.map_prior:MAPFit",
@@ -58,7 +55,6 @@ _lazy_package(__name__, {  # imported on first use (PEP 562): `bayespk prior sho
     "scale_estimates": "bayespk.borrowing.pk_priors:scale_estimates",
     "sigmoid_maturation": "bayespk.borrowing.pk_priors:sigmoid_maturation",
     "plot_densities": "bayespk.borrowing.plots:plot_densities",
-    "plot_dose_curves": "bayespk.borrowing.plots:plot_dose_curves",
     "plot_forest": "bayespk.borrowing.plots:plot_forest",
     "prior_document": "bayespk.borrowing.prior_file:prior_document",
     "read_prior": "bayespk.borrowing.prior_file:read_prior",
@@ -82,21 +78,16 @@ __all__ = [
     "BetaMixture",
     "Decision1S",
     "Decision2S",
-    "DoseTable",
-    "EmaxResponse",
     "GammaMixture",
     "MAPFit",
     "Mixture",
     "NormalMixture",
-    "PKDraws",
     "PKPrior",
-    "Regimen",
     "SchemeFit",
-    "Target",
     "ankylosing_spondylitis",
+    "crohn",
     "borrowing_report",
     "commensurate_prior",
-    "dose_table",
     "ess",
     "ess_table",
     "exnex",
@@ -109,7 +100,6 @@ __all__ = [
     "oc_two_sample",
     "pk_map_prior",
     "plot_densities",
-    "plot_dose_curves",
     "plot_forest",
     "posterior",
     "power_prior",
@@ -120,7 +110,7 @@ __all__ = [
     "read_prior",
     "scale_estimates",
     "sigmoid_maturation",
-    "steady_state_exposure",
     "validate_historical",
+    "whole_model_prior",
     "write_prior",
 ]  # fmt: skip

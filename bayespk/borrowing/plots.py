@@ -1,4 +1,6 @@
-"""Plots for borrowing: MAP forest plot, prior/posterior densities, dose curves.
+"""Plots for borrowing: MAP forest plot, prior/posterior densities.
+
+Dose tables (with and without borrowing) are drawn by :func:`bayespk.simulate.plots.plot_dose_table`.
 
 Each function draws on a matplotlib Axes (a new figure when none is given)
 and returns it; the numbers plotted come from the objects passed in.
@@ -10,12 +12,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bayespk.borrowing.dose import DoseTable
 from bayespk.borrowing.map_prior import MAPFit
 from bayespk.borrowing.mixtures import Mixture
 from bayespk.data.nonmem import plot_text
 
-__all__ = ["plot_densities", "plot_dose_curves", "plot_forest"]
+__all__ = ["plot_densities", "plot_forest"]
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -89,36 +90,3 @@ def plot_densities(mixtures: Mapping[str, Mixture], ax=None, *, sample: np.ndarr
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     return ax
-
-
-def plot_dose_curves(tables: Mapping[str, DoseTable], axes=None, *, max_risk: float | None = None,
-                     styles: Mapping[str, dict] | None = None):
-    """P(target) and P(exceed safety limit) against dose, one line per table (e.g. with and without borrowing).
-
-    ``styles`` maps a label to matplotlib line keywords (e.g. ``{"truth": {"color": "k", "ls": "--"}}``).
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    for i, (label, t) in enumerate(tables.items()):
-        tab = t.table
-        kw = {"color": f"C{i}", "marker": "o", "ms": 4, **dict((styles or {}).get(label, {}))}
-        axes[0].plot(tab.dose, tab.p_target, label=label, **kw)
-        if "p_exceed" in tab:
-            axes[1].plot(tab.dose, tab.p_exceed, label=label, **kw)
-        if t.best_dose is not None:
-            best = tab[tab.dose == t.best_dose].iloc[0]
-            axes[0].plot([best.dose], [best.p_target], "*", color=kw["color"], ms=14, mec="k")
-    axes[0].set_ylabel(f"P(target: {next(iter(tables.values())).target})")
-    safety = next(iter(tables.values())).safety
-    axes[1].set_ylabel(f"P(unsafe: {safety})" if safety else "P(exceed)")
-    if max_risk is not None:
-        axes[1].axhline(max_risk, color="k", lw=0.8, ls="--", label=f"max risk {max_risk:g}")
-    for ax in axes:
-        ax.set_xlabel("dose")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=8)
-    axes[0].set_title("probability of target attainment (star: chosen dose)")
-    axes[1].set_title("probability of exceeding the safety limit")
-    return axes

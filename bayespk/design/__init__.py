@@ -3,12 +3,18 @@
 * :mod:`bayespk.design.escalation`: BOIN, mTPI-2 (keyboard) and 3+3 decision
   rules and tables, the next-dose decision for observed cohort data, and MTD
   selection by isotonic regression.
+* :mod:`bayespk.design.boin12`: BOIN12 (Lin et al. 2020), the phase I/II utility-based design for the
+  optimal biological dose: desirability scores, admissibility, next dose, OBD selection, simulation.
 * :mod:`bayespk.design.simulation`: operating characteristics by simulating
   trials on user scenarios, run through the Dask runner
   (:func:`bayespk.parallel.run_tasks`).
 * :mod:`bayespk.design.blrm`: the Bayesian logistic regression model (BLRM, Neuenschwander et al. 2008)
   with escalation with overdose control, bivariate-normal (mixture) priors, and MAP priors from historical
   dose-toxicity data (PyMC + nutpie, imported when a posterior is computed).
+* :mod:`bayespk.design.blrm_simulation`: operating characteristics of BLRM + EWOC escalation by simulation
+  (grid posterior), through the Dask runner.
+* :mod:`bayespk.design.blrm_combination`: the two-drug combination BLRM (Neuenschwander et al. 2015) with
+  EWOC on a grid of dose combinations.
 * ``bayespk design boundaries | next | simulate`` (:mod:`bayespk.design.cli`).
 
 Only numpy and scipy are imported here (no PyMC).
@@ -25,6 +31,30 @@ from bayespk.design.blrm import (
     fit_bvn_mixture,
     read_blrm_prior,
     write_blrm_prior,
+)
+from bayespk.design.blrm_combination import (
+    CombinationData,
+    CombinationPosterior,
+    combination_ewoc,
+    combination_posterior,
+)
+from bayespk.design.blrm_simulation import (
+    BLRMGridPosterior,
+    BLRMOperatingCharacteristics,
+    blrm_grid_posterior,
+    blrm_operating_characteristics,
+    simulate_blrm_trials,
+)
+from bayespk.design.boin12 import (
+    Boin12,
+    Boin12Decision,
+    Boin12OperatingCharacteristics,
+    Utility,
+    boin12_next_dose,
+    boin12_operating_characteristics,
+    rds_table,
+    select_obd,
+    simulate_boin12_trials,
 )
 from bayespk.design.escalation import (
     DESIGNS,
@@ -46,10 +76,22 @@ from bayespk.design.simulation import OperatingCharacteristics, operating_charac
 
 __all__ = [
     "DESIGNS",
+    "BLRMGridPosterior",
+    "BLRMOperatingCharacteristics",
+    "CombinationData",
+    "CombinationPosterior",
+    "blrm_grid_posterior",
+    "blrm_operating_characteristics",
+    "combination_ewoc",
+    "combination_posterior",
+    "simulate_blrm_trials",
     "BLRMMapPrior",
     "BLRMPosterior",
     "BVNMixture",
     "Boin",
+    "Boin12",
+    "Boin12Decision",
+    "Boin12OperatingCharacteristics",
     "BoinBoundaries",
     "DesignError",
     "EwocDecision",
@@ -59,6 +101,8 @@ __all__ = [
     "OperatingCharacteristics",
     "ThreePlusThree",
     "blrm_map_prior",
+    "boin12_next_dose",
+    "boin12_operating_characteristics",
     "blrm_posterior",
     "boin_boundaries",
     "ewoc_decision",
@@ -68,8 +112,12 @@ __all__ = [
     "next_dose",
     "operating_characteristics",
     "pava",
+    "rds_table",
     "read_blrm_prior",
     "select_mtd",
+    "select_obd",
+    "simulate_boin12_trials",
     "simulate_trials",
+    "Utility",
     "write_blrm_prior",
 ]

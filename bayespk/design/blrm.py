@@ -24,7 +24,9 @@ is the odds of a DLT at ``d_ref``; ``beta`` the slope on the log-dose scale.
   ``theta_j ~ BVN(mu, diag(tau) R diag(tau))`` over studies, exchangeable, with a prior on the between-study
   SDs ``tau`` and a uniform prior on their correlation (LKJ(1) for 2 x 2); the MAP prior is the predictive of
   ``theta_new`` and is summarised by a :class:`BVNMixture` fitted by EM (:func:`fit_bvn_mixture`), which
-  :meth:`BVNMixture.robustify` can robustify.
+  :meth:`BVNMixture.robustify` can robustify. With ``p_exch`` the studies are EXNEX instead (Neuenschwander et
+  al. 2016): each is exchangeable with probability ``p_exch``, else it has its own weakly-informative prior, so
+  a study that does not fit is down-weighted rather than widening ``tau``.
 
 Intervals: under-dosing ``[0, 0.16)``, target ``[0.16, 0.33)``, over-dosing ``[0.33, 1]``
 (Neuenschwander et al. 2008). Nothing here imports PyMC at module level.
@@ -406,6 +408,19 @@ def fit_bvn_mixture(
 
 
 # ====================================================================== single-trial posterior
+def _bvn_mixture_logp(theta, logw, m, s, rho):
+    """PyTensor log density (up to a constant) at ``theta`` (2,) of the BVN mixture with log weights ``logw``
+    (K,), means ``m`` (K, 2), SDs ``s`` (K, 2) and correlations ``rho`` (K,)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    z0 = (theta[0] - m[:, 0]) / s[:, 0]
+    z1 = (theta[1] - m[:, 1]) / s[:, 1]
+    q = (z0**2 - 2 * rho * z0 * z1 + z1**2) / (1 - rho**2)
+    lp = logw - pt.log(s[:, 0]) - pt.log(s[:, 1]) - 0.5 * pt.log1p(-(rho**2)) - 0.5 * q
+    return pm.math.logsumexp(lp)
+
+
 def _build_blrm_model(n_doses: int, k: int):
     import pymc as pm
     import pytensor.tensor as pt
@@ -419,11 +434,7 @@ def _build_blrm_model(n_doses: int, k: int):
         s = pm.Data("s", np.ones((k, 2)))
         rho = pm.Data("rho", np.zeros(k))
         theta = pm.Flat("theta", shape=2)  # (log alpha, log beta); the prior is the potential below
-        z0 = (theta[0] - m[:, 0]) / s[:, 0]
-        z1 = (theta[1] - m[:, 1]) / s[:, 1]
-        q = (z0**2 - 2 * rho * z0 * z1 + z1**2) / (1 - rho**2)
-        lp = logw - pt.log(s[:, 0]) - pt.log(s[:, 1]) - 0.5 * pt.log1p(-(rho**2)) - 0.5 * q
-        pm.Potential("prior", pm.math.logsumexp(lp))
+        pm.Potential("prior", _bvn_mixture_logp(theta, logw, m, s, rho))
         pm.Binomial("dlt", n=n, logit_p=theta[0] + pt.exp(theta[1]) * x, observed=r)
     return model
 
@@ -736,7 +747,7 @@ def _check_history(data, d_ref):
     return out, d_ref
 
 
-def _build_map_model(n_rows: int, n_studies: int, tau_a, tau_b):
+def _build_map_model(n_rows: int, n_studies: int, tau_a, tau_b, exnex: bool = False):
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -756,7 +767,27 @@ def _build_map_model(n_rows: int, n_studies: int, tau_a, tau_b):
         la = mu[0] + ta * z[:, 0]
         lb = mu[1] + tb * (rho * z[:, 0] + pt.sqrt(1 - rho**2) * z[:, 1])
         pm.Deterministic("theta_study", pt.stack([la, lb], axis=1))
-        pm.Binomial("dlt", n=n, logit_p=la[study] + pt.exp(lb[study]) * x, observed=r)
+        if not exnex:
+            pm.Binomial("dlt", n=n, logit_p=la[study] + pt.exp(lb[study]) * x, observed=r)
+            return model
+        # EXNEX (Neuenschwander et al. 2016): study j is exchangeable (theta_study) with probability p_exch[j],
+        # else it has its own parameters theta_nex[j] ~ the non-exchangeable prior; the binary choice is
+        # summed out per study (the binomial coefficient, common to both, is left out).
+        p_exch = pm.Data("p_exch", np.full(n_studies, 0.5))
+        onehot = pm.Data("onehot", np.zeros((n_studies, n_rows)))
+        nex_m = pm.Data("nex_m", np.zeros(2))
+        nex_chol = pm.Data("nex_chol", np.eye(2))
+        z_nex = pm.Normal("z_nex", 0.0, 1.0, shape=(n_studies, 2))
+        theta_nex = pm.Deterministic("theta_nex", nex_m[None, :] + pt.dot(z_nex, nex_chol.T))
+
+        def row_loglik(a, b):
+            eta = a[study] + pt.exp(b[study]) * x
+            return r * -pm.math.log1pexp(-eta) + (n - r) * -pm.math.log1pexp(eta)
+
+        ll_ex = pt.dot(onehot, row_loglik(la, lb)) + pt.log(p_exch)
+        ll_nex = pt.dot(onehot, row_loglik(theta_nex[:, 0], theta_nex[:, 1])) + pt.log1p(-p_exch)
+        pm.Potential("likelihood", pm.math.logaddexp(ll_ex, ll_nex).sum())
+        pm.Deterministic("w_exch", pm.math.sigmoid(ll_ex - ll_nex))  # P(study j exchangeable | parameters)
     return model
 
 
@@ -800,6 +831,10 @@ class BLRMMapPrior:
         for v in ("tau_alpha", "tau_beta", "rho"):
             out[f"{v}_mean"] = float(post[v].values.mean())
         out["mu_mean"] = post["mu"].values.reshape(-1, 2).mean(0).tolist()
+        if "w_exch" in post:
+            studies = sorted(set(self.data.study))
+            w = post["w_exch"].values.reshape(-1, len(studies)).mean(0)
+            out["p_exch_posterior"] = dict(zip(studies, w.tolist()))
         return out
 
 
@@ -810,6 +845,8 @@ def blrm_map_prior(
     mu_prior: BVNMixture | None = None,
     tau_alpha=None,
     tau_beta=None,
+    p_exch=None,
+    nex_prior: BVNMixture | dict | None = None,
     draws: int = 2000,
     tune: int = 1000,
     chains: int = 4,
@@ -835,6 +872,17 @@ def blrm_map_prior(
         Reference dose of the new study's model.
     mu_prior : BVNMixture (one component)
         Prior of ``mu``; default ``BVN((logit 0.5, 0), diag(2^2, 1^2))``.
+    p_exch : float or sequence of float, optional
+        EXNEX (Neuenschwander, Wandel, Roychoudhury & Bailey 2016, Pharm Stat 15:123; OncoBayes2's
+        ``prior_EX_prob``): each historical study is exchangeable with probability ``p_exch`` (one value, or
+        one per study in sorted study order), else its ``theta_j`` has its own non-exchangeable prior
+        ``nex_prior``; the exchangeability indicator is summed out. Only the exchangeable part (``mu``,
+        ``tau``, ``rho``) makes the MAP prior, so a study that does not fit is down-weighted instead of
+        widening ``tau``. ``summary()`` then reports each study's posterior probability of exchangeability.
+        Default None: full exchangeability (the model above).
+    nex_prior : BVNMixture (one component), optional
+        The non-exchangeable prior of a study's ``theta_j``; default ``BVN((logit 0.5, 0), diag(2^2, 1^2))``,
+        weakly informative.
     """
     from bayespk.model.priors import Prior
 
@@ -854,15 +902,41 @@ def blrm_map_prior(
         taus.append(p)
     studies = sorted(set(hist.study))
     idx = hist.study.map({s: i for i, s in enumerate(studies)}).to_numpy("int64")
-    key = ("map", len(hist), len(studies), taus[0], taus[1])
+    exnex = p_exch is not None
+    extra = {}
+    if exnex:
+        pe = np.atleast_1d(np.asarray([_finite("p_exch", v) for v in np.atleast_1d(p_exch)], dtype=float))
+        if pe.size == 1:
+            pe = np.full(len(studies), pe[0])
+        if pe.size != len(studies):
+            raise DesignError(
+                f"p_exch: {pe.size} values for {len(studies)} studies; give one, or one per study "
+                f"({', '.join(studies)})"
+            )
+        for s_name, v in zip(studies, pe):
+            if not 0.0 < v <= 1.0:
+                raise DesignError(f"p_exch[{s_name}] = {v:g}: a probability in (0, 1] is needed")
+        nex = BVNMixture.single((0.0, 0.0), (2.0, 1.0), 0.0) if nex_prior is None else nex_prior
+        if isinstance(nex, dict):
+            nex = BVNMixture.from_dict(nex, "nex_prior")
+        if nex.n_components != 1:
+            raise DesignError("nex_prior: give one bivariate normal (a mixture is not supported)")
+        onehot = np.zeros((len(studies), len(hist)))
+        onehot[idx, np.arange(len(hist))] = 1.0
+        extra = dict(p_exch=np.minimum(pe, 1 - 1e-12), onehot=onehot, nex_m=nex.means[0],
+                     nex_chol=np.linalg.cholesky(nex.covariances()[0]))
+    key = ("map", len(hist), len(studies), taus[0], taus[1]) + (("exnex",) if exnex else ())
     t0 = time.perf_counter()
-    compiled = _compiled(key, lambda: _build_map_model(len(hist), len(studies), taus[0], taus[1])).with_data(
+    compiled = _compiled(
+        key, lambda: _build_map_model(len(hist), len(studies), taus[0], taus[1], exnex)
+    ).with_data(
         x=np.log(hist.dose.to_numpy(float) / d_ref),
         n=hist.n.to_numpy("int64"),
         r=hist.r.to_numpy("int64"),
         study=idx,
         mu_m=mu_prior.means[0],
         mu_chol=np.linalg.cholesky(mu_prior.covariances()[0]),
+        **extra,
     )
     tree = _sample(compiled, draws, tune, chains, seed, target_accept)
     post = tree.posterior
@@ -885,5 +959,8 @@ def blrm_map_prior(
         "divergences": int(stats["diverging"].values.sum()) if "diverging" in stats else 0,
         "wall_seconds": round(time.perf_counter() - t0, 3),
     }
-    keep = post.to_dataset()[["mu", "tau_alpha", "tau_beta", "rho", "theta_study"]]
+    names = ["mu", "tau_alpha", "tau_beta", "rho", "theta_study"] + (["w_exch", "theta_nex"] if exnex else [])
+    keep = post.to_dataset()[names]
+    if exnex:
+        settings["p_exch"] = dict(zip(studies, extra["p_exch"].tolist()))
     return BLRMMapPrior(hist, d_ref, keep, sample, settings)

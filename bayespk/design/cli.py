@@ -8,6 +8,12 @@
         --dlt 0,0,0,0,0,0,2 [--prior PRIOR.json | --prior-mean LA,LB --prior-sd S1,S2 --prior-corr R]
     bayespk design simulate --design boin --target 0.3 --scenario 0.05,0.1,0.3,0.45,0.6 --trials 2000 \\
         --cohort-size 3 --cohorts 10 --out DIR
+    bayespk design simulate --design blrm --doses 1,2,4,8,16,32 --dref 16 --scenario 0.01,0.03,0.06,0.2,0.5,0.7 \\
+        --trials 500 --out DIR [--prior FILE | --prior-mean LA,LB --prior-sd S1,S2] [--ewoc 0.25 --rule highest]
+    bayespk design next --design boin12 --target 0.35 --eff-min 0.25 --doses 4 --treated 3,9 --dlt 0,1 \\
+        --eff 1,6 --current 2 [--utility 100,60,40,0]
+    bayespk design simulate --design boin12 --target 0.35 --eff-min 0.25 --scenario 0.05,0.1,0.2,0.45 \\
+        --scenario-eff 0.1,0.35,0.6,0.62 --trials 2000 --out DIR
 
 User errors raise :class:`~bayespk.design.escalation.DesignError`, which ``bayespk`` prints as one paragraph
 and exits with status 2. Nothing here imports PyMC.
@@ -21,7 +27,7 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
-DESIGN_CHOICES = ("boin", "mtpi2", "3+3", "blrm")
+DESIGN_CHOICES = ("boin", "mtpi2", "3+3", "boin12", "blrm")
 
 
 def _design_options(p: argparse.ArgumentParser) -> None:
@@ -29,7 +35,8 @@ def _design_options(p: argparse.ArgumentParser) -> None:
         "--design",
         choices=DESIGN_CHOICES,
         default="boin",
-        help="boin (Liu & Yuan 2015), mtpi2 (mTPI-2 / keyboard, Guo et al. 2017; Yan et al. 2017), 3+3, or "
+        help="boin (Liu & Yuan 2015), mtpi2 (mTPI-2 / keyboard, Guo et al. 2017; Yan et al. 2017), 3+3, "
+        "boin12 (phase I/II, toxicity and efficacy, optimal biological dose; Lin et al. 2020), or "
         "blrm (Bayesian logistic regression with escalation with overdose control, Neuenschwander et al. "
         "2008; "
         "`next` only) (default %(default)s)",
@@ -66,6 +73,39 @@ def _design_options(p: argparse.ArgumentParser) -> None:
         default=0.95,
         help="eliminate a dose (and all higher) when P(DLT probability > target | data) exceeds this, "
         "with at least 3 patients on it (default %(default)s)",
+    )
+    g = p.add_argument_group("boin12 (phase I/II: toxicity and efficacy)")
+    g.add_argument(
+        "--eff-min",
+        type=float,
+        help="boin12: lowest acceptable efficacy probability phi_E, in (0, 1) (required with --design boin12)",
+    )
+    g.add_argument(
+        "--utility",
+        metavar="U01,U11,U00,U10",
+        help="boin12: utilities (0..100) of efficacy without toxicity, efficacy with toxicity, neither, "
+        "toxicity without efficacy (default 100,60,40,0 as Lin et al. 2020)",
+    )
+    g.add_argument(
+        "--cutoff-eff",
+        type=float,
+        default=0.9,
+        help="boin12: eliminate a dose when P(efficacy probability < eff-min | data) exceeds this, with at "
+        "least 3 patients on it (default %(default)s)",
+    )
+    g.add_argument(
+        "--n-star",
+        type=int,
+        default=6,
+        help="boin12: with the DLT rate between the BOIN boundaries, escalation stays a candidate while fewer "
+        "than this many patients are on the dose (default %(default)s)",
+    )
+    g.add_argument(
+        "--n-explore",
+        type=int,
+        default=9,
+        help="boin12: explore the next untried dose once this many patients are on the current one "
+        "(default %(default)s)",
     )
 
 
@@ -127,6 +167,18 @@ def add_parser(sub) -> None:
         required=True,
         metavar="Y1,Y2,...",
         help="DLTs observed at each dose, lowest first, e.g. 0,1,2 (required)",
+    )
+    n.add_argument(
+        "--eff",
+        metavar="E1,E2,...",
+        help="boin12: patients with an efficacy response at each dose, lowest first (required with --design "
+        "boin12)",
+    )
+    n.add_argument(
+        "--both",
+        metavar="B1,B2,...",
+        help="boin12: patients with both a DLT and a response at each dose (needed only when the utility "
+        "table is not additive: U11 + U00 != U01 + U10)",
     )
     n.add_argument(
         "--current",
@@ -202,6 +254,12 @@ def add_parser(sub) -> None:
         help="true DLT probability of each dose, lowest first, each in [0, 1] (required)",
     )
     m.add_argument(
+        "--scenario-eff",
+        metavar="E1,E2,...",
+        help="boin12: true efficacy probability of each dose, lowest first, each in [0, 1] (required with "
+        "--design boin12; may plateau or fall)",
+    )
+    m.add_argument(
         "--allow-non-monotone",
         action="store_true",
         help="accept a scenario whose DLT probability falls with dose (default: refused)",
@@ -233,6 +291,30 @@ def add_parser(sub) -> None:
         help="address of a running Dask scheduler to send the work to (default: a local cluster)",
     )
     m.add_argument("--quiet", action="store_true", help="no progress lines")
+    gb = m.add_argument_group("blrm (operating characteristics of BLRM + EWOC, grid posterior)")
+    gb.add_argument(
+        "--doses",
+        metavar="D1,D2,...",
+        help="blrm: the doses, positive and increasing, one per --scenario value (required with --design blrm)",
+    )
+    gb.add_argument("--dref", type=float, help="blrm: reference dose d_ref (required with --design blrm)")
+    gb.add_argument("--prior", metavar="FILE", help="blrm: prior file, as for `bayespk design next`")
+    gb.add_argument("--prior-mean", metavar="LA,LB", help="blrm: prior means of log alpha and log beta")
+    gb.add_argument("--prior-sd", metavar="S1,S2", help="blrm: prior SDs of log alpha and log beta")
+    gb.add_argument("--prior-corr", type=float, help="blrm: prior correlation (default 0)")
+    gb.add_argument(
+        "--ewoc",
+        type=float,
+        default=0.25,
+        help="blrm: eligible doses have P(pi >= 0.33) below this (default %(default)s)",
+    )
+    gb.add_argument(
+        "--rule",
+        choices=("highest", "target"),
+        default="highest",
+        help="blrm: the next dose is the highest eligible dose, at most one level above the highest given "
+        "(highest), or the eligible one with the largest P(0.16 <= pi < 0.33) (target) (default %(default)s)",
+    )
 
 
 def _ints(option: str, text: str) -> list[int]:
@@ -268,9 +350,12 @@ def _design(args, n_max: int):
     if args.design == "blrm":
         raise DesignError(
             f"--design blrm: `bayespk design {args.design_command}` is not available for the BLRM (a "
-            "model-based design); use `bayespk design next --design blrm ...`"
+            "model-based design); use `bayespk design next --design blrm ...` or `bayespk design simulate "
+            "--design blrm ...`"
         )
 
+    if args.design == "boin12":
+        return _boin12_design(args, n_max)
     if args.target is None:
         if args.design != "3+3":
             raise DesignError(
@@ -289,6 +374,39 @@ def _design(args, n_max: int):
     )
 
 
+def _boin12_design(args, n_max: int):
+    from bayespk.design.boin12 import Boin12, Utility
+    from bayespk.design.escalation import DesignError
+
+    for key in ("target", "eff_min"):
+        if getattr(args, key) is None:
+            what = "the highest acceptable DLT probability, e.g. 0.35" if key == "target" else (
+                "the lowest acceptable efficacy probability, e.g. 0.25")
+            raise DesignError(f"--{key.replace('_', '-')}: required for --design boin12 ({what})")
+    utility = Utility() if args.utility is None else Utility.from_sequence(
+        _floats("--utility", args.utility), "--utility")
+    return Boin12(
+        args.target,
+        args.eff_min,
+        utility,
+        cutoff_tox=args.cutoff_eli,
+        cutoff_eff=args.cutoff_eff,
+        n_star=args.n_star,
+        n_explore=args.n_explore,
+        p_saf=args.p_saf,
+        p_tox=args.p_tox,
+        n_max=n_max,
+    )
+
+
+def _refuse_boin12_options(args) -> None:
+    from bayespk.design.escalation import DesignError
+
+    for key in ("eff_min", "utility", "eff", "both", "scenario_eff"):
+        if getattr(args, key, None) is not None:
+            raise DesignError(f"--{key.replace('_', '-')}: only for --design boin12")
+
+
 def _fmt(v) -> str:
     return "NA" if v is None else str(v)
 
@@ -300,6 +418,8 @@ def _print_rows(rows: list[dict]) -> None:
         ("deescalate_if_dlt_ge", "Deescalate if # of DLT >="),
         ("eliminate_if_dlt_ge", "Eliminate if # of DLT >="),
     ]
+    if "futile_if_eff_le" in rows[0]:
+        labels.append(("futile_if_eff_le", "Futile if # of resp. <="))
     width = max(len(_fmt(r[k])) for r in rows for k, _ in labels)
     for key, label in labels:
         print(f"{label:<27}" + " ".join(f"{_fmt(r[key]):>{width}}" for r in rows))
@@ -336,6 +456,19 @@ def _boundaries(args) -> int:
             "1 DLT of 3: treat 3 more at the same dose. A dose with >= 2 DLTs exceeds the MTD and is not "
             "given again; the MTD is the highest dose below it with <= 1 DLT in 6 patients."
         )
+    elif design.name == "boin12":
+        t = design.table
+        print(
+            f"BOIN12, toxicity target {t.target:g} (lambda_e = {t.lambda_e:.4f}, lambda_d = {t.lambda_d:.4f}), "
+            f"lowest efficacy {design.eff_min:g}, benchmark utility u_b = {design.benchmark:g}; eliminate when "
+            f"P(p_tox > {t.target:g}) > {design.cutoff_tox:g} or P(p_eff < {design.eff_min:g}) > "
+            f"{design.cutoff_eff:g}, n >= 3"
+        )
+        rows = t.rows(args.cohort_size)
+        for r in rows:
+            e = next((y for y in range(r["n"], -1, -1) if design.futile(r["n"], y)), None)
+            r["futile_if_eff_le"] = e
+        _print_rows(rows)
     elif design.name == "boin":
         t = design.table
         print(
@@ -370,6 +503,9 @@ def _next(args) -> int:
 
     if args.design == "blrm":
         return _next_blrm(args)
+    if args.design == "boin12":
+        return _next_boin12(args)
+    _refuse_boin12_options(args)
     for key in ("dref", "prior", "prior_mean", "prior_sd", "prior_corr"):
         if getattr(args, key) is not None:
             raise DesignError(f"--{key.replace('_', '-')}: only for --design blrm")
@@ -408,6 +544,41 @@ def _next(args) -> int:
         )
     else:
         print(result)
+    return 0
+
+
+def _next_boin12(args) -> int:
+    from bayespk.design.boin12 import boin12_next_dose
+    from bayespk.design.escalation import DesignError
+
+    for key in ("dref", "prior", "prior_mean", "prior_sd", "prior_corr"):
+        if getattr(args, key) is not None:
+            raise DesignError(f"--{key.replace('_', '-')}: only for --design blrm")
+    if args.eff is None:
+        raise DesignError("--eff: required for --design boin12 (patients with an efficacy response per dose)")
+    try:
+        doses = int(args.doses)
+    except ValueError:
+        raise DesignError(f"--doses {args.doses!r}: expected the number of dose levels for --design boin12") from None
+    if args.current is None:
+        raise DesignError("--current: required for --design boin12 (the dose level of the last cohort)")
+    try:
+        current = int(args.current)
+    except ValueError:
+        raise DesignError(f"--current {args.current!r}: expected a dose level (a whole number)") from None
+    n = _ints("--treated", args.treated)
+    design = _design(args, max(100, max(n, default=0)))
+    both = None if args.both is None else _ints("--both", args.both)
+    r = boin12_next_dose(design, doses, n, _ints("--dlt", args.dlt), _ints("--eff", args.eff), current, both)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=1))
+        return 0
+    print(r)
+    scores = ", ".join(
+        f"{j + 1}: {'eliminated' if j + 1 in r.eliminated else f'{s:.3f}'}" for j, s in enumerate(r.desirability)
+    )
+    print(f"desirability P(u > u_b = {r.benchmark:g}) by dose: {scores}")
+    print(f"OBD if the trial ended now: {'none' if r.obd is None else f'dose {r.obd}'}")
     return 0
 
 
@@ -510,6 +681,13 @@ def _next_blrm(args) -> int:
 def _simulate(args) -> int:
     from bayespk.design.simulation import check_scenario, operating_characteristics
 
+    if args.design == "boin12":
+        return _simulate_boin12(args)
+    if args.design == "blrm":
+        return _simulate_blrm(args)
+    _refuse_boin12_options(args)
+    _refuse_blrm_simulation_options(args)
+
     p = check_scenario(_floats("--scenario", args.scenario), args.allow_non_monotone)
     from bayespk.design.escalation import _check_count
 
@@ -546,6 +724,90 @@ def _simulate(args) -> int:
         ),
         encoding="utf-8",
     )
+    print(oc)
+    print(f"\nwrote {out / 'oc.csv'} and {out / 'summary.json'}")
+    return 0
+
+
+def _refuse_blrm_simulation_options(args) -> None:
+    from bayespk.design.escalation import DesignError
+
+    for key in ("doses", "dref", "prior", "prior_mean", "prior_sd", "prior_corr"):
+        if getattr(args, key, None) is not None:
+            raise DesignError(f"--{key.replace('_', '-')}: only for --design blrm")
+
+
+def _simulate_blrm(args) -> int:
+    from bayespk.design.blrm_simulation import blrm_operating_characteristics
+    from bayespk.design.escalation import DesignError, _check_count
+
+    _refuse_boin12_options(args)
+    if args.target is not None:
+        raise DesignError(
+            "--target: not used by --design blrm (its intervals are [0, 0.16), [0.16, 0.33), [0.33, 1])"
+        )
+    for key in ("doses", "dref"):
+        if getattr(args, key) is None:
+            raise DesignError(f"--{key}: required for --design blrm")
+    _check_count("--cohort-size", args.cohort_size, 1)
+    _check_count("--cohorts", args.cohorts, 1)
+    oc = blrm_operating_characteristics(
+        _floats("--doses", args.doses),
+        args.dref,
+        _floats("--scenario", args.scenario),
+        _blrm_prior(args),
+        trials=args.trials,
+        cohort_size=args.cohort_size,
+        cohorts=args.cohorts,
+        start_dose=args.start_dose,
+        ewoc=args.ewoc,
+        rule=args.rule,
+        seed=args.seed,
+        out=args.out,
+        tasks=args.tasks,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        progress=False if args.quiet else None,
+    )
+    out = Path(args.out)
+    oc.write_csv(out / "oc.csv")
+    summary = {**oc.summary(), **{k: list(getattr(oc, k)) for k in ("doses", "scenario", "select_pct", "patients",
+                                                                     "dlts")}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    print(oc)
+    print(f"\nwrote {out / 'oc.csv'} and {out / 'summary.json'}")
+    return 0
+
+
+def _simulate_boin12(args) -> int:
+    from bayespk.design.boin12 import boin12_operating_characteristics
+    from bayespk.design.escalation import DesignError, _check_count
+
+    if args.scenario_eff is None:
+        raise DesignError("--scenario-eff: required for --design boin12 (the true efficacy probability per dose)")
+    _check_count("--cohort-size", args.cohort_size, 1)
+    _check_count("--cohorts", args.cohorts, 1)
+    design = _design(args, max(100, args.cohort_size * args.cohorts))
+    oc = boin12_operating_characteristics(
+        design,
+        _floats("--scenario", args.scenario),
+        _floats("--scenario-eff", args.scenario_eff),
+        trials=args.trials,
+        cohort_size=args.cohort_size,
+        cohorts=args.cohorts,
+        start_dose=args.start_dose,
+        seed=args.seed,
+        out=args.out,
+        tasks=args.tasks,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        progress=False if args.quiet else None,
+    )
+    out = Path(args.out)
+    oc.write_csv(out / "oc.csv")
+    summary = {**oc.summary(), **{k: list(getattr(oc, k)) for k in (
+        "p_tox", "p_eff", "true_utility", "select_pct", "patients", "dlts", "responses")}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print(oc)
     print(f"\nwrote {out / 'oc.csv'} and {out / 'summary.json'}")
     return 0

@@ -36,7 +36,13 @@ import numpy as np
 
 from bayespk.design.escalation import DesignError, ThreePlusThree, make_design, select_mtd
 
-__all__ = ["OperatingCharacteristics", "check_scenario", "operating_characteristics", "simulate_trials"]
+__all__ = [
+    "OperatingCharacteristics",
+    "check_scenario",
+    "operating_characteristics",
+    "run_trial_tasks",
+    "simulate_trials",
+]
 
 CODES = {"E": 0, "S": 1, "D": 2, "DU": 3}
 
@@ -377,8 +383,6 @@ def operating_characteristics(
     -------
     OperatingCharacteristics
     """
-    from bayespk.parallel.runner import run_tasks
-
     p = check_scenario(scenario, allow_non_monotone)
     tasks = _check_settings(design, p, trials, cohort_size, cohorts, start_dose, tasks, seed)
     options = {
@@ -387,7 +391,6 @@ def operating_characteristics(
         if getattr(design, k, None) is not None
     }
     options["n_max"] = cohort_size * cohorts if not isinstance(design, ThreePlusThree) else None
-    split = [trials // tasks + (1 if i < trials % tasks else 0) for i in range(tasks)]
     base = {
         "design": design.name,
         "target": design.target,
@@ -398,15 +401,36 @@ def operating_characteristics(
         "start_dose": start_dose,
         "seed": seed,
     }
+    parts, seconds = run_trial_tasks(
+        _task, base, trials, tasks, out, "design-oc", client=client, scheduler=scheduler, workers=workers,
+        progress=progress,
+    )
+    return _combine(parts, design, p, cohort_size, cohorts, seconds)
+
+
+def run_trial_tasks(
+    task, base: dict, trials: int, tasks: int, out, kind: str, *, client=None, scheduler=None, workers=None,
+    progress=None,
+) -> tuple[list[dict], float]:
+    """Split ``trials`` into ``tasks`` payloads ``{**base, "index": i, "trials": k}`` and run ``task`` on each
+    through :func:`bayespk.parallel.run_tasks` (in ``out``, or a temporary folder).
+
+    ``base`` (with ``kind``, ``trials`` and ``tasks``) identifies the workload, so rerunning the same settings
+    into ``out`` resumes and other settings are refused. Returns the task results in task order and the
+    seconds the workload took. Used by every simulation of the designs (interval designs, BOIN12, BLRM).
+    """
+    from bayespk.parallel.runner import run_tasks
+
+    split = [trials // tasks + (1 if i < trials % tasks else 0) for i in range(tasks)]
     payloads = {f"trials-{i:03d}": {**base, "index": i, "trials": k} for i, k in enumerate(split)}
-    identity = {"kind": "design-oc", **{k: v for k, v in base.items()}, "trials": trials, "tasks": tasks}
+    identity = {"kind": kind, **base, "trials": trials, "tasks": tasks}
     with tempfile.TemporaryDirectory(prefix="bayespk-oc-") as tmp:
         work = run_tasks(
-            _task,
+            task,
             payloads,
             out if out is not None else tmp,
             identity=identity,
-            name="design-oc",
+            name=kind,
             client=client,
             scheduler=scheduler,
             workers=workers,
@@ -415,7 +439,7 @@ def operating_characteristics(
     if work.failed:
         key, err = next(iter(work.failed.items()))
         raise RuntimeError(f"{len(work.failed)} of {tasks} simulation tasks failed (first: {key}: {err})")
-    return _combine([work.done[k] for k in payloads], design, p, cohort_size, cohorts, work.seconds)
+    return [work.done[k] for k in payloads], work.seconds
 
 
 def binomial_se_pct(pct: float, trials: int) -> float:

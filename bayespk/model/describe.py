@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -408,5 +409,23 @@ def prior_table(spec) -> pd.DataFrame:
             from bayespk.model.spec import DEFAULT_ASSAY_SCALE
 
             rows.append(_prior_row(err.scale_name, err.scale, DEFAULT_ASSAY_SCALE))
+    joint = spec.joint_prior
+    if joint is not None:  # the joint prior replaces the spec's own priors of the parameters it covers
+        src = joint.source.get("run") or joint.source.get("estimates") or "inline"
+        src = f"joint prior from {Path(src).name if src != 'inline' else src}"
+        extras = f"weight={joint.source.get('weight', 1):g}" + (f", robust={joint.robust:g}" if joint.robust else "")
+        for row in rows:
+            if row["parameter"] in joint.names:
+                j = joint.names.index(row["parameter"])
+                scale = _scale_name(joint.lower[j], joint.upper[j])
+                row.update(distribution=f"joint normal on the {scale} scale",
+                           arguments=f"mean={joint.mean[j]:.4g}, sd={joint.sd()[j]:.3g}, {extras}", source=src)
     return pd.DataFrame(rows, columns=["parameter", "distribution", "arguments", "source"])
+
+
+def _scale_name(lower: float, upper: float) -> str:
+    if math.isinf(lower) and math.isinf(upper):
+        return "natural"
+    return "log" if math.isinf(upper) else "logit"
+
 

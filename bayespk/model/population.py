@@ -47,6 +47,7 @@ from bayespk.data.design import Design
 from bayespk.data.nonmem import NONMEM_COLUMNS, Dataset, id_label, read_nonmem
 from bayespk.data.schedule import Schedule
 from bayespk.errors import DataError, SpecError
+from bayespk.model.joint_prior import JOINT_DIM, JOINT_NAME
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.structural import STRUCTURES
@@ -519,10 +520,22 @@ class PopulationModel:
             coords["occasion"] = self._occasions["labels"]
         if self.has_pd:
             coords["pd_obs"] = np.arange(self.pd_design.n_obs)
+        if self.spec.joint_prior is not None:
+            coords[JOINT_DIM] = list(self.spec.joint_prior.names)
         for info in self._assays.values():
             coords[info["column"]] = info["labels"]
             coords[f"{info['column']}_scaled"] = info["labels"][1:]  # the levels with a scale factor
         return coords
+
+    def _population_rv(self, prior, name: str):
+        """The scalar population parameter ``name`` in the current model: from its own prior, or, when the
+        spec's joint prior (``[prior_from]``) covers it, a deterministic of the joint vector (created once)."""
+        joint = self.spec.joint_prior
+        if joint is None or name not in joint.names:
+            return prior.create(name)
+        model = pm.modelcontext(None)
+        vector = model.named_vars[JOINT_NAME] if JOINT_NAME in model.named_vars else joint.create()
+        return pm.Deterministic(name, joint.parameter(vector, name))
 
     def individual_parameters(self, *designs: Design) -> list[tuple[dict, dict]]:
         """Create typical values, IIV, IOV and covariate effects in the current model.
@@ -544,7 +557,7 @@ class PopulationModel:
 
         def typical(name):  # created once, in spec order unless a relation needs another one first
             if name not in typicals:
-                typicals[name] = self.spec.parameters[name].typical.create(name)
+                typicals[name] = self._population_rv(self.spec.parameters[name].typical, name)
             return typicals[name]
 
         for name, p in self.spec.parameters.items():
@@ -565,7 +578,7 @@ class PopulationModel:
             n = len(self.data.table) if per_record else len(first)
             log_pop[name] = (per_record, pt.broadcast_to(sum((self._log_effect(c, rows) for c in covs), link), (n,)))
             if p.iov is not None:
-                omega = p.iov.create(f"omega_iov_{name}")
+                omega = self._population_rv(p.iov, f"omega_iov_{name}")
                 z = pm.Normal(f"z_iov_{name}", 0.0, 1.0, dims="occasion")
                 kappas[name] = pm.Deterministic(f"kappa_{name}", omega * z, dims="occasion")
         out = []
@@ -596,7 +609,7 @@ class PopulationModel:
         """Treatment multipliers of the expansion rate and assay scale factors (created in the model)."""
         out = {}
         for tr in self.spec.treatments:
-            out[tr.name] = pt.as_tensor(tr.multiplier) if tr.fixed else tr.multiplier.create(tr.name)
+            out[tr.name] = pt.as_tensor(tr.multiplier) if tr.fixed else self._population_rv(tr.multiplier, tr.name)
         for name, info in self._assays.items():
             err = self.spec.error if name == "DV" else self.spec.pd_error
             n = len(info["labels"]) - 1
@@ -622,7 +635,7 @@ class PopulationModel:
         """Per-subject etas (dims ID): ``eta = omega**(1-w) * z`` with ``z ~ N(0, omega**w)`` (see the module
         docstring), correlated through an LKJ prior where the spec says so."""
         params = self.spec.parameters
-        omegas = {name: p.iiv.create(f"omega_{name}") for name, p in params.items() if p.iiv is not None}
+        omegas = {name: self._population_rv(p.iiv, f"omega_{name}") for name, p in params.items() if p.iiv is not None}
         weights = {name: pm.Data(f"centering_{name}", 0.0) if w is None else w
                    for name, w in self.centering_weights().items()}
         centered = {}
@@ -655,7 +668,7 @@ class PopulationModel:
                      else c.coefficient.create(c.name, dims=f"{c.column}_level"))
             index = np.array([levels.index(v) + 1 if v in levels else 0 for v in x])
             return pt.concatenate([pt.zeros(1), theta])[index]
-        theta = c.coefficient if c.fixed else c.coefficient.create(c.name)
+        theta = c.coefficient if c.fixed else self._population_rv(c.coefficient, c.name)
         if c.effect == "linear":  # the factor must stay positive for every subject
             factor = 1.0 + theta * (x - c.reference)
             pm.Potential(f"{c.name}_positive", pt.switch(pt.all(factor > 0), 0.0, -np.inf))
@@ -845,7 +858,7 @@ class PopulationModel:
         """
         err = err or self.spec.error
         if err.by is None:
-            sig = {k: err.priors[k].create(err.prefix + k) for k in err.base_names}
+            sig = {k: self._population_rv(err.priors[k], err.prefix + k) for k in err.base_names}
         else:
             codes = self._assay_codes(name, design)
             sig = {k: err.priors[k].create(err.prefix + k, dims=err.by)[codes] for k in err.base_names}

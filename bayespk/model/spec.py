@@ -24,6 +24,7 @@ import pytensor.tensor as pt
 import tomli_w
 
 from bayespk.errors import SpecError
+from bayespk.model.joint_prior import JointPrior, bounds_of
 from bayespk.model.priors import MixturePrior, Prior, finite_number
 from bayespk.structural import OPTIONAL_PARAMETERS, STRUCTURES
 from bayespk.structural.cart import CELL_KINETICS
@@ -864,6 +865,7 @@ class Spec:
     treatments: tuple[TreatmentSpec, ...] = ()
     tumor: tuple[str, float] | None = None  # mechanistic CAR-T: baseline tumor column and reference
     user: Any = None  # UserModel: equations written in the spec ([model] states/ode/... or prediction)
+    joint_prior: Any = None  # JointPrior: whole-model prior from an earlier fit ([prior_from] / [joint_prior])
 
     @property
     def pd_parameters(self) -> tuple[str, ...]:
@@ -896,7 +898,22 @@ class Spec:
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None = None, structural=None) -> "Spec":
         _check_keys(d, ("name", "description", "data", "model", "parameters", "iiv", "covariates", "error",
-                        "pd_error", "sampler", "treatments"), "spec")
+                        "pd_error", "sampler", "treatments", "prior_from", "joint_prior"), "spec")
+        if "prior_from" in d and "joint_prior" in d:
+            raise SpecError("[prior_from] and [joint_prior]: give one (a resolved spec stores [joint_prior], the "
+                            "prior [prior_from] made)")
+        spec = cls._from_dict({k: v for k, v in d.items() if k not in ("prior_from", "joint_prior")}, base_dir,
+                              structural)
+        if "joint_prior" in d:
+            return spec.with_joint_prior(JointPrior.from_dict(d["joint_prior"]))
+        if "prior_from" in d:
+            from bayespk.model.prior_from import resolve_prior_from
+
+            return spec.with_joint_prior(resolve_prior_from(d["prior_from"], spec, base_dir))
+        return spec
+
+    @classmethod
+    def _from_dict(cls, d: dict, base_dir: Path | None, structural) -> "Spec":
         model = d.get("model")
         if structural is not None:
             if model not in (None, {}) and not set(model) <= {"python", "pd_observations"}:
@@ -1072,6 +1089,8 @@ class Spec:
         if self.pd_error is not None:
             out["pd_error"] = self.pd_error.to_dict()
         out["sampler"] = self.sampler.to_dict()
+        if self.joint_prior is not None:
+            out["joint_prior"] = self.joint_prior.to_dict()
         return out
 
     def to_toml(self) -> str:
@@ -1091,6 +1110,46 @@ class Spec:
         """A copy whose parameters ``weights`` names have those centring weights (``centered``)."""
         params = {n: replace(p, centered=float(weights[n])) if n in weights else p for n, p in self.parameters.items()}
         return replace(self, parameters=params)
+
+    def population_bounds(self) -> dict[str, tuple[float, float]]:
+        """The scalar population parameters a joint prior can cover, with their support: typical values,
+        omegas (IIV and IOV), estimated numeric covariate coefficients, treatment multipliers and residual
+        error parameters (not those per assay). Correlations of the etas are not covered (LKJ prior)."""
+        positive = (0.0, math.inf)
+        out = {}
+        for name, p in self.parameters.items():
+            out[name] = bounds_of(p.typical)
+            if p.iiv is not None:
+                out[f"omega_{name}"] = positive
+            if p.iov is not None:
+                out[f"omega_iov_{name}"] = positive
+        for c in self.covariates:
+            if isinstance(c.coefficient, Prior) and c.effect != "categorical":
+                out[c.name] = bounds_of(c.coefficient)
+        for t in self.treatments:
+            if not t.fixed:
+                out[t.name] = positive
+        for err in (self.error, self.pd_error):
+            if err is not None and err.by is None:
+                out |= {n: positive for n in err.names}
+        return out
+
+    def with_joint_prior(self, prior: "JointPrior | None") -> "Spec":
+        """A copy whose population parameters ``prior.names`` take their prior from ``prior`` (jointly)."""
+        if prior is None:
+            return replace(self, joint_prior=None)
+        bounds = self.population_bounds()
+        unknown = [n for n in prior.names if n not in bounds]
+        if unknown:
+            raise SpecError(f"[joint_prior] names: {', '.join(unknown)} not a scalar population parameter of this "
+                            f"model (it has {', '.join(bounds)})")
+        for j, n in enumerate(prior.names):
+            if (prior.lower[j], prior.upper[j]) != bounds[n]:
+                raise SpecError(f"[joint_prior]: {n} has support ({prior.lower[j]:g}, {prior.upper[j]:g}) in the "
+                                f"joint prior but ({bounds[n][0]:g}, {bounds[n][1]:g}) in this model")
+        if self.pk_fit is not None:
+            raise SpecError("[joint_prior]: not with [model] pk_fit (sequential PK/PD fixes the PK parameters)")
+        return replace(self, joint_prior=prior)
 
     def with_data(self, path: str | Path) -> "Spec":
         return replace(self, data=replace(self.data, path=str(Path(path).resolve())))

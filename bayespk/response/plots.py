@@ -1,4 +1,4 @@
-"""Figures of exposure-response fits and of the dose x tumor-burden table.
+"""Figures of exposure-response fits (dose tables: :func:`bayespk.simulate.plots.plot_dose_table`).
 
 Bands are 90% credible intervals (q5-q95). Observed proportions are shown per
 exposure quantile bin (default quartiles of the subjects' exposures: their
@@ -20,7 +20,7 @@ from scipy import stats
 from bayespk.data.nonmem import plot_text
 from bayespk.errors import SpecError
 
-__all__ = ["binned_observations", "kaplan_meier", "plot_dose_table", "plot_response"]
+__all__ = ["binned_observations", "kaplan_meier", "plot_response"]
 
 
 def plot_response(
@@ -174,43 +174,5 @@ def _plot_tte(fit, *, covariates, times, bins, figsize):
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(plot_text(f"Weibull PH by {fit.exposure_name} bin (dashed: model, 90% band)"))
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
-
-
-def plot_dose_table(table: pd.DataFrame, *, figsize=None):
-    """Probability against dose with 90% bands, one panel per outcome and one line per tumor burden.
-
-    Parameters
-    ----------
-    table : DataFrame
-        From :func:`~bayespk.response.dose_table`.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    need = {"dose", "tumor_burden", "outcome", "median", "q5", "q95"}
-    if not need <= set(table.columns):
-        raise SpecError(
-            f"table lacks columns {sorted(need - set(table.columns))}; pass the output of dose_table"
-        )
-    outcomes = list(dict.fromkeys(table["outcome"]))
-    fig, axes = plt.subplots(1, len(outcomes), figsize=figsize or (4.5 * len(outcomes), 3.8), squeeze=False)
-    doses = table["dose"].to_numpy(float)
-    log_x = doses.min() > 0 and doses.max() / doses.min() >= 10
-    for ax, label in zip(axes[0], outcomes):
-        part = table[table["outcome"] == label]
-        for n, (tb, g) in enumerate(part.groupby("tumor_burden", sort=True)):
-            g = g.sort_values("dose")
-            ax.fill_between(g["dose"], g["q5"], g["q95"], color=f"C{n}", alpha=0.2)
-            ax.plot(g["dose"], g["median"], "o-", color=f"C{n}", label=f"tumor burden {tb:g}")
-        if log_x:
-            ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("dose")
-        ax.set_ylabel("probability")
-        ax.set_title(plot_text(label))
-    axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -1,13 +1,15 @@
-"""Plots of simulated regimens: concentration bands and target attainment."""
+"""Plots of simulated regimens (concentration bands, target attainment) and of dose tables."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
 from bayespk.data.nonmem import plot_text
 from bayespk.simulate.exposure import CONCENTRATION_METRICS, Target, target_attainment
 
-__all__ = ["plot_regimens"]
+__all__ = ["plot_dose_table", "plot_regimens"]
 
 
 def plot_regimens(sim, targets=None, *, by: str | None = None, bins=4, ci: float = 0.9, log_y: bool = False,
@@ -98,5 +100,123 @@ def plot_regimens(sim, targets=None, *, by: str | None = None, bins=4, ci: float
         ax2.set_title(f"median and {ci:.0%} CrI over draws (open: overall)", fontsize=10)
         ax2.grid(axis="y", alpha=0.3)
         ax2.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dose_table(tables, *, stratum: str | None = None, max_risk: float | None = None, styles=None,
+                    figsize=None):
+    """Probabilities against dose with credible bands: the one plot of dose tables.
+
+    Panels: P(target) and P(exceed the safety limit) when the tables have them,
+    then one panel per outcome. A star marks the chosen dose; a dashed line the
+    largest acceptable risk.
+
+    Parameters
+    ----------
+    tables : DoseTable, mapping of label -> DoseTable, or DataFrame
+        One :class:`~bayespk.simulate.doses.DoseTable`: one line per band (or
+        only ``stratum``). Several (e.g. with and without borrowing, the
+        truth): one line per table, for ``stratum`` (default ``"all"``). A
+        DataFrame from :func:`~bayespk.response.doses.outcome_table`: one panel
+        per outcome, one line per tumor burden.
+    stratum : str, optional
+        The band to draw.
+    max_risk : float, optional
+        Default: the tables' ``max_risk``.
+    styles : mapping, optional
+        Label -> matplotlib line keywords (e.g. ``{"truth": {"color": "k", "ls": "--"}}``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from bayespk.errors import SpecError
+    from bayespk.simulate.doses import DoseTable
+
+    if isinstance(tables, pd.DataFrame):
+        return _plot_outcome_table(tables, figsize)
+    if isinstance(tables, DoseTable):
+        one = tables
+        strata = [stratum] if stratum is not None else list(dict.fromkeys(one.table.stratum))
+        if len(strata) > 1:
+            strata = [s for s in strata if s != "all"]
+        by = one.info.get("by")
+        series = [((one.label or "all") if s == "all" else f"{by} {s}" if by else s, one, s) for s in strata]
+    elif isinstance(tables, Mapping) and tables and all(isinstance(t, DoseTable) for t in tables.values()):
+        series = [(str(lb), t, stratum or "all") for lb, t in tables.items()]
+    else:
+        raise SpecError("plot_dose_table: expected a DoseTable, a mapping of label -> DoseTable, or the DataFrame "
+                        "of outcome_table")
+    first = series[0][1]
+    panels = []
+    if any(t.target is not None for _, t, _ in series):
+        panels.append(("p_target", f"P({first.target.label})" if first.target else "P(target)", False))
+    if any(t.safety is not None for _, t, _ in series):
+        panels.append(("p_exceed", f"P({first.safety.label}) (unsafe)" if first.safety else "P(exceed)", True))
+    for _, t, _ in series:
+        for o in dict.fromkeys(t.outcomes.outcome):
+            if o not in [p[0] for p in panels]:
+                panels.append((o, o, o == t.info.get("adverse")))
+    risk = max_risk if max_risk is not None else first.max_risk
+    fig, axes = plt.subplots(1, len(panels), figsize=figsize or (4.6 * len(panels), 3.9), squeeze=False)
+    for i, (name, t, st) in enumerate(series):
+        tab = t.table[t.table.stratum == st].sort_values("dose")
+        if tab.empty:
+            raise SpecError(f"plot_dose_table: stratum {st!r} is not in table {name!r}; strata are "
+                            f"{', '.join(dict.fromkeys(t.table.stratum))}")
+        kw = {"color": f"C{i}", "marker": "o", "ms": 4, **dict((styles or {}).get(name, {}))}
+        best = t.chosen.set_index("stratum").dose.get(st, np.nan)
+        for ax, (col, _, _) in zip(axes[0], panels):
+            if col not in tab:
+                continue
+            lo, hi = (f"{col}_lower", f"{col}_upper")
+            if lo in tab and hi in tab:
+                ax.fill_between(tab.dose, tab[lo], tab[hi], color=kw["color"], alpha=0.12, linewidth=0)
+            ax.plot(tab.dose, tab[col], label=plot_text(name), **kw)
+            if not pd.isna(best):
+                at = tab[tab.dose == best]
+                ax.plot(at.dose, at[col], "*", color=kw["color"], ms=14, mec="k")
+    for ax, (_, title, is_risk) in zip(axes[0], panels):
+        if is_risk and risk is not None:
+            ax.axhline(risk, color="k", lw=0.8, ls="--", label=f"max risk {risk:g}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("dose")
+        ax.set_ylabel("probability")
+        ax.set_title(plot_text(title), fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_outcome_table(table, figsize=None):
+    """Probability against dose with 90% bands, one panel per outcome and one line per tumor burden."""
+    import matplotlib.pyplot as plt
+
+    from bayespk.errors import SpecError
+
+    need = {"dose", "tumor_burden", "outcome", "median", "q5", "q95"}
+    if not need <= set(table.columns):
+        raise SpecError(f"table lacks columns {sorted(need - set(table.columns))}; pass the output of outcome_table")
+    outcomes = list(dict.fromkeys(table["outcome"]))
+    fig, axes = plt.subplots(1, len(outcomes), figsize=figsize or (4.5 * len(outcomes), 3.8), squeeze=False)
+    doses = table["dose"].to_numpy(float)
+    log_x = doses.min() > 0 and doses.max() / doses.min() >= 10
+    for ax, label in zip(axes[0], outcomes):
+        part = table[table["outcome"] == label]
+        for n, (tb, g) in enumerate(part.groupby("tumor_burden", sort=True)):
+            g = g.sort_values("dose")
+            ax.fill_between(g["dose"], g["q5"], g["q95"], color=f"C{n}", alpha=0.2)
+            ax.plot(g["dose"], g["median"], "o-", color=f"C{n}", label=f"tumor burden {tb:g}")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("dose")
+        ax.set_ylabel("probability")
+        ax.set_title(plot_text(label))
+    axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -6,7 +6,10 @@ and writes it as NONMEM dose records (:meth:`Regimen.rows`, with ADDL/II for
 repeats). :func:`simulate_regimens` simulates each regimen for the fitted
 subjects or for a virtual population, with parameter uncertainty from the
 posterior, and computes exposure metrics per subject and draw
-(:mod:`bayespk.simulate.exposure`).
+(:mod:`bayespk.simulate.exposure`). The populations (fitted subjects, virtual
+ones, children) come from :mod:`bayespk.simulate.population`; a fit whose
+draws are given or drawn from the priors (:mod:`bayespk.simulate.draws`) is
+simulated like a sampled one.
 
 How the simulation runs
 -----------------------
@@ -64,20 +67,18 @@ from bayespk.simulate.exposure import (
     steady_state_profile,
     target_attainment,
 )
+from bayespk.simulate.population import _effects, _num, fitted_subjects, virtual_subjects
 
 __all__ = [
     "Regimen",
     "RegimenSimulation",
     "Step",
-    "fitted_subjects",
     "read_regimen_file",
     "simulate_regimens",
-    "virtual_subjects",
 ]
 
 ROUTES = ("depot", "central")
 REGIMEN_KEYS = ("label", "dose", "ii", "n", "loading", "loading_ii", "tinf", "route", "per", "titration")
-DISTRIBUTIONS = ("normal", "lognormal", "uniform", "bernoulli", "categorical", "resample")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _SHORT = re.compile(rf"\s*({_NUM})\s*q\s*({_NUM})\s*(?:x\s*(\d+))?\s*(?:@\s*({_NUM}))?\s*", re.IGNORECASE)
 MAX_VALUES_PER_CALL = 25_000_000  # concentrations per sample_posterior_predictive call (200 MB)
@@ -92,16 +93,6 @@ class Step:
     ii: float
     n: int = 1
     start: float | None = None
-
-
-def _num(v, where: str, *, positive=False, nonneg=False) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise SpecError(f"{where}={v!r} is not a number") from None
-    if not math.isfinite(x) or (positive and x <= 0) or (nonneg and x < 0):
-        raise SpecError(f"{where}={v!r} must be {'> 0' if positive else '>= 0' if nonneg else 'finite'}")
-    return x
 
 
 def _count(v, where: str) -> int:
@@ -417,7 +408,7 @@ def read_regimen_file(path: str | Path) -> dict:
         n = 14
         loading = [800]
 
-        [covariates]              # optional: see virtual_subjects
+        [covariates]              # optional: see bayespk.simulate.population.virtual_subjects
         WT = ["lognormal", 70, 0.25]
 
     Returns ``{"regimens": [Regimen, ...], "covariates": dict or None}``.
@@ -456,223 +447,6 @@ def _as_regimens(regimens) -> list[Regimen]:
     if dup is not None:
         raise SpecError(f"two regimens have the label {dup!r}; give each a distinct label")
     return out
-
-
-# ---------------------------------------------------------------------- populations
-def fitted_subjects(data) -> pd.DataFrame:
-    """One row per fitted subject: ``source_id`` and the first value of every covariate column.
-
-    A covariate that changes within a subject enters simulations at its first (baseline) value.
-    """
-    t = data.table
-    cols = [c for c in data.covariates if c in t.columns]
-    first = t.groupby("ID", sort=False)[cols].first() if cols else pd.DataFrame(index=pd.unique(t.ID))
-    first = first.reindex(pd.unique(t.ID))
-    return first.rename_axis("source_id").reset_index()
-
-
-def _effects(spec) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for c in spec.covariates:
-        out.setdefault(c.column.upper(), []).append(c)
-    return out
-
-
-def virtual_subjects(base: pd.DataFrame, n: int | None, covariates, rng: np.random.Generator,
-                     effects: Mapping[str, list] | None = None) -> pd.DataFrame:
-    """Covariates of a virtual population.
-
-    Parameters
-    ----------
-    base : DataFrame
-        The fitted subjects (:func:`fitted_subjects`), resampled from.
-    n : int or None
-        Number of virtual subjects (None: the rows of a ``covariates`` DataFrame).
-    covariates : None, dict or DataFrame
-        None: whole covariate rows of fitted subjects, drawn with replacement
-        (keeps the correlation between covariates). A DataFrame: the covariate
-        rows to use (all of them, or ``n`` drawn with replacement). A dict
-        ``{column: specification}``: the columns given are drawn as specified,
-        the others resampled as rows from the fitted subjects. A specification
-        is a constant (``3.5``, ``"male"``), a list of ``n`` values, or
-        a tuple/list starting with a distribution name:
-
-        ==================================  ====================================
-        ``("normal", mean, sd)``            normal
-        ``("lognormal", median, cv)``       log-normal; ``cv`` as a fraction
-                                            (0.3 = 30%): sigma = sqrt(log(1 + cv^2))
-        (either) ``..., lower, upper)``     truncated to [lower, upper] (None: open)
-        ``("uniform", low, high)``          uniform
-        ``("bernoulli", p)``                1 with probability p, else 0
-        ``("categorical", {level: p})``     levels with probabilities (sum 1)
-        ``("resample",)``                   the fitted subjects' values, drawn
-                                            with replacement on their own
-        ==================================  ====================================
-    effects : dict, optional
-        Covariate effects of the model by column: used to check values
-        (numeric, > 0 for power effects, levels seen in the fit for categorical).
-
-    Errors name the column.
-    """
-    effects = effects or {}
-    base_cols = [c for c in base.columns if c != "source_id"]
-    if isinstance(covariates, pd.DataFrame):
-        df = covariates.copy()
-        df.columns = [str(c).strip().upper() for c in df.columns]
-        missing = [c for c in effects if c not in df.columns]
-        if missing:
-            raise SpecError(f"covariates: column {missing[0]} is missing from the covariate table; the model "
-                            f"uses {', '.join(effects)}")
-        if len(df) == 0:
-            raise SpecError("covariates: the covariate table has no rows")
-        if n is not None:
-            df = df.iloc[rng.integers(0, len(df), n)]
-        df = df.reset_index(drop=True)
-        if "SOURCE_ID" in df.columns:
-            df = df.rename(columns={"SOURCE_ID": "source_id"})
-        if "source_id" not in df.columns:
-            df.insert(0, "source_id", np.nan)
-    else:
-        if n is None:
-            raise SpecError("a virtual population needs n_subjects (or a DataFrame of covariate rows)")
-        if covariates is not None and not isinstance(covariates, Mapping):
-            raise SpecError(f"covariates must be a dict of column -> specification or a DataFrame, "
-                            f"got {type(covariates).__name__}")
-        df = base.iloc[rng.integers(0, len(base), n)].reset_index(drop=True)
-        for col, spec in (covariates or {}).items():
-            col = str(col).strip().upper()
-            if col not in effects and col not in base_cols:
-                raise SpecError(f"covariates: column {col} is neither used by the model "
-                                f"({', '.join(effects) or 'no covariates'}) nor in the fitted data "
-                                f"({', '.join(base_cols) or 'no covariates'})")
-            df[col] = _draw(col, spec, n, rng, base)
-    for col, cs in effects.items():
-        _check_column(col, df[col], cs, base)
-    return df
-
-
-def _draw(col: str, spec, n: int, rng: np.random.Generator, base: pd.DataFrame):
-    where = f"covariates: column {col}"
-    if isinstance(spec, (int, float, str, np.number)) and not isinstance(spec, bool):
-        return np.full(n, spec, dtype=object if isinstance(spec, str) else float)
-    if isinstance(spec, (pd.Series, np.ndarray)):
-        spec = list(spec)
-    if not isinstance(spec, (list, tuple)) or not spec:
-        raise SpecError(f"{where}: expected a value, a list of {n} values or (distribution, parameters...), "
-                        f"got {spec!r}")
-    name = spec[0]
-    if not (isinstance(name, str) and name.lower() in DISTRIBUTIONS):
-        if isinstance(name, str) and len(spec) <= 6 and len(spec) != n:
-            raise SpecError(f"{where}: unknown distribution {name!r}; expected one of {', '.join(DISTRIBUTIONS)}")
-        if len(spec) != n:
-            raise SpecError(f"{where}: {len(spec)} values given for {n} subjects")
-        return np.asarray(spec)
-    name, args = name.lower(), list(spec[1:])
-    usage = {"normal": "('normal', mean, sd[, lower, upper])",
-             "lognormal": "('lognormal', median, cv[, lower, upper])", "uniform": "('uniform', low, high)",
-             "bernoulli": "('bernoulli', p)", "categorical": "('categorical', {level: p, ...})",
-             "resample": "('resample',)"}[name]
-    nargs = {"normal": (2, 4), "lognormal": (2, 4), "uniform": (2, 2), "bernoulli": (1, 1), "categorical": (1, 1),
-             "resample": (0, 0)}[name]
-    if not nargs[0] <= len(args) <= nargs[1] or len(args) == 3:
-        raise SpecError(f"{where}: {name} takes {usage}, got {spec!r}")
-    if name == "resample":
-        if col not in base.columns:
-            raise SpecError(f"{where}: 'resample' needs the column in the fitted data")
-        return base[col].to_numpy()[rng.integers(0, len(base), n)]
-    if name == "categorical":
-        probs = args[0]
-        if not isinstance(probs, Mapping) or not probs:
-            raise SpecError(f"{where}: categorical takes {usage}")
-        levels = [_level_value(k) for k in probs]
-        p = np.array([_num(v, f"{where}: probability of level {k}", nonneg=True) for k, v in probs.items()])
-        if abs(p.sum() - 1) > 1e-6:
-            raise SpecError(f"{where}: categorical probabilities sum to {p.sum():g}, not 1")
-        out = np.empty(n, dtype=object)
-        out[:] = [levels[i] for i in rng.choice(len(levels), size=n, p=p / p.sum())]
-        return out if any(isinstance(v, str) for v in levels) else out.astype(float)
-    vals = [_num(a, f"{where}: {name} parameter") if a is not None else None for a in args]
-    if name == "bernoulli":
-        if not 0 <= vals[0] <= 1:
-            raise SpecError(f"{where}: bernoulli probability must be in [0, 1], got {vals[0]:g}")
-        return (rng.random(n) < vals[0]).astype(float)
-    if name == "uniform":
-        lo, hi = vals
-        if not lo < hi:
-            raise SpecError(f"{where}: uniform needs low < high, got {lo:g}, {hi:g}")
-        return rng.uniform(lo, hi, n)
-    center, spread = vals[0], vals[1]
-    lower, upper = (vals[2], vals[3]) if len(vals) == 4 else (None, None)
-    if spread is None or spread <= 0:
-        raise SpecError(f"{where}: {name} needs a {'cv' if name == 'lognormal' else 'sd'} > 0, got {spread}")
-    if lower is not None and upper is not None and lower >= upper:
-        raise SpecError(f"{where}: lower bound {lower:g} is not below upper bound {upper:g}")
-    if name == "lognormal":
-        if center is None or center <= 0:
-            raise SpecError(f"{where}: lognormal needs a median > 0, got {center}")
-        if lower is not None and lower <= 0:
-            lower = None
-        mu, sigma = math.log(center), math.sqrt(math.log1p(spread**2))
-        lo = -np.inf if lower is None else math.log(lower)
-        hi = np.inf if upper is None else math.log(upper)
-        return np.exp(_truncnorm(mu, sigma, lo, hi, n, rng, where))
-    lo = -np.inf if lower is None else lower
-    hi = np.inf if upper is None else upper
-    return _truncnorm(center, spread, lo, hi, n, rng, where)
-
-
-def _truncnorm(mu, sigma, lo, hi, n, rng, where):
-    if not (np.isfinite(lo) or np.isfinite(hi)):
-        return rng.normal(mu, sigma, n)
-    from scipy.stats import truncnorm
-
-    a, b = (lo - mu) / sigma, (hi - mu) / sigma
-    if truncnorm.cdf(b, a, b) <= 0 or (truncnorm.sf(a, a, b) <= 0):  # pragma: no cover - defensive
-        raise SpecError(f"{where}: the bounds leave no probability")
-    return truncnorm.rvs(a, b, loc=mu, scale=sigma, size=n, random_state=rng)
-
-
-def _level_value(k):
-    if isinstance(k, str):
-        try:
-            return float(k)
-        except ValueError:
-            return k
-    return float(k)
-
-
-def _check_column(col: str, values: pd.Series, effects: list, base: pd.DataFrame) -> None:
-    where = f"covariates: column {col}"
-    if values.isna().any():
-        raise SpecError(f"{where}: missing values (the model uses {col})")
-    for c in effects:
-        use = f"the {c.effect} effect of {col} on {c.parameter}"
-        if c.effect == "categorical":
-            seen = {_key(v) for v in base[col].dropna()} if col in base.columns else set()
-            new = [v for v in values.unique() if _key(v) not in seen]
-            if new:
-                levels = ", ".join(_show(v) for v in sorted(seen, key=lambda v: (isinstance(v, str), v)))
-                raise SpecError(f"{where}: level {_show(new[0])} does not occur in the fitted data, so {use} is "
-                                f"unknown for it (levels: {levels})")
-            continue
-        x = pd.to_numeric(values, errors="coerce")
-        if x.isna().any():
-            raise SpecError(f"{where}: value {values[x.isna()].iloc[0]!r} is not a number; {use} needs numbers")
-        if c.effect == "power" and (x <= 0).any():
-            raise SpecError(f"{where}: value {x[x <= 0].iloc[0]:g} is not > 0; {use} needs positive values "
-                            "(use a lognormal distribution or a lower bound > 0)")
-
-
-def _show(v) -> str:
-    k = _key(v)
-    return repr(k) if isinstance(k, str) else f"{k:g}"
-
-
-def _key(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return str(v)
 
 
 # ---------------------------------------------------------------------- result
@@ -843,7 +617,9 @@ def simulate_regimens(
     n_subjects : int
         Size of the virtual population.
     covariates : dict or DataFrame, optional
-        Covariates of the virtual population (see :func:`virtual_subjects`);
+        Covariates of the virtual population (see
+        :func:`~bayespk.simulate.population.virtual_subjects`; for children
+        :func:`~bayespk.simulate.population.pediatric_population`);
         default: covariate rows of the fitted subjects drawn with replacement.
     etas : {"new", "posterior"}
         New etas (new subjects with these covariates; default), or, for the
@@ -949,6 +725,8 @@ def simulate_regimens(
     data = fit.model.data
     base = fitted_subjects(data)
     effects = _effects(fit.spec)
+    for col in fit.model._columns:  # data columns a covariate relation reads (e.g. PMA of a maturation function)
+        effects.setdefault(col, [])
     if population == "fitted":
         subjects = base.copy()
     else:
