@@ -420,16 +420,6 @@ def test_malformed_second_outputs_are_refused(change, error, message):
         bpk.Spec.from_dict(without)
 
 
-def test_regimen_simulation_refuses_a_model_written_as_equations():
-    from types import SimpleNamespace
-
-    from bayespk.simulate.regimen import simulate_regimens
-
-    model = bpk.PopulationModel(MM_SPEC, _theoph())
-    with pytest.raises(SpecError, match=r"written as equations \(ode\); regimen simulation covers the built-in"):
-        simulate_regimens(SimpleNamespace(model=model, spec=model.spec), ["100 mg q24h x7"])
-
-
 def test_prediction_graphs_reuse_the_solver_operation():
     """Every prediction graph of a model on the same schedule holds one JAX operation, so the solver is traced
     and compiled once for a report's VPC, pcVPC, NPDE and GOF, not once per graph; the values are unchanged."""

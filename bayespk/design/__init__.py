@@ -14,7 +14,8 @@
 * :mod:`bayespk.design.blrm_simulation`: operating characteristics of BLRM + EWOC escalation by simulation
   (grid posterior), through the Dask runner.
 * :mod:`bayespk.design.blrm_combination`: the two-drug combination BLRM (Neuenschwander et al. 2015) with
-  EWOC on a grid of dose combinations.
+  EWOC on a grid of dose combinations, its importance-sampling posterior, and operating characteristics of a
+  combination trial by simulation through the Dask runner.
 * ``bayespk design boundaries | next | simulate`` (:mod:`bayespk.design.cli`).
 
 Only numpy and scipy are imported here (no PyMC).
@@ -34,9 +35,13 @@ from bayespk.design.blrm import (
 )
 from bayespk.design.blrm_combination import (
     CombinationData,
+    CombinationOperatingCharacteristics,
     CombinationPosterior,
     combination_ewoc,
+    combination_is_posterior,
+    combination_operating_characteristics,
     combination_posterior,
+    simulate_combination_trials,
 )
 from bayespk.design.blrm_simulation import (
     BLRMGridPosterior,
@@ -79,11 +84,15 @@ __all__ = [
     "BLRMGridPosterior",
     "BLRMOperatingCharacteristics",
     "CombinationData",
+    "CombinationOperatingCharacteristics",
     "CombinationPosterior",
     "blrm_grid_posterior",
     "blrm_operating_characteristics",
     "combination_ewoc",
+    "combination_is_posterior",
+    "combination_operating_characteristics",
     "combination_posterior",
+    "simulate_combination_trials",
     "simulate_blrm_trials",
     "BLRMMapPrior",
     "BLRMPosterior",

@@ -35,6 +35,7 @@ from scipy.special import expit, log_expit
 
 from bayespk.design.blrm import INTERVALS, BVNMixture, _check_counts, _finite, check_doses
 from bayespk.design.escalation import DesignError, _check_count
+from bayespk.design.simulation import _check_settings, check_scenario, run_trial_tasks, tally
 
 __all__ = [
     "BLRMGridPosterior",
@@ -171,15 +172,7 @@ def simulate_blrm_trials(
     sums = {"trials": 0, "selected": [0] * J, "none": 0, "patients": [0] * J, "dlts": [0] * J, "cohorts": 0}
     for _ in range(trials):
         n, r, mtd, used = _trial(rng, grid, p, cohort_size, cohorts, start_dose - 1, ewoc, rule)
-        sums["trials"] += 1
-        if mtd is None:
-            sums["none"] += 1
-        else:
-            sums["selected"][mtd] += 1
-        for j in range(J):
-            sums["patients"][j] += int(n[j])
-            sums["dlts"][j] += int(r[j])
-        sums["cohorts"] += used
+        tally(sums, n, r, mtd, used)
     return sums
 
 
@@ -290,7 +283,6 @@ def blrm_operating_characteristics(
     rule : {"highest", "target"}
     points, half_width : the grid (see :func:`blrm_grid_posterior`).
     """
-    from bayespk.design.simulation import _check_settings, check_scenario, run_trial_tasks
 
     d, d_ref = check_doses(doses, d_ref)
     p = check_scenario(scenario)

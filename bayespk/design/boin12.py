@@ -64,6 +64,7 @@ from bayespk.design.escalation import (
     pava,
     select_mtd,
 )
+from bayespk.design.simulation import _check_settings, check_scenario, run_trial_tasks, tally
 
 __all__ = [
     "Boin12",
@@ -517,7 +518,6 @@ def rds_table(design: Boin12, sample_sizes=(0, 3, 6, 9)) -> list[dict]:
 
 # ------------------------------------------------------------------ simulation
 def _check_eff_scenario(p_tox, p_eff):
-    from bayespk.design.simulation import check_scenario
 
     try:
         pt = check_scenario(p_tox)
@@ -561,16 +561,9 @@ def simulate_boin12_trials(
                 break
             d = nxt
         obd = None if stopped else select_obd(design, n, yt, ye)
-        sums["trials"] += 1
-        if obd is None:
-            sums["none"] += 1
-        else:
-            sums["selected"][obd - 1] += 1
+        tally(sums, n, yt, None if obd is None else obd - 1, used)
         for j in range(J):
-            sums["patients"][j] += int(n[j])
-            sums["dlts"][j] += int(yt[j])
             sums["responses"][j] += int(ye[j])
-        sums["cohorts"] += used
     return sums
 
 
@@ -707,7 +700,6 @@ def boin12_operating_characteristics(
     -------
     Boin12OperatingCharacteristics
     """
-    from bayespk.design.simulation import _check_settings, run_trial_tasks
 
     if not isinstance(design, Boin12):
         raise DesignError(f"design: expected a Boin12 design, got {type(design).__name__}")

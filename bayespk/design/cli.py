@@ -10,6 +10,11 @@
         --cohort-size 3 --cohorts 10 --out DIR
     bayespk design simulate --design blrm --doses 1,2,4,8,16,32 --dref 16 --scenario 0.01,0.03,0.06,0.2,0.5,0.7 \\
         --trials 500 --out DIR [--prior FILE | --prior-mean LA,LB --prior-sd S1,S2] [--ewoc 0.25 --rule highest]
+    bayespk design next --design blrm-combination --doses1 1,2,4,8 --doses2 10,20,40 --dref 4,20 \\
+        --data rows.csv [--cohort 2,20,3,1 ...] [--prior1 FILE | --prior1-mean LA,LB --prior1-sd S1,S2] \\
+        [--prior2 ...] [--eta-prior 0,1.121] [--ewoc 0.25] [--method nuts|is] [--json]
+    bayespk design simulate --design blrm-combination --doses1 1,2,4 --doses2 10,20,40 --dref 4,20 \\
+        --scenario-file P.csv --trials 200 --out DIR [--start-pair 1,1 --draws 20000 --min-ess 1000]
     bayespk design next --design boin12 --target 0.35 --eff-min 0.25 --doses 4 --treated 3,9 --dlt 0,1 \\
         --eff 1,6 --current 2 [--utility 100,60,40,0]
     bayespk design simulate --design boin12 --target 0.35 --eff-min 0.25 --scenario 0.05,0.1,0.2,0.45 \\
@@ -27,7 +32,7 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
-DESIGN_CHOICES = ("boin", "mtpi2", "3+3", "boin12", "blrm")
+DESIGN_CHOICES = ("boin", "mtpi2", "3+3", "boin12", "blrm", "blrm-combination")
 
 
 def _design_options(p: argparse.ArgumentParser) -> None:
@@ -38,8 +43,8 @@ def _design_options(p: argparse.ArgumentParser) -> None:
         help="boin (Liu & Yuan 2015), mtpi2 (mTPI-2 / keyboard, Guo et al. 2017; Yan et al. 2017), 3+3, "
         "boin12 (phase I/II, toxicity and efficacy, optimal biological dose; Lin et al. 2020), or "
         "blrm (Bayesian logistic regression with escalation with overdose control, Neuenschwander et al. "
-        "2008; "
-        "`next` only) (default %(default)s)",
+        "2008), or blrm-combination (two-drug BLRM, Neuenschwander et al. 2015; `next` and `simulate`) "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--target",
@@ -151,22 +156,21 @@ def add_parser(sub) -> None:
     _design_options(n)
     n.add_argument(
         "--doses",
-        required=True,
         metavar="K | D1,D2,...",
         help="boin, mtpi2, 3+3: the number of dose levels; blrm: the doses themselves, positive and "
-        "increasing, e.g. 1,2.5,5,10 (required)",
+        "increasing, e.g. 1,2.5,5,10 (required; blrm-combination: --doses1, --doses2)",
     )
     n.add_argument(
         "--treated",
-        required=True,
         metavar="N1,N2,...",
-        help="patients treated at each dose, lowest first, e.g. 3,3,3 (required)",
+        help="patients treated at each dose, lowest first, e.g. 3,3,3 (required; blrm-combination: --data "
+        "or --cohort)",
     )
     n.add_argument(
         "--dlt",
-        required=True,
         metavar="Y1,Y2,...",
-        help="DLTs observed at each dose, lowest first, e.g. 0,1,2 (required)",
+        help="DLTs observed at each dose, lowest first, e.g. 0,1,2 (required; blrm-combination: --data or "
+        "--cohort)",
     )
     n.add_argument(
         "--eff",
@@ -189,9 +193,10 @@ def add_parser(sub) -> None:
     g = n.add_argument_group("blrm (Bayesian logistic regression model with overdose control)")
     g.add_argument(
         "--dref",
-        type=float,
+        metavar="D | D1,D2",
         help="blrm: reference dose d_ref of logit(pi) = log(alpha) + beta "
-        "log(d / d_ref) (required with --design blrm)",
+        "log(d / d_ref) (required with --design blrm); blrm-combination: the reference doses of drug 1 and "
+        "drug 2",
     )
     g.add_argument(
         "--prior",
@@ -218,9 +223,10 @@ def add_parser(sub) -> None:
     g.add_argument(
         "--max-step",
         type=float,
-        default=2.0,
         help="blrm: the next dose is at most this multiple "
-        "of the highest dose given so far (or --current) (default %(default)s: at most doubling)",
+        "of the highest dose given so far (or --current) (default 2: at most doubling); blrm-combination: "
+        "each drug's dose at most this multiple of its highest dose given (default: instead at most one grid "
+        "level above a combination given, in one drug only)",
     )
     g.add_argument(
         "--rule",
@@ -237,6 +243,27 @@ def add_parser(sub) -> None:
         help="blrm: posterior draws per chain (4 chains) (default %(default)s)",
     )
     g.add_argument("--seed", type=int, default=0, help="blrm: random seed (default %(default)s)")
+    gc = n.add_argument_group("blrm-combination (two-drug BLRM with overdose control, Neuenschwander et al. 2015)")
+    _combination_model_options(gc)
+    gc.add_argument(
+        "--data",
+        metavar="FILE",
+        help="blrm-combination: CSV with columns d1,d2,n,r: patients n and DLTs r per dose pair (0: the drug "
+        "not given; monotherapy rows may be at doses off the grids)",
+    )
+    gc.add_argument(
+        "--cohort",
+        action="append",
+        metavar="D1,D2,N,R",
+        help="blrm-combination: one data row (repeat the option; after the rows of --data)",
+    )
+    gc.add_argument(
+        "--method",
+        choices=("nuts", "is"),
+        default="nuts",
+        help="blrm-combination: posterior by NUTS (4 chains x --draws) or importance sampling (20000 prior "
+        "draws, adaptive stages while the ESS < 1000) (default %(default)s)",
+    )
     n.add_argument("--json", action="store_true", help="print the decision as JSON (default: a sentence)")
 
     m = s.add_parser(
@@ -249,9 +276,9 @@ def add_parser(sub) -> None:
     _design_options(m)
     m.add_argument(
         "--scenario",
-        required=True,
         metavar="P1,P2,...",
-        help="true DLT probability of each dose, lowest first, each in [0, 1] (required)",
+        help="true DLT probability of each dose, lowest first, each in [0, 1] (required; blrm-combination: "
+        "--scenario-file)",
     )
     m.add_argument(
         "--scenario-eff",
@@ -297,7 +324,12 @@ def add_parser(sub) -> None:
         metavar="D1,D2,...",
         help="blrm: the doses, positive and increasing, one per --scenario value (required with --design blrm)",
     )
-    gb.add_argument("--dref", type=float, help="blrm: reference dose d_ref (required with --design blrm)")
+    gb.add_argument(
+        "--dref",
+        metavar="D | D1,D2",
+        help="blrm: reference dose d_ref (required with --design blrm); blrm-combination: those of drug 1 and "
+        "drug 2",
+    )
     gb.add_argument("--prior", metavar="FILE", help="blrm: prior file, as for `bayespk design next`")
     gb.add_argument("--prior-mean", metavar="LA,LB", help="blrm: prior means of log alpha and log beta")
     gb.add_argument("--prior-sd", metavar="S1,S2", help="blrm: prior SDs of log alpha and log beta")
@@ -315,6 +347,85 @@ def add_parser(sub) -> None:
         help="blrm: the next dose is the highest eligible dose, at most one level above the highest given "
         "(highest), or the eligible one with the largest P(0.16 <= pi < 0.33) (target) (default %(default)s)",
     )
+    gs = m.add_argument_group("blrm-combination (operating characteristics of a two-drug trial, importance "
+                              "sampling posterior)")
+    _combination_model_options(gs)
+    gs.add_argument(
+        "--scenario-file",
+        metavar="P.csv",
+        help="blrm-combination: true DLT probabilities, one CSV row per dose of drug 1 (lowest first), one "
+        "column per dose of drug 2, no header (required with --design blrm-combination)",
+    )
+    gs.add_argument(
+        "--start-pair",
+        default="1,1",
+        metavar="I,J",
+        help="blrm-combination: levels (1-based) of drug 1 and drug 2 of the first cohort (default %(default)s)",
+    )
+    gs.add_argument(
+        "--draws",
+        type=int,
+        default=20000,
+        help="blrm-combination: prior draws of the importance sampler (default %(default)s)",
+    )
+    gs.add_argument(
+        "--min-ess",
+        type=int,
+        default=1000,
+        help="blrm-combination: effective sample size below which adaptive importance-sampling stages follow "
+        "(default %(default)s)",
+    )
+
+
+def _combination_model_options(g) -> None:
+    g.add_argument("--doses1", metavar="D1,D2,...", help="blrm-combination: dose grid of drug 1, positive, increasing")
+    g.add_argument("--doses2", metavar="D1,D2,...", help="blrm-combination: dose grid of drug 2, positive, increasing")
+    for k in (1, 2):
+        g.add_argument(
+            f"--prior{k}",
+            metavar="FILE",
+            help=f"blrm-combination: prior file of drug {k}'s (log alpha, log beta), as --prior of --design blrm "
+            "(default: mean (logit 0.2, 0), SD (2, 1), corr 0)",
+        )
+        g.add_argument(f"--prior{k}-mean", metavar="LA,LB", help=f"blrm-combination: prior means, drug {k}")
+        g.add_argument(f"--prior{k}-sd", metavar="S1,S2", help=f"blrm-combination: prior SDs, drug {k}")
+        g.add_argument(f"--prior{k}-corr", type=float, help=f"blrm-combination: prior correlation, drug {k}")
+    g.add_argument(
+        "--eta-prior",
+        metavar="MEAN,SD",
+        help="blrm-combination: normal prior of the interaction eta (default 0,1.121)",
+    )
+
+
+COMBINATION_KEYS = ("doses1", "doses2", "prior1", "prior1_mean", "prior1_sd", "prior1_corr", "prior2",
+                    "prior2_mean", "prior2_sd", "prior2_corr", "eta_prior", "data", "cohort", "scenario_file")
+
+
+def _refuse_combination_options(args) -> None:
+    from bayespk.design.escalation import DesignError
+
+    for key in COMBINATION_KEYS:
+        if getattr(args, key, None) is not None:
+            raise DesignError(f"--{key.replace('_', '-')}: only for --design blrm-combination")
+    if getattr(args, "method", "nuts") != "nuts":
+        raise DesignError("--method: only for --design blrm-combination")
+
+
+def _require(args, *keys) -> None:
+    from bayespk.design.escalation import DesignError
+
+    for key in keys:
+        if getattr(args, key, None) is None:
+            raise DesignError(f"--{key.replace('_', '-')}: required for --design {args.design}")
+
+
+def _one_dref(args) -> float:
+    from bayespk.design.escalation import DesignError
+
+    v = _floats("--dref", args.dref)
+    if len(v) != 1:
+        raise DesignError(f"--dref {args.dref!r}: expected one reference dose for --design {args.design}")
+    return v[0]
 
 
 def _ints(option: str, text: str) -> list[int]:
@@ -347,11 +458,11 @@ def _floats(option: str, text: str) -> list[float]:
 def _design(args, n_max: int):
     from bayespk.design.escalation import DesignError, make_design
 
-    if args.design == "blrm":
+    if args.design in ("blrm", "blrm-combination"):
         raise DesignError(
-            f"--design blrm: `bayespk design {args.design_command}` is not available for the BLRM (a "
-            "model-based design); use `bayespk design next --design blrm ...` or `bayespk design simulate "
-            "--design blrm ...`"
+            f"--design {args.design}: `bayespk design {args.design_command}` is not available for the BLRM (a "
+            f"model-based design); use `bayespk design next --design {args.design} ...` or `bayespk design "
+            f"simulate --design {args.design} ...`"
         )
 
     if args.design == "boin12":
@@ -501,12 +612,16 @@ def _boundaries(args) -> int:
 def _next(args) -> int:
     from bayespk.design.escalation import DesignError, next_dose
 
+    if args.design == "blrm-combination":
+        return _next_combination(args)
+    _refuse_combination_options(args)
+    _require(args, "doses", "treated", "dlt")
     if args.design == "blrm":
         return _next_blrm(args)
     if args.design == "boin12":
         return _next_boin12(args)
     _refuse_boin12_options(args)
-    for key in ("dref", "prior", "prior_mean", "prior_sd", "prior_corr"):
+    for key in ("dref", "prior", "prior_mean", "prior_sd", "prior_corr", "max_step"):
         if getattr(args, key) is not None:
             raise DesignError(f"--{key.replace('_', '-')}: only for --design blrm")
     try:
@@ -582,30 +697,42 @@ def _next_boin12(args) -> int:
     return 0
 
 
-def _blrm_prior(args):
+def _blrm_prior(args, key: str = "prior"):
+    """The prior of (log alpha, log beta) from ``--KEY FILE`` or ``--KEY-mean/-sd/-corr`` (None: not given)."""
     from bayespk.design.blrm import BVNMixture, read_blrm_prior
     from bayespk.design.escalation import DesignError
 
-    inline = [k for k in ("prior_mean", "prior_sd", "prior_corr") if getattr(args, k) is not None]
-    if args.prior and inline:
-        raise DesignError(f"--prior and --{inline[0].replace('_', '-')}: give the prior one way, not both")
-    if args.prior:
-        return read_blrm_prior(args.prior)
+    opt = "--" + key
+    path = getattr(args, key)
+    mean, sds, corr = (getattr(args, f"{key}_{k}") for k in ("mean", "sd", "corr"))
+    inline = [f"{opt}-{k}" for k, v in (("mean", mean), ("sd", sds), ("corr", corr)) if v is not None]
+    if path and inline:
+        raise DesignError(f"{opt} and {inline[0]}: give the prior one way, not both")
+    if path:
+        try:
+            return read_blrm_prior(path)
+        except DesignError as e:
+            msg = str(e)
+            if msg.startswith("--prior "):
+                msg = opt + msg[len("--prior"):]
+            else:
+                msg = f"{opt} {path}: {msg}"
+            raise DesignError(msg) from None
     if not inline:
         return None
-    if args.prior_mean is None or args.prior_sd is None:
-        raise DesignError("--prior-mean and --prior-sd: give both (means and SDs of log alpha and log beta)")
-    m = _floats("--prior-mean", args.prior_mean)
-    sd = _floats("--prior-sd", args.prior_sd)
-    for key, v in (("--prior-mean", m), ("--prior-sd", sd)):
+    if mean is None or sds is None:
+        raise DesignError(f"{opt}-mean and {opt}-sd: give both (means and SDs of log alpha and log beta)")
+    m = _floats(f"{opt}-mean", mean)
+    sd = _floats(f"{opt}-sd", sds)
+    for name, v in ((f"{opt}-mean", m), (f"{opt}-sd", sd)):
         if len(v) != 2:
-            raise DesignError(f"{key}: expected 2 values (log alpha, log beta), got {len(v)}")
+            raise DesignError(f"{name}: expected 2 values (log alpha, log beta), got {len(v)}")
     for i, v in enumerate(sd):
         if not v > 0:
-            raise DesignError(f"--prior-sd: value {i + 1} ({v:g}) must be > 0")
-    r = 0.0 if args.prior_corr is None else args.prior_corr
+            raise DesignError(f"{opt}-sd: value {i + 1} ({v:g}) must be > 0")
+    r = 0.0 if corr is None else corr
     if not -1 < r < 1:
-        raise DesignError(f"--prior-corr {r:g}: the correlation must lie in (-1, 1)")
+        raise DesignError(f"{opt}-corr {r:g}: the correlation must lie in (-1, 1)")
     return BVNMixture.single(m, sd, r)
 
 
@@ -620,7 +747,7 @@ def _next_blrm(args) -> int:
         raise DesignError("--dref: required for --design blrm (the reference dose d_ref)")
     from bayespk.design.blrm import blrm_posterior, check_doses, ewoc_decision
 
-    doses, d_ref = check_doses(_floats("--doses", args.doses), args.dref)
+    doses, d_ref = check_doses(_floats("--doses", args.doses), _one_dref(args))
     n = _ints("--treated", args.treated)
     y = _ints("--dlt", args.dlt)
     current = None
@@ -635,7 +762,8 @@ def _next_blrm(args) -> int:
     _check_count("--draws", args.draws, 100)
     _check_count("--seed", args.seed, 0)
     post = blrm_posterior(doses, d_ref, n, y, prior, draws=args.draws, seed=args.seed)
-    dec = ewoc_decision(post, ewoc=args.ewoc, max_step=args.max_step, current=current, rule=args.rule)
+    max_step = 2.0 if args.max_step is None else args.max_step
+    dec = ewoc_decision(post, ewoc=args.ewoc, max_step=max_step, current=current, rule=args.rule)
     tab = dec.table
     if args.json:
         print(
@@ -681,6 +809,10 @@ def _next_blrm(args) -> int:
 def _simulate(args) -> int:
     from bayespk.design.simulation import check_scenario, operating_characteristics
 
+    if args.design == "blrm-combination":
+        return _simulate_combination(args)
+    _refuse_combination_options(args)
+    _require(args, "scenario")
     if args.design == "boin12":
         return _simulate_boin12(args)
     if args.design == "blrm":
@@ -753,7 +885,7 @@ def _simulate_blrm(args) -> int:
     _check_count("--cohorts", args.cohorts, 1)
     oc = blrm_operating_characteristics(
         _floats("--doses", args.doses),
-        args.dref,
+        _one_dref(args),
         _floats("--scenario", args.scenario),
         _blrm_prior(args),
         trials=args.trials,
@@ -807,6 +939,165 @@ def _simulate_boin12(args) -> int:
     oc.write_csv(out / "oc.csv")
     summary = {**oc.summary(), **{k: list(getattr(oc, k)) for k in (
         "p_tox", "p_eff", "true_utility", "select_pct", "patients", "dlts", "responses")}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    print(oc)
+    print(f"\nwrote {out / 'oc.csv'} and {out / 'summary.json'}")
+    return 0
+
+
+def _combination_model(args):
+    """Grids, reference doses, priors and eta prior of ``--design blrm-combination`` from the options."""
+    from bayespk.design.blrm_combination import check_grid
+    from bayespk.design.escalation import DesignError
+
+    _refuse_boin12_options(args)
+    if args.target is not None:
+        raise DesignError(
+            "--target: not used by --design blrm-combination (its intervals are [0, 0.16), [0.16, 0.33), [0.33, 1])"
+        )
+    for key in ("prior", "prior_mean", "prior_sd", "prior_corr"):
+        if getattr(args, key, None) is not None:
+            k = key.replace("_", "-")
+            raise DesignError(f"--{k}: for --design blrm; blrm-combination has --{k.replace('prior', 'prior1')} "
+                              f"and --{k.replace('prior', 'prior2')}")
+    _require(args, "doses1", "doses2", "dref")
+    g1 = check_grid("--doses1", _floats("--doses1", args.doses1))
+    g2 = check_grid("--doses2", _floats("--doses2", args.doses2))
+    ref = _floats("--dref", args.dref)
+    if len(ref) != 2:
+        raise DesignError(f"--dref {args.dref!r}: expected the reference doses of drug 1 and drug 2, e.g. 4,20")
+    for i, v in enumerate(ref):
+        if not v > 0:
+            raise DesignError(f"--dref: value {i + 1} ({v:g}) must be > 0")
+    eta = (0.0, 1.121)
+    if args.eta_prior is not None:
+        eta = _floats("--eta-prior", args.eta_prior)
+        if len(eta) != 2:
+            raise DesignError(f"--eta-prior {args.eta_prior!r}: expected MEAN,SD")
+        if not eta[1] > 0:
+            raise DesignError(f"--eta-prior: the SD ({eta[1]:g}) must be > 0")
+    return g1, g2, tuple(ref), _blrm_prior(args, "prior1"), _blrm_prior(args, "prior2"), tuple(eta)
+
+
+def _combination_rows(args):
+    """Data rows of ``--data FILE`` then of each ``--cohort D1,D2,N,R``."""
+    from bayespk.design.blrm_combination import CombinationData
+    from bayespk.design.escalation import DesignError
+
+    rows = []
+    if args.data is not None:
+        import pandas as pd
+
+        path = Path(args.data)
+        if not path.is_file():
+            raise DesignError(f"--data {path}: no such file")
+        try:
+            frame = pd.read_csv(path, comment="#")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise DesignError(f"--data {path}: not a CSV file ({e})") from None
+        frame.columns = [str(c).strip() for c in frame.columns]
+        missing = [c for c in ("d1", "d2", "n", "r") if c not in frame.columns]
+        if missing:
+            raise DesignError(f"--data {path}: missing column(s) {', '.join(missing)}; needs d1, d2, n, r")
+        rows += [tuple(r) for r in frame[["d1", "d2", "n", "r"]].itertuples(index=False, name=None)]
+    for text in args.cohort or []:
+        v = _floats("--cohort", text)
+        if len(v) != 4:
+            raise DesignError(f"--cohort {text!r}: expected D1,D2,N,R (4 values), got {len(v)}")
+        rows.append(tuple(v))
+    if not rows:
+        raise DesignError("--data or --cohort: required for --design blrm-combination (patients and DLTs per dose "
+                          "pair)")
+    return CombinationData.from_rows(rows)
+
+
+def _next_combination(args) -> int:
+    from bayespk.design.blrm_combination import (
+        combination_ewoc,
+        combination_is_posterior,
+        combination_posterior,
+        grid_counts,
+    )
+    from bayespk.design.escalation import DesignError, _check_count
+
+    for key in ("doses", "treated", "dlt", "current"):
+        if getattr(args, key) is not None:
+            raise DesignError(f"--{key}: not used by --design blrm-combination (give --doses1, --doses2 and "
+                              "--data or --cohort)")
+    g1, g2, ref, p1, p2, eta = _combination_model(args)
+    data = _combination_rows(args)
+    n, r = grid_counts(data, g1, g2)
+    _check_count("--draws", args.draws, 100)
+    _check_count("--seed", args.seed, 0)
+    if args.method == "is":
+        post = combination_is_posterior(data, ref, p1, p2, eta, seed=args.seed)
+    else:
+        post = combination_posterior(data, ref, p1, p2, eta, draws=args.draws, chains=4, seed=args.seed)
+    step = "level" if args.max_step is None else "ratio"
+    dec = combination_ewoc(post, g1, g2, ewoc=args.ewoc, max_step=args.max_step, step=step)
+    tab = dec.table
+    tab.insert(2, "n", n.ravel())
+    tab.insert(3, "dlt", r.ravel())
+    rule = (f"eligible pairs have P(pi >= 0.33) < {args.ewoc:g} and "
+            + ("are at most one level above a pair given (d1 or d2, not both)" if step == "level" else
+               f"each dose <= {args.max_step:g} x the highest dose of that drug given")
+            + "; the next pair is the eligible one with the largest P(0.16 <= pi < 0.33)")
+    if args.method == "is":
+        fit = (f"importance sampling, {post.settings['draws']} draws, ESS {post.settings['ess']:.0f}"
+               + (" (adaptive stage used)" if post.settings["stage"] else ""))
+    else:
+        fit = (f"NUTS, {post.settings['chains']} chains x {post.settings['draws']} draws, "
+               f"{post.settings['divergences']} divergences")
+    if args.json:
+        print(json.dumps({
+            "dose": None if dec.dose is None else list(dec.dose), "reason": dec.reason, "rule": rule,
+            "method": args.method, "posterior": fit, "d_ref": list(ref),
+            "priors": [post.priors[0].to_dict(), post.priors[1].to_dict()], "eta_prior": list(post.eta_prior),
+            "table": json.loads(tab.to_json(orient="records")),
+        }, indent=1))
+        return 0
+    print(f"combination BLRM (Neuenschwander et al. 2015), d_ref = ({ref[0]:g}, {ref[1]:g}); eta ~ "
+          f"Normal({post.eta_prior[0]:g}, {post.eta_prior[1]:g})")
+    print(f"prior drug 1: {post.priors[0]!r}\nprior drug 2: {post.priors[1]!r}")
+    print(f"posterior: {fit}\n")
+    print(f"{'d1':>8} {'d2':>8} {'n':>3} {'DLT':>3} {'P(<0.16)':>9} {'P(0.16-0.33)':>12} {'P(>=0.33)':>9} "
+          f"{'mean':>6} {'q2.5':>6} {'q50':>6} {'q97.5':>6}  eligible")
+    for _, row in tab.iterrows():
+        ok = "yes" if row["eligible"] else ("no (overdose)" if not row["ewoc_ok"] else "no (step)")
+        print(f"{row['d1']:>8g} {row['d2']:>8g} {int(row['n']):>3d} {int(row['dlt']):>3d} {row['P(<0.16)']:>9.3f} "
+              f"{row['P(0.16-0.33)']:>12.3f} {row['P(>=0.33)']:>9.3f} {row['mean']:>6.3f} {row['q2.5']:>6.3f} "
+              f"{row['q50']:>6.3f} {row['q97.5']:>6.3f}  {ok}")
+    print(f"\nrule: {rule}")
+    print(dec)
+    return 0
+
+
+def _simulate_combination(args) -> int:
+    from bayespk.design.blrm_combination import combination_operating_characteristics, read_combination_scenario
+    from bayespk.design.escalation import DesignError, _check_count
+
+    for key in ("doses", "scenario"):
+        if getattr(args, key) is not None:
+            raise DesignError(f"--{key}: not used by --design blrm-combination (give --doses1, --doses2 and "
+                              "--scenario-file)")
+    g1, g2, ref, p1, p2, eta = _combination_model(args)
+    _require(args, "scenario_file")
+    scenario = read_combination_scenario(args.scenario_file)
+    start = _ints("--start-pair", args.start_pair)
+    if len(start) != 2:
+        raise DesignError(f"--start-pair {args.start_pair!r}: expected I,J (levels of drug 1 and drug 2)")
+    _check_count("--cohort-size", args.cohort_size, 1)
+    _check_count("--cohorts", args.cohorts, 1)
+    oc = combination_operating_characteristics(
+        g1, g2, ref, scenario, p1, p2, eta, trials=args.trials, cohort_size=args.cohort_size, cohorts=args.cohorts,
+        start=tuple(start), ewoc=args.ewoc, draws=args.draws, min_ess=args.min_ess,
+        allow_non_monotone=args.allow_non_monotone, seed=args.seed, out=args.out, tasks=args.tasks,
+        scheduler=args.scheduler, workers=args.workers, progress=False if args.quiet else None,
+    )
+    out = Path(args.out)
+    oc.write_csv(out / "oc.csv")
+    summary = {**oc.summary(), **{k: [list(r) for r in getattr(oc, k)] for k in (
+        "scenario", "select_pct", "patients", "dlts")}, "doses1": list(oc.doses1), "doses2": list(oc.doses2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print(oc)
     print(f"\nwrote {out / 'oc.csv'} and {out / 'summary.json'}")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayespk.design.escalation import DesignError, ThreePlusThree, make_design, select_mtd
+from bayespk.design.escalation import DesignError, ThreePlusThree, _check_count, make_design, select_mtd
 
 __all__ = [
     "OperatingCharacteristics",
@@ -143,6 +143,20 @@ def _three_plus_three_trial(
     return n, y, (max(ok) if ok else None), cohorts
 
 
+def tally(sums: dict, n, y, selected: int | None, cohorts_used: int) -> None:
+    """Add one simulated trial to a task's running sums: the dose (index) selected or none, patients and DLTs
+    per dose, cohorts used. Every design's simulation keeps these sums the same way."""
+    sums["trials"] += 1
+    if selected is None:
+        sums["none"] += 1
+    else:
+        sums["selected"][selected] += 1
+    for j in range(len(sums["patients"])):
+        sums["patients"][j] += int(n[j])
+        sums["dlts"][j] += int(y[j])
+    sums["cohorts"] += cohorts_used
+
+
 def simulate_trials(
     design, scenario, trials: int, cohort_size: int = 3, cohorts: int = 10, start_dose: int = 1, seed=0
 ) -> dict:
@@ -172,15 +186,7 @@ def simulate_trials(
             n, y, mtd, used = _three_plus_three_trial(rng, p, cohort_size, cohorts, start)
         else:
             n, y, mtd, used = _interval_trial(rng, p, codes, cohort_size, cohorts, start, design)
-        sums["trials"] += 1
-        if mtd is None:
-            sums["none"] += 1
-        else:
-            sums["selected"][mtd] += 1
-        for j in range(J):
-            sums["patients"][j] += int(n[j])
-            sums["dlts"][j] += int(y[j])
-        sums["cohorts"] += used
+        tally(sums, n, y, mtd, used)
         at_over = int(n[over].sum())
         sums["overdose60"] += at_over > 0.6 * npts
         sums["overdose80"] += at_over > 0.8 * npts
@@ -321,7 +327,6 @@ def _combine(parts: list[dict], design, p, cohort_size, cohorts, seconds) -> Ope
 
 
 def _check_settings(design, p, trials, cohort_size, cohorts, start_dose, tasks, seed) -> int:
-    from bayespk.design.escalation import _check_count
 
     _check_count("seed", seed, 0)
     trials = _check_count("trials", trials, 1)

@@ -17,18 +17,25 @@ in words).
 
 How the exposures are simulated
 -------------------------------
-*PK models* (closed-form structures): the regimen template is copied with
-each candidate dose (``Regimen(..., per="WT")`` for mg/kg) and all of them are
-simulated by :func:`~bayespk.simulate.regimen.simulate_regimens` in one call
-(when only steady-state concentrations and AUCs are used, the unit dose is
-simulated once and scaled, exactly as ``simulate_regimens`` computes them;
-``scale_ss=False`` simulates every dose):
+*PK models* (built-in closed-form structures and models written as
+equations, ODE or algebraic): the regimen template is copied with each
+candidate dose (``Regimen(..., per="WT")`` for mg/kg) and all of them are
+simulated by :func:`~bayespk.simulate.regimen.simulate_regimens` in one call:
 ``n_draws`` posterior draws, each with new etas for every virtual patient;
 the same patients, etas and draws under every dose (common random numbers, so
 the curves over dose are smooth and monotone where exposure is). Exposure
 metrics and target attainment come from :mod:`bayespk.simulate.exposure`.
-Models written as ODE equations are refused by ``simulate_regimens`` so far
-(its error is passed on).
+
+When only steady-state concentrations and AUCs are used and the model is
+known to be linear in the dose (the built-in structures), the unit dose is
+simulated once and scaled by each candidate (``scale_ss``), exactly as
+``simulate_regimens`` computes them for such structures. A model written as
+equations is not known to be linear (Michaelis-Menten elimination, target
+binding, a response model: exposure need not be proportional to the dose),
+so for it this shortcut is turned off whatever ``scale_ss`` says and every
+candidate dose is simulated, its steady state included
+(``DoseTable.info["scaled_from_unit_dose"]`` is False and
+``info["scale_ss_off"]`` says why).
 
 *CAR-T (cellular-kinetics) fits* do not take dosing records: the infused cell
 dose does not drive the kinetics. They are routed through
@@ -257,7 +264,8 @@ def _pk_simulation(fit, doses, regimen, metrics, *, population, n_subjects, cova
         kw.update(n_subjects=n_subjects, covariates=covariates)
     elif covariates is not None:
         raise SpecError("covariates describe a virtual population; use population='virtual'")
-    scaled = bool(scale_ss) and all(m in LINEAR_SS for m in metrics)
+    linear = _known_linear(fit)
+    scaled = bool(scale_ss) and all(m in LINEAR_SS for m in metrics) and linear
     if scaled:  # one unit-dose regimen; its steady state scaled by each dose, as simulate_regimens does itself
         unit = dataclasses.replace(template, dose=1.0, label="unit")
         sim = simulate_regimens(fit, [unit], population=population, n_draws=n_draws, seed=seed, **kw)
@@ -269,7 +277,17 @@ def _pk_simulation(fit, doses, regimen, metrics, *, population, n_subjects, cova
         return out, {"route": "simulate_regimens", "regimen": template, "scaled_from_unit_dose": True}
     regs = [dataclasses.replace(template, dose=float(d), label=f"{d:g}") for d in doses]
     sim = simulate_regimens(fit, regs, population=population, n_draws=n_draws, seed=seed, **kw)
-    return sim, {"route": "simulate_regimens", "regimen": template, "scaled_from_unit_dose": False}
+    info = {"route": "simulate_regimens", "regimen": template, "scaled_from_unit_dose": False}
+    if scale_ss and not linear:
+        info["scale_ss_off"] = ("the model is written as equations, so not known to be linear in the dose: every "
+                                "candidate dose simulated")
+    return sim, info
+
+
+def _known_linear(fit) -> bool:
+    """Whether exposure is known to be proportional to the dose: the built-in closed-form PK structures
+    (linear kinetics). A model written as equations (ODE or algebraic) is not known to be."""
+    return getattr(getattr(fit, "model", None), "user", None) is None
 
 
 def _ck_simulation(fit, doses, *, n_subjects, covariates, by, bins, n_draws, seed, dose_column):
@@ -355,7 +373,8 @@ def dose_table(
     Parameters
     ----------
     fit : Fit
-        A fitted PK model (closed-form structure) or a CAR-T fit (see the module notes).
+        A fitted PK model (built-in structure or a model written as equations) or a CAR-T fit (see the
+        module notes).
     doses : array-like
         Candidate doses (> 0): the maintenance dose of the regimen (per unit of
         ``regimen.per``, e.g. mg/kg with ``per="WT"``). CAR-T: the cell dose.
@@ -418,8 +437,11 @@ def dose_table(
         When every metric used is a steady-state concentration or AUC
         (``AUC_ss, Cmax_ss, Cmin_ss, Ctrough_ss``), simulate the unit dose once
         and scale it by each candidate (exact under linear kinetics, which
-        ``simulate_regimens`` assumes for its steady state too; one simulation
-        instead of one per dose). False: simulate every dose.
+        ``simulate_regimens`` assumes for the steady state of the built-in
+        structures too; one simulation instead of one per dose). Only used for
+        models known to be linear (the built-in structures): for a model
+        written as equations every dose is simulated regardless (see the
+        module notes). False: simulate every dose.
     dose_column : str
         CAR-T only: the covariate column through which the cell dose acts.
 

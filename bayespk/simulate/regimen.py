@@ -38,16 +38,29 @@ layer's closed form; where the data layer does not read SS records, the curve
 of one maintenance dose is folded by superposition with a geometric tail
 (:func:`~bayespk.simulate.exposure.steady_state_profile`). Both assume linear
 kinetics: one unit-dose curve per subject is scaled by each regimen's dose.
+
+Models written as equations
+---------------------------
+ODE systems and algebraic predictions (:mod:`bayespk.model.user`) are
+simulated through the same prediction model. Their doses go into the model's
+dose states (:class:`UserDosing`: ``route`` names a dose state; infusions
+need an ODE model). Nothing linear is assumed: each regimen, and its steady
+state, is simulated at its own doses, and the steady state is by default that
+of explicit repeated dosing, checked for convergence (``ss_method="explicit"``;
+``"record"`` uses the ODE solver's SS=1 iteration; the superposition
+``"fold"`` is refused). See :func:`simulate_regimens`, Notes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
 import sys
 import time
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +86,7 @@ __all__ = [
     "Regimen",
     "RegimenSimulation",
     "Step",
+    "UserDosing",
     "read_regimen_file",
     "simulate_regimens",
 ]
@@ -82,6 +96,10 @@ REGIMEN_KEYS = ("label", "dose", "ii", "n", "loading", "loading_ii", "tinf", "ro
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _SHORT = re.compile(rf"\s*({_NUM})\s*q\s*({_NUM})\s*(?:x\s*(\d+))?\s*(?:@\s*({_NUM}))?\s*", re.IGNORECASE)
 MAX_VALUES_PER_CALL = 25_000_000  # concentrations per sample_posterior_predictive call (200 MB)
+SS_METHODS = ("auto", "record", "fold", "explicit")
+SS_RTOL = 1e-3  # ss_method="explicit": AUC still to come at steady state, relative to the last interval's
+SS_EXPLICIT_INTERVALS = 24  # ss_method="explicit": maintenance doses simulated at first
+SS_EXPLICIT_RAISES = 2  # ... raised fourfold at most this often where steady state is not reached
 
 
 # ---------------------------------------------------------------------- regimens
@@ -254,7 +272,13 @@ class Regimen:
         return self.dose / self.ii
 
     def cmt(self, structure=None) -> float:
-        """The dose compartment (NONMEM CMT) for a model structure (name or Structure); NaN: its default."""
+        """The dose compartment (NONMEM CMT) for a model structure (name or Structure); NaN: its default.
+
+        For a model written as equations (``structure`` the :class:`UserDosing` of the model) see
+        :meth:`UserDosing.cmt`.
+        """
+        if isinstance(structure, UserDosing):
+            return structure.cmt(self)
         s = _structure(structure)
         if s is None:
             if self.route is None and self.tinf == 0:
@@ -387,6 +411,81 @@ def _structure(structure):
     if structure not in STRUCTURES:
         raise SpecError(f"structure {structure!r}: expected one of {', '.join(STRUCTURES)}")
     return STRUCTURES[structure]
+
+
+@dataclass(frozen=True)
+class UserDosing:
+    """Where a regimen's doses go in a model written as equations (:mod:`bayespk.model.user`).
+
+    The built-in structures have a depot and a central compartment; a model
+    written as equations has its own states and its ``[model] doses`` mapping
+    (CMT -> state; default CMT ``k`` enters the ``k``-th state). A regimen's
+    ``route`` names one of those dose states:
+
+    * ``route`` unset: a bolus (or oral dose) goes into the model's default
+      dose compartment (the lowest CMT of the mapping, as for a data record
+      without CMT); an infusion (``tinf > 0``) into the state named
+      ``central`` when that is a dose state, else the default one;
+    * ``route="depot"`` / ``"central"``: the CMT whose state has that name;
+      refused (naming the dose states) when the model has no such dose state.
+
+    An algebraic model (``prediction = ...``) sees a dose only as ``DOSE`` and
+    ``TAD``: it takes bolus doses without a route.
+
+    Parameters
+    ----------
+    name : str
+        The model's name (for messages).
+    kind : {"ode", "algebraic"}
+    doses : tuple of (int, str)
+        The ODE model's ``(CMT, state)`` pairs (empty for an algebraic model).
+    """
+
+    name: str
+    kind: str
+    doses: tuple[tuple[int, str], ...] = ()
+
+    @classmethod
+    def of(cls, user, name: str) -> UserDosing:
+        """The dosing of a user model (:class:`~bayespk.structural.diffeq.ODEModel` or ``AlgebraicModel``)."""
+        from bayespk.structural.diffeq import ODEModel
+
+        if isinstance(user, ODEModel):
+            return cls(str(name), "ode", tuple(sorted((int(c), str(st)) for c, st in user.doses.items())))
+        return cls(str(name), "algebraic")
+
+    @property
+    def default_cmt(self) -> int:
+        return min(c for c, _ in self.doses)
+
+    def _states(self) -> str:
+        return ", ".join(f"CMT {c} = {st}" for c, st in self.doses)
+
+    def cmt(self, regimen: Regimen) -> float:
+        """The CMT of the regimen's doses (NaN for an algebraic model: any record is a dose)."""
+        where = f"regimen {regimen.label!r}"
+        if self.kind == "algebraic":
+            if regimen.route is not None:
+                raise SpecError(f"{where}: route={regimen.route}, but the model {self.name} is an algebraic "
+                                "prediction (prediction = ...) without compartments; leave route unset")
+            if regimen.tinf > 0:
+                raise SpecError(f"{where}: tinf={regimen.tinf:g}, but the algebraic prediction of {self.name} sees "
+                                "a dose only as DOSE and TAD, not as an infusion; give bolus doses (tinf=0) or write "
+                                "the model as an ODE system")
+            return float("nan")
+        first = {}
+        for c, st in self.doses:
+            first.setdefault(st, c)
+        if regimen.route is None:
+            if regimen.tinf > 0 and "central" in first:
+                return float(first["central"])
+            return float(self.default_cmt)
+        if regimen.route not in first:
+            raise SpecError(f"{where}: route={regimen.route}, but the model {self.name} written as equations has no "
+                            f"dose state named {regimen.route!r} (its doses: {self._states()}); leave route unset "
+                            f"for its default dose compartment (CMT {self.default_cmt}), or map a CMT to a state "
+                            f"named {regimen.route} in [model] doses")
+        return float(first[regimen.route])
 
 
 def read_regimen_file(path: str | Path) -> dict:
@@ -598,7 +697,7 @@ def simulate_regimens(
     threshold: float | None = None,
     resolution: int = 120,
     ss_method: str = "auto",
-    ss_intervals: int = 6,
+    ss_intervals: int | None = None,
     band: float = 0.9,
     chunk_size: int = 1000,
     keep_concentrations: bool | None = None,
@@ -638,18 +737,30 @@ def simulate_regimens(
     resolution : int
         Grid steps per analysed interval (and per dosing interval at steady
         state): the grid step is interval / resolution.
-    ss_method : {"auto", "record", "fold"}
+    ss_method : {"auto", "record", "fold", "explicit"}
         How the steady-state (``*_ss``) metrics are computed. ``"record"``: one
         NONMEM steady-state dose record (SS=1, II) of the maintenance dose,
-        evaluated over one interval (exact closed form of the model layer).
+        evaluated over one interval (built-in structures: the exact closed
+        form of the model layer; a model written as ODEs: the solver repeats
+        the interval ``[model.solver] ss_intervals`` times and fails where the
+        trough still changes by more than ``ss_rtol``, see below).
         ``"fold"``: the curve of one maintenance dose over ``ss_intervals + 1``
         intervals, folded by superposition with a geometric tail (see
-        :func:`~bayespk.simulate.exposure.steady_state_profile`). ``"auto"``:
-        ``"record"`` when the data layer accepts SS=1 records, else ``"fold"``.
-        Both assume linear kinetics (the curve of the unit dose is scaled by
-        each regimen's dose).
-    ss_intervals : int
-        Dosing intervals read directly before the geometric tail (``"fold"``).
+        :func:`~bayespk.simulate.exposure.steady_state_profile`).
+        ``"explicit"``: the maintenance dose given ``ss_intervals`` times in a
+        row and the last interval read, checked for steady state (see Notes).
+        ``"auto"``: built-in structures ``"record"`` when the data layer
+        accepts SS=1 records, else ``"fold"``; models written as equations
+        ``"explicit"``. ``"record"`` and ``"fold"`` on a built-in (linear)
+        structure simulate the unit dose and scale it by each regimen's dose;
+        ``"fold"`` is refused for models written as equations (superposition
+        needs linear kinetics, which e.g. Michaelis-Menten elimination breaks),
+        and they are simulated at each regimen's own dose.
+    ss_intervals : int, optional
+        ``"fold"``: dosing intervals read directly before the geometric tail
+        (default 6). ``"explicit"``: maintenance doses simulated at first
+        (default 24), raised fourfold (twice at most) where steady state is not
+        reached.
     band : float
         Central interval of the concentration bands.
     chunk_size : int
@@ -667,6 +778,39 @@ def simulate_regimens(
     Returns
     -------
     RegimenSimulation
+
+    Notes
+    -----
+    *Models written as equations* (``[model] states``/``[model.ode]`` or
+    ``prediction``): regimens are written as dose records as for the built-in
+    structures, their CMT from the model's dose states (:class:`UserDosing`),
+    and pushed through the model's own prediction (the ODE solver, or the
+    algebraic prediction with its ``TAD`` and ``DOSE``). Nothing assumes
+    linear kinetics: every regimen and its steady state are simulated at the
+    regimen's own doses.
+
+    *Steady state by explicit dosing* (``"explicit"``): ``K`` maintenance doses
+    (``K = ss_intervals``) from an empty system; the ``*_ss`` metrics are those
+    of the last interval. With ``A1, A2, A3`` the AUCs of the last three
+    intervals (each from its dose to one grid step before the next),
+    ``d = A3 - A2`` and ``q = d / (A2 - A1)``, the AUC still to come
+    if the approach is geometric (as it is for any system near a stable steady
+    state) is ``|d| q / (1 - q)`` (``|d|`` when ``q < 0``; unbounded when
+    ``q >= 1``). Steady state counts as reached when that and ``|d|`` are at
+    most 0.1% of ``A3`` (:data:`SS_RTOL`; the ``*_ss`` metrics are then within
+    about 0.1% of the true steady state), or ``|d|`` is at most 1e-6 of ``A3``
+    (the solver's own noise; with ``K <= 1000`` such a small change means the
+    system is within 0.1% of steady state). Where it is not reached, ``K`` is
+    raised fourfold (twice at most: 24, 96, 384 doses by default); subject-draws
+    still not at steady state get NaN ``*_ss`` metrics, are counted in
+    ``info["ss_not_reached"]`` and a warning is printed (e.g. a Michaelis-Menten
+    model dosed faster than VMAX has no steady state).
+
+    *Solver failures* (ODE models): a solve that fails (step limit, a
+    steady-state record whose iteration does not converge) gives no
+    prediction for any subject of that call and draw; those subject-draws get
+    NaN metrics and are counted in ``info["solver_failed"]`` (``ss_method="record"``:
+    in ``info["ss_not_reached"]``).
     """
     from bayespk.data.nonmem import read_nonmem
     from bayespk.structural import STRUCTURES
@@ -676,10 +820,7 @@ def simulate_regimens(
         raise SpecError(f"simulate_regimens: {fit.spec.structure} is a CAR-T structure, where the cell dose does "
                         "not drive the kinetics through dosing records; simulate CAR-T patients with "
                         "bayespk.simulate.cohort.simulate_cart_cohort or from the fit's individual parameters")
-    if fit.model.user is not None:
-        raise SpecError(f"simulate_regimens: the model is written as equations ({fit.spec.structure}); regimen "
-                        "simulation covers the built-in structures only so far. For new dosing of such a model, "
-                        "fit.predict(grid=...) evaluates the fitted subjects' own records")
+    user = fit.model.user
     regs = _as_regimens(regimens)
     say = _progress(progress)
     if population not in ("fitted", "virtual"):
@@ -696,6 +837,8 @@ def simulate_regimens(
         raise SpecError(f"n_subjects must be a whole number >= 1, got {n_subjects!r}")
     for name, v, lo in (("n_draws", n_draws, 1), ("resolution", resolution, 4), ("ss_intervals", ss_intervals, 2),
                         ("chunk_size", chunk_size, 1)):
+        if name == "ss_intervals" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise SpecError(f"{name} must be a whole number >= {lo}, got {v!r}")
     if threshold is not None:
@@ -707,20 +850,39 @@ def simulate_regimens(
             raise SpecError("times must be numbers (the times of the concentration bands)") from None
         if times.ndim != 1 or len(times) < 2 or not np.isfinite(times).all() or (times < 0).any():
             raise SpecError("times must be at least 2 finite times >= 0")
-    if ss_method not in ("auto", "record", "fold"):
-        raise SpecError(f"ss_method={ss_method!r}: expected 'auto', 'record' or 'fold'")
+    if ss_method not in SS_METHODS:
+        raise SpecError(f"ss_method={ss_method!r}: expected 'auto', 'record', 'fold' or 'explicit'")
     if not 0 < band < 1:
         raise SpecError(f"band must be between 0 and 1, got {band}")
 
-    structure = STRUCTURES[fit.spec.structure]
+    if user is None:
+        structure = STRUCTURES[fit.spec.structure]
+    else:
+        structure = UserDosing.of(user, getattr(user, "name", None) or fit.spec.name or fit.spec.structure)
     for r in regs:
         r.cmt(structure)
     iov = [p for p, ps in fit.spec.parameters.items() if getattr(ps, "iov", None) is not None]
     if iov:
         raise SpecError(f"simulate_regimens does not handle inter-occasion variability yet (IOV on "
                         f"{', '.join(iov)}): what an occasion is in a simulated regimen is not defined")
-    if ss_method == "auto":
+    if user is not None:
+        if ss_method == "fold":
+            raise SpecError(f"ss_method='fold' folds the curve of one dose by linear superposition, which the model "
+                            f"{structure.name} written as equations need not obey (e.g. Michaelis-Menten "
+                            "elimination); use ss_method='explicit' (the default for such models) or 'record'")
+        if ss_method == "record" and structure.kind == "algebraic":
+            raise SpecError(f"ss_method='record': the algebraic prediction of {structure.name} has no states to "
+                            "bring to steady state with an SS=1 record; use ss_method='explicit' (the default)")
+        if ss_method == "auto":
+            ss_method = "explicit"
+    elif ss_method == "auto":
         ss_method = "record" if _accepts_ss_records(structure) else "fold"
+    if ss_intervals is None:
+        ss_intervals = SS_EXPLICIT_INTERVALS if ss_method == "explicit" else 6
+    if ss_method == "explicit" and ss_intervals < 3:
+        raise SpecError(f"ss_intervals={ss_intervals}: ss_method='explicit' needs at least 3 maintenance doses "
+                        "(the last three intervals are compared)")
+    per_regimen_ss = user is not None or ss_method == "explicit"  # each regimen at its own dose, no scaling
     rng = np.random.default_rng(seed)
     data = fit.model.data
     base = fitted_subjects(data)
@@ -772,12 +934,30 @@ def simulate_regimens(
         grid = np.unique(np.r_[shown, metric_grid, key])
         plans[r.label] = {"grid": grid, "window": (a, b_eff)}
     # steady state: one single-dose curve per (II, infusion duration, compartment), scaled by each dose
+    # (linear built-in structures); else each regimen's own maintenance dose
     ss_keys: dict[tuple, list[int]] = {}
     for ri, r in enumerate(regs):
-        ss_keys.setdefault((r.ii, r.tinf, r.cmt(structure)), []).append(ri)
+        if not per_regimen_ss:
+            ss_keys.setdefault((r.ii, r.tinf, r.cmt(structure)), []).append(ri)
     by_ii: dict[float, list] = {}
     for k in ss_keys:
         by_ii.setdefault(k[0], []).append(k)
+    # one prediction model (for an ODE: one compiled solver) per group of regimens that share a grid: built-in
+    # structures one per regimen (as always); models written as equations every regimen with the same grid
+    # (e.g. the candidate doses of a dose table), and their steady states by II
+    if user is None:
+        reg_groups = [[ri] for ri in range(len(regs))]
+    else:
+        same_grid: dict[bytes, list[int]] = {}
+        for ri, r in enumerate(regs):
+            same_grid.setdefault(plans[r.label]["grid"].tobytes(), []).append(ri)
+        reg_groups = list(same_grid.values())
+    same_ii: dict[float, list[int]] = {}
+    for ri, r in enumerate(regs):
+        if per_regimen_ss:
+            same_ii.setdefault(r.ii, []).append(ri)
+    ss_groups = list(same_ii.values())
+    check_solver = user is not None and structure.kind == "ode"
 
     values_total = sum(N * n_draws * len(p["grid"]) for p in plans.values())
     keep = keep_concentrations if keep_concentrations is not None else values_total <= 10_000_000
@@ -790,10 +970,12 @@ def simulate_regimens(
     needed_cols = list(effects)
     padding = _padding_subjects(base, effects)
     chunks = [np.arange(s, min(s + chunk_size, N)) for s in range(0, N, chunk_size)]
-    n_tasks = len(chunks) * (R + len(by_ii))
+    n_tasks = len(chunks) * (len(reg_groups) + len(by_ii) + len(ss_groups))
     ticker = _ticker(progress, n_tasks)
     done_tasks = 0
     ss_failed = 0
+    solver_failed = 0
+    ss_doses: dict[str, int] = {}
     n_calls = 0
 
     def scale_of(r, sub):
@@ -810,25 +992,31 @@ def simulate_regimens(
     for chunk in chunks:
         sub = subjects.iloc[chunk]
         n_c = len(chunk)
-        for ri, r in enumerate(regs):
+        for group in reg_groups:
             t0 = time.perf_counter()
-            plan = plans[r.label]
-            template = r.rows(structure)
-            df = _synthetic_multi([(template, scale_of(r, sub))], sub[needed_cols], padding, needed_cols)
-            z_index = np.r_[chunk, np.full(len(padding), -1)]
-            a, b_eff = plan["window"]
-            grid = plan["grid"]
+            frames = [(regs[ri].rows(structure), scale_of(regs[ri], sub)) for ri in group]
+            df = _synthetic_multi(frames, sub[needed_cols], padding, needed_cols)
+            z_index = np.r_[np.tile(chunk, len(group)), np.full(len(padding), -1)]
+            grid = plans[regs[group[0]].label]["grid"]  # the same for every regimen of the group
             for d0, d1, conc in run(df, grid, z_index):
-                c = conc[:, :n_c, :]  # (d, subjects, time)
-                res = interval_metrics(grid, c, a, b_eff, threshold)
-                for name, v in res.items():
-                    metrics[name][ri, chunk, d0:d1] = v.T
-                if d0 < k_band:  # a copy: a view would keep the whole prediction array alive
-                    band_curves[r.label].append(c[: k_band - d0].copy())
-                if keep:
-                    kept[r.label][chunk, d0:d1] = np.transpose(c, (1, 0, 2))
+                failed = 0
+                if check_solver:
+                    conc, failed = _solver_failures(conc, conc)
+                for j, ri in enumerate(group):
+                    r = regs[ri]
+                    a, b_eff = plans[r.label]["window"]
+                    c = conc[:, j * n_c:(j + 1) * n_c, :]  # (d, subjects, time)
+                    solver_failed += failed * n_c
+                    res = interval_metrics(grid, c, a, b_eff, threshold)
+                    for name, v in res.items():
+                        metrics[name][ri, chunk, d0:d1] = v.T
+                    if d0 < k_band:  # a copy: a view would keep the whole prediction array alive
+                        band_curves[r.label].append(c[: k_band - d0].copy())
+                    if keep:
+                        kept[r.label][chunk, d0:d1] = np.transpose(c, (1, 0, 2))
             done_tasks += 1
-            ticker.update(done_tasks, _line(f"regimen {r.label!r}", chunk, n_draws, time.perf_counter() - t0),
+            what = f"regimen {regs[group[0]].label!r}" if len(group) == 1 else f"{len(group)} regimens"
+            ticker.update(done_tasks, _line(what, chunk, n_draws, time.perf_counter() - t0),
                           force=done_tasks == n_tasks)
         for ii, keys in by_ii.items():
             t0 = time.perf_counter()
@@ -857,6 +1045,40 @@ def simulate_regimens(
                             metrics[name][ri, chunk, d0:d1] = v.T
             done_tasks += 1
             ticker.update(done_tasks, _line(f"steady state (II {ii:g})", chunk, n_draws,
+                                            time.perf_counter() - t0), force=done_tasks == n_tasks)
+        for group in ss_groups:  # steady state at each regimen's own maintenance dose (any kinetics)
+            t0 = time.perf_counter()
+            K = int(ss_intervals)
+            todo = np.ones((len(group), n_c, n_draws), bool)  # subject-draws whose steady state is still to be found
+            for _ in range(SS_EXPLICIT_RAISES + 1 if ss_method == "explicit" else 1):
+                frames, grid, (a, b) = [], None, (None, None)
+                for ri in group:
+                    rows, grid, (a, b) = _ss_schedule(regs[ri], structure, ss_method, K, m)  # one grid per II
+                    frames.append((rows, scale_of(regs[ri], sub)))
+                df = _synthetic_multi(frames, sub[needed_cols], padding, needed_cols)
+                z_index = np.r_[np.tile(chunk, len(group)), np.full(len(padding), -1)]
+                for d0, d1, conc in run(df, grid, z_index):
+                    if check_solver:
+                        conc, _ = _solver_failures(conc, conc)
+                    for j, ri in enumerate(group):
+                        c = conc[:, j * n_c:(j + 1) * n_c, :]
+                        reached = ~np.isnan(c).any(axis=-1)
+                        if ss_method == "explicit":
+                            reached &= _explicit_ss_reached(c, m)
+                        res = interval_metrics(grid, c, a, b, threshold, suffix="_ss")
+                        mask = todo[j, :, d0:d1] & reached.T  # (subjects, draws) found in this attempt
+                        for name, v in res.items():
+                            metrics[name][ri, chunk, d0:d1] = np.where(mask, v.T, metrics[name][ri, chunk, d0:d1])
+                        todo[j, :, d0:d1] &= ~reached.T
+                for ri in group:
+                    ss_doses[regs[ri].label] = max(ss_doses.get(regs[ri].label, 0), K)
+                if not todo.any():
+                    break
+                K *= 4
+            ss_failed += int(todo.sum())
+            done_tasks += 1
+            what = f"{regs[group[0]].label!r}" if len(group) == 1 else f"{len(group)} regimens"
+            ticker.update(done_tasks, _line(f"steady state of {what}", chunk, n_draws,
                                             time.perf_counter() - t0), force=done_tasks == n_tasks)
 
     # profiles (bands over subjects and draws)
@@ -887,15 +1109,32 @@ def simulate_regimens(
                       for r in regs},
         "grid_points": {r.label: len(plans[r.label]["grid"]) for r in regs},
         "ss_not_reached": ss_failed,
+        "ss_doses": ss_doses if ss_method == "explicit" else None,
+        "prediction_groups": [[regs[ri].label for ri in g] for g in reg_groups],
+        "solver_failed": solver_failed,
+        "model": "built-in" if user is None else f"written as equations ({structure.kind})",
         "wall_seconds": wall,
         "prediction_calls": n_calls,
         "subject_regimens_per_second": N * R / wall,
         "subject_regimen_draws_per_second": N * R * n_draws / wall,
     }
     ticker.finish(summary=False)
-    if ss_failed:
+    if ss_failed and ss_method == "fold":
         say(f"simulate: steady state not computed for {ss_failed} subject-draws (the single-dose curve still "
             f"rises after {ss_intervals} intervals; raise ss_intervals)")
+    elif ss_failed:
+        why = (f"after up to {max(ss_doses.values())} maintenance doses the AUC of the last interval still moves "
+               f"by more than {SS_RTOL:.1%} (see simulate_regimens, Notes); raise ss_intervals, or check that the "
+               "dose rate has a steady state (e.g. below VMAX)") if ss_method == "explicit" else \
+            ("the ODE solver's steady-state iteration did not converge ([model.solver] ss_intervals, ss_rtol); "
+             "use ss_method='explicit'")
+        warnings.warn(f"simulate_regimens: steady state not reached for {ss_failed} of {N * R * n_draws} "
+                      f"subject-regimen-draws; their *_ss metrics are NaN: {why}", RuntimeWarning, stacklevel=2)
+        say(f"simulate: steady state not reached for {ss_failed} subject-regimen-draws ({why})")
+    if solver_failed:
+        warnings.warn(f"simulate_regimens: the ODE solver failed for {solver_failed} subject-regimen-draws "
+                      "(step limit or non-finite states; [model.solver] max_steps, method); their metrics are NaN",
+                      RuntimeWarning, stacklevel=2)
     say(f"simulate: {N} subjects x {R} regimens x {n_draws} draws in {wall:.1f} s "
         f"({info['subject_regimens_per_second']:.1f} subject-regimens/s, "
         f"{info['subject_regimen_draws_per_second']:.0f} subject-regimen-draws/s)")
@@ -918,6 +1157,64 @@ def _accepts_ss_records(structure) -> bool:
     except (DataError, TypeError, ValueError):
         return False
     return True
+
+
+def _ss_schedule(r: Regimen, structure, method: str, K: int, m: int):
+    """Dose records, grid and interval of the steady state of ``r``'s maintenance dose at its own amount.
+
+    ``"record"``: one SS=1 record at time 0; the grid covers ``[0, II]``.
+    ``"explicit"``: ``K`` doses every II from time 0 (the last three as records of their own, so that a grid point
+    at a dose time sees the dose, as at the start of a regimen's interval); the grid covers the last three
+    intervals and the metrics are read over the last one.
+    """
+    one = dataclasses.replace(r, label="ss", n=1, loading=(), loading_ii=None, titration=()).rows(structure)
+    step = r.ii / m
+    if method == "record":
+        one["SS"], one["II"] = 1, r.ii
+        grid = np.arange(m + 1) * step
+        return one, grid, (grid[0], grid[-1])
+    parts = []
+    if K > 3:
+        first = one.copy()
+        first["ADDL"], first["II"] = K - 4, (r.ii if K > 4 else 0.0)
+        parts.append(first)
+    for j in range(K - 3, K):
+        rec = one.copy()
+        rec["TIME"] = j * r.ii
+        parts.append(rec)
+    grid = (K - 3) * r.ii + np.arange(3 * m + 1) * step
+    return pd.concat(parts, ignore_index=True), grid, (grid[2 * m], grid[3 * m])
+
+
+def _explicit_ss_reached(c: np.ndarray, m: int) -> np.ndarray:
+    """Whether curves ``c`` (..., 3m + 1) over the last three dosing intervals are at steady state.
+
+    See :func:`simulate_regimens`, Notes: the AUC still to come under a geometric approach, from the changes of
+    the last three intervals' AUCs, within :data:`SS_RTOL` of the last one.
+    """
+    # each interval from its dose up to one grid step before the next dose: the point at a dose time shows the
+    # dose (a bolus jumps there), the end of the last interval does not, so the full intervals would differ
+    a = np.stack([np.trapezoid(c[..., k * m:(k + 1) * m], axis=-1) for k in range(3)])
+    d1, d2 = a[1] - a[0], a[2] - a[1]
+    scale = np.abs(a[2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d1 != 0, d2 / np.where(d1 != 0, d1, 1.0), np.inf)
+        rest = np.where(d2 == 0, 0.0, np.where(q < 0, np.abs(d2),
+                                               np.where(q < 1, np.abs(d2) * q / (1 - q),
+                                                        np.inf)))
+        ok = (rest <= SS_RTOL * scale) & (np.abs(d2) <= SS_RTOL * scale)
+        ok |= np.abs(d2) <= 1e-3 * SS_RTOL * scale
+    return ok & np.isfinite(a).all(axis=0)
+
+
+def _solver_failures(conc: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, int]:
+    """NaN for the draws where an ODE solve failed: the model then returns 0 at every point of the call
+    (every subject and time of ``conc``, (draws, IDs, grid)); ``c`` is the part kept. Returns it and the count."""
+    failed = ~np.any(conc != 0, axis=(1, 2))
+    if failed.any():
+        c = c.copy()
+        c[failed] = np.nan
+    return c, int(failed.sum())
 
 
 def _intervals(regs: list[Regimen], interval) -> dict[str, tuple[float, float]]:
@@ -1000,11 +1297,14 @@ def _predict(spec, ds, grid, pop: xr.Dataset, z_index: np.ndarray, z_store: dict
     from bayespk.evaluate.simulation import quiet_pymc
     from bayespk.model.population import PopulationModel
 
-    _GridModel = _grid_model_class()
-    try:
-        pmm, design = _GridModel(spec, ds).build_prediction(grid=grid)
-    except (TypeError, IndexError, AttributeError, ValueError):  # the workaround no longer fits the model layer
+    if spec.user is not None:  # models written as equations: the plain model (see _grid_model_class)
         pmm, design = PopulationModel(spec, ds).build_prediction(grid=grid)
+    else:
+        _GridModel = _grid_model_class()
+        try:
+            pmm, design = _GridModel(spec, ds).build_prediction(grid=grid)
+        except (TypeError, IndexError, AttributeError, ValueError):  # the workaround no longer fits the model layer
+            pmm, design = PopulationModel(spec, ds).build_prediction(grid=grid)
     n_ids, n_grid = len(design.subject_ids), len(grid)
     if design.n_obs != n_ids * n_grid or not np.array_equal(design.obs_time[:n_grid], grid):
         raise BayesPKError("internal: unexpected layout of the prediction grid")  # pragma: no cover
@@ -1052,7 +1352,11 @@ def _grid_model_class():
     building the prediction model for 500 subjects x 1000 grid points took
     about 4 s; with the indices as TensorConstants it takes about 0.5 s. Only
     grids are touched; :func:`_predict` falls back to the plain model if this
-    ever stops fitting the model layer.
+    ever stops fitting the model layer. Models written as equations do not use
+    it: the ODE schedule is built with numpy from these very index arrays (and
+    gathers its parameters per record, not with them), and an algebraic
+    model indexes its data columns with ``obs_record``; :func:`_predict` gives
+    them the plain model.
     """
     import pytensor.tensor as pt
 
