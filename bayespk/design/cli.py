@@ -518,6 +518,14 @@ def _refuse_boin12_options(args) -> None:
             raise DesignError(f"--{key.replace('_', '-')}: only for --design boin12")
 
 
+def _simulation_options(args) -> dict:
+    """The keywords every design's trial simulation takes from the command line (trials, cohorts, seed,
+    output folder, Dask runner, progress)."""
+    return {"trials": args.trials, "cohort_size": args.cohort_size, "cohorts": args.cohorts, "seed": args.seed,
+            "out": args.out, "tasks": args.tasks, "scheduler": args.scheduler, "workers": args.workers,
+            "progress": False if args.quiet else None}
+
+
 def _fmt(v) -> str:
     return "NA" if v is None else str(v)
 
@@ -829,17 +837,9 @@ def _simulate(args) -> int:
     oc = operating_characteristics(
         design,
         p,
-        trials=args.trials,
-        cohort_size=args.cohort_size,
-        cohorts=args.cohorts,
         start_dose=args.start_dose,
-        seed=args.seed,
-        out=args.out,
-        tasks=args.tasks,
         allow_non_monotone=args.allow_non_monotone,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        progress=False if args.quiet else None,
+        **_simulation_options(args),
     )
     out = Path(args.out)
     oc.write_csv(out / "oc.csv")
@@ -888,18 +888,10 @@ def _simulate_blrm(args) -> int:
         _one_dref(args),
         _floats("--scenario", args.scenario),
         _blrm_prior(args),
-        trials=args.trials,
-        cohort_size=args.cohort_size,
-        cohorts=args.cohorts,
         start_dose=args.start_dose,
         ewoc=args.ewoc,
         rule=args.rule,
-        seed=args.seed,
-        out=args.out,
-        tasks=args.tasks,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        progress=False if args.quiet else None,
+        **_simulation_options(args),
     )
     out = Path(args.out)
     oc.write_csv(out / "oc.csv")
@@ -924,16 +916,8 @@ def _simulate_boin12(args) -> int:
         design,
         _floats("--scenario", args.scenario),
         _floats("--scenario-eff", args.scenario_eff),
-        trials=args.trials,
-        cohort_size=args.cohort_size,
-        cohorts=args.cohorts,
         start_dose=args.start_dose,
-        seed=args.seed,
-        out=args.out,
-        tasks=args.tasks,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        progress=False if args.quiet else None,
+        **_simulation_options(args),
     )
     out = Path(args.out)
     oc.write_csv(out / "oc.csv")
@@ -1089,10 +1073,8 @@ def _simulate_combination(args) -> int:
     _check_count("--cohort-size", args.cohort_size, 1)
     _check_count("--cohorts", args.cohorts, 1)
     oc = combination_operating_characteristics(
-        g1, g2, ref, scenario, p1, p2, eta, trials=args.trials, cohort_size=args.cohort_size, cohorts=args.cohorts,
-        start=tuple(start), ewoc=args.ewoc, draws=args.draws, min_ess=args.min_ess,
-        allow_non_monotone=args.allow_non_monotone, seed=args.seed, out=args.out, tasks=args.tasks,
-        scheduler=args.scheduler, workers=args.workers, progress=False if args.quiet else None,
+        g1, g2, ref, scenario, p1, p2, eta, start=tuple(start), ewoc=args.ewoc, draws=args.draws,
+        min_ess=args.min_ess, allow_non_monotone=args.allow_non_monotone, **_simulation_options(args),
     )
     out = Path(args.out)
     oc.write_csv(out / "oc.csv")
