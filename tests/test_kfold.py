@@ -81,6 +81,16 @@ def test_heldout_density_integrates_the_random_effect():
         assert elpd[j] == pytest.approx(np.log(dens), abs=0.06)
 
 
+def test_heldout_density_of_a_prediction_that_underflows_is_zero_not_an_error():
+    """A parameter draw whose predictions underflow to 0 (and with them the proportional error SD): the held-out
+    density is 0 (elpd -inf) for every subject, as the model says; the SD > 0 parameter check is not raised."""
+    d = _design(2, [0.5, 2])
+    model = PopulationModel(SPEC, d)
+    post = _posterior(CL=2000.0, V=1.0, omega_V=1e-8, sigma_prop=0.15)  # exp(-1000) underflows
+    elpd = _heldout_density(model, post, n_draws=1, n_eta=3, seed=0)
+    assert elpd.shape == (2,) and np.all(elpd == -np.inf)
+
+
 def test_bad_input_is_refused(tmp_path):
     d = _design(6, [1, 4])
     with pytest.raises(BayesPKError, match="k = 8 folds is more than the 6 subjects"):

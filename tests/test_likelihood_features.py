@@ -204,3 +204,60 @@ def test_time_varying_covariate_applies_at_each_observation():
     cl = CL * (wt / 70) ** 0.75
     want = 100 / V * np.exp(-cl / V * np.tile(TIMES, 2))
     np.testing.assert_allclose(ipred, want, rtol=1e-12)
+
+
+def censored_rows():
+    """Two subjects: observed, BLQ (left-censored at 0.5) and right-censored (CENS = -1 at 4.0) rows."""
+    d = rows(blq_last=True)
+    d["CENS"] = d["BLQ"].fillna(0)
+    d.loc[(d.ID == 2) & (d.TIME == 1.0), ["CENS", "DV"]] = [-1, 4.0]
+    return d
+
+
+@pytest.mark.parametrize("error", [
+    {"blq": "M3"},
+    {"blq": "M4"},
+    {"model": "proportional", "sigma_prop": {"dist": "HalfNormal", "sigma": 0.5}},
+    {"model": "combined", "sigma_prop": {"dist": "HalfNormal", "sigma": 0.5}},
+    {"distribution": "student_t"},
+    {"model": "lognormal", "sigma_log": {"dist": "HalfNormal", "sigma": 0.5}},
+])
+def test_censored_rows_computed_apart_equal_pm_censored(error):
+    """The likelihood built for the fit (each row's own branch: density, log-CDF, log-survival) against
+    pm.Censored, which the model uses when its observations are shared data: the same value on every row and
+    the same gradient, at random points."""
+    d = censored_rows()
+    s = spec().to_dict()
+    s["error"] = {"model": "additive", "sigma_add": {"dist": "HalfNormal", "sigma": 1.0}, "blq": "M3"} | error
+    if error.get("model") in ("proportional", "lognormal"):
+        del s["error"]["sigma_add"]
+    s = Spec.from_dict(s)
+    split = PopulationModel(s, d).build()
+    whole = PopulationModel(s, d, observations_as_data=True).build()
+    assert type(split["DV"].owner.op).__name__ != type(whole["DV"].owner.op).__name__
+    fns = [m.compile_fn([*m.logp(vars=m.observed_RVs, sum=False), m.dlogp()], mode="FAST_COMPILE")
+           for m in (split, whole)]
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        point = {k: v + 0.3 * rng.standard_normal(np.shape(v)) for k, v in split.initial_point().items()}
+        (a, ga), (b, gb) = (f(point) for f in fns)
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)  # M4: the truncation term rounds apart
+        np.testing.assert_allclose(ga, gb, rtol=1e-8, atol=1e-10)
+
+
+def test_log_cdf_is_computed_on_the_censored_rows_only():
+    """Graph shape: every erfc/erfcx (the normal log-CDF and log-survival) of the fit's likelihood runs over the
+    censored rows only (3 of 6 here), not over every observation as pm.Censored's switch does."""
+    from pytensor.graph.traversal import ancestors
+    from pytensor.scalar.math import Erfc, Erfcx
+    from pytensor.tensor.elemwise import Elemwise
+
+    pm_model = PopulationModel(spec({"blq": "M3"}), censored_rows()).build()
+    logp = pm_model.logp(vars=pm_model.observed_RVs, sum=False)[0]
+    nodes = [v for v in ancestors([logp]) if v.owner is not None and isinstance(v.owner.op, Elemwise)
+             and isinstance(v.owner.op.scalar_op, Erfc | Erfcx)]
+    assert nodes
+    values = pm_model.value_vars
+    shapes = pytensor.function(values, [v.shape[0] for v in nodes], on_unused_input="ignore")(
+        *[pm_model.initial_point()[v.name] for v in values])
+    assert sorted(set(int(s) for s in shapes)) in ([1], [2], [1, 2])  # 2 BLQ rows (left), 1 right-censored row

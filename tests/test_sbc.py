@@ -100,8 +100,10 @@ def test_bad_settings_are_refused_before_any_fit(design, tmp_path):
     d = design.copy()
     d["DVID"] = 1
     d.loc[d.EVID == 0, "DVID"] = np.tile([1, 2], int((d.EVID == 0).sum()) // 2 + 1)[: int((d.EVID == 0).sum())]
-    with pytest.raises(SpecError, match="models with PD observations are not supported yet"):
-        sbc(pkpd, d, n=2, out=tmp_path)
+    # PK/PD models are calibrated (tests/test_sbc_families.py); a sequential PK/PD spec is not
+    sequential = {**pkpd, "model": {**pkpd["model"], "pk_fit": str(tmp_path / "pk_fit")}}
+    with pytest.raises(SpecError, match=r"pk_fit \(sequential PK/PD\) fixes the PK parameters"):
+        sbc(sequential, d, n=2, out=tmp_path)
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def folds(subjects: pd.Series, k: int, seed: int = 0, strata: pd.Series | None =
 
 def _heldout_density(model, posterior, n_draws: int, n_eta: int, seed: int) -> np.ndarray:
     """elpd of each subject of ``model`` (its data are the held-out subjects) as a new subject."""
-    import pytensor
+    from pymc.pytensorf import compile as compile_pymc
     from pytensor.graph import clone_replace
     from scipy.special import logsumexp
 
@@ -77,7 +77,9 @@ def _heldout_density(model, posterior, n_draws: int, n_eta: int, seed: int) -> n
         inputs.append(natural)
         names.append(rv.name)
     terms = clone_replace(terms, repl)
-    f = pytensor.function(inputs, terms, on_unused_input="ignore")
+    # compiled as PyMC compiles log-densities: a failed parameter check gives -inf, not an error (a new
+    # subject's eta drawn far in the tail can drive a prediction, and with it a proportional error SD, to 0)
+    f = compile_pymc(inputs, terms, on_unused_input="ignore")
     designs = [model.design] + ([model.pd_design] if len(terms) > 1 else [])
     subj = [d.obs_subject for d in designs]
     n_subj = len(model.design.subject_ids)

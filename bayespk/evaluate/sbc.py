@@ -21,7 +21,17 @@ Replicates are simulated with the resolved spec (every prior explicit, so
 the data-dependent defaults do not move with the replicate), observations
 below the data's LLOQ are censored as in the data, and each replicate is
 fitted with ``observations_as_data=True`` so the model is compiled once and
-reused for every replicate (:mod:`bayespk.parallel.runner`).
+reused for every replicate (:mod:`bayespk.parallel.runner`). With ``[error]
+blq = "drop"`` (M1) the values below the LLOQ are flagged as well, and the fit
+discards them.
+
+Models with PD observations (a built-in PD model such as the direct Emax, or
+the ``pd_output`` of a model written as equations) simulate both outputs from
+one draw: the PK observations (DV) and the PD observations (DV_PD, the rows
+named by ``[model] pd_observations``) come from the same individual
+parameters, each with its own residual error; every population parameter of
+both parts is ranked. A sequential PK/PD spec (``[model] pk_fit``) is refused:
+its PK parameters are fixed at another fit's medians, not drawn from a prior.
 """
 
 from __future__ import annotations
@@ -45,65 +55,119 @@ DEFAULT_L = 99  # posterior draws kept per replicate: ranks 0..99, 100 possible 
 # ====================================================================== replicates
 def _model(spec, data):
     from bayespk.model.population import PopulationModel
+    from bayespk.model.spec import Spec
 
-    model = PopulationModel(spec, data)
+    if not isinstance(spec, Spec):
+        spec = Spec.from_dict(spec) if isinstance(spec, dict) else Spec.from_toml(spec)
+    if spec.pk_fit is not None:
+        raise SpecError("sbc: [model] pk_fit (sequential PK/PD) fixes the PK parameters at another fit's medians, "
+                        "so they are not drawn from their prior; calibrate the joint model (remove pk_fit)")
+    return PopulationModel(spec, data)
+
+
+def _outputs(model) -> list[tuple[str, object, object]]:
+    """``(name, design, error model)`` of each simulated output: ``DV`` (PK, when the design has PK
+    observations) and ``DV_PD`` (models with PD observations), in the order of the columns of :func:`_simulate`."""
+    out = [("DV", model.design, model.spec.error)] if model.design.n_obs or not model.has_pd else []
     if model.has_pd:
-        raise SpecError("sbc: models with PD observations are not supported yet (only the DV of the main output "
-                        "is simulated); fit the PK part, or a model without pd")
-    return model
+        out.append(("DV_PD", model.pd_design, model.spec.pd_error))
+    return out
 
 
 def _limits(model) -> np.ndarray:
-    """The LLOQ of every observation of the design: the LLOQ column, else the censored rows' limit, else NaN."""
-    d = model.design
+    """The LLOQ of every simulated observation (the columns of :func:`_simulate`): the LLOQ column, else the
+    censored rows' limit, else the spec's ``[data] lloq`` (PK only), else NaN (never censored)."""
     t = model.data.table.set_index("ROW")
-    limit = np.full(d.n_obs, np.nan)
-    if "LLOQ" in t.columns:
-        limit = t.loc[d.obs_row, "LLOQ"].to_numpy(float)
-    cens_limits = d.obs_limit[(d.obs_cens == 1) & np.isfinite(d.obs_limit)]
-    study = float(pd.Series(cens_limits).mode().iloc[0]) if len(cens_limits) else (
-        model.spec.data.lloq if model.spec.data.lloq is not None else np.nan)
-    return np.where(np.isfinite(limit), limit, study)
+    parts = []
+    for name, d, _ in _outputs(model):
+        limit = np.full(d.n_obs, np.nan)
+        if "LLOQ" in t.columns:
+            limit = t.loc[d.obs_row, "LLOQ"].to_numpy(float)
+        cens_limits = d.obs_limit[(d.obs_cens == 1) & np.isfinite(d.obs_limit)]
+        lloq = model.spec.data.lloq if name == "DV" else None
+        study = float(pd.Series(cens_limits).mode().iloc[0]) if len(cens_limits) else (
+            lloq if lloq is not None else np.nan)
+        parts.append(np.where(np.isfinite(limit), limit, study))
+    return np.concatenate(parts)
 
 
 def _replicate_table(model, dv: np.ndarray, limit: np.ndarray) -> pd.DataFrame:
-    """The data's records with the observations replaced by ``dv`` (censored below ``limit`` where the error
-    model handles BLQ rows)."""
+    """The data's records with the observations replaced by ``dv`` (the columns of :func:`_simulate`: PK
+    observations, then PD observations), censored below ``limit`` where that output's error model handles
+    BLQ rows (M3, M4). With ``blq = "drop"`` (M1) they are flagged too, and the fit then discards them."""
     t = model.data.table.copy()
-    d = model.design
-    pos = pd.Index(t.ROW).get_indexer(d.obs_row)
-    censor = np.isfinite(limit) & (dv < limit) & (model.spec.error.blq in ("M3", "M4"))
-    t.loc[t.index[pos], "DV"] = np.where(censor, limit, dv)
-    t.loc[t.index[pos], "CENS"] = censor.astype(int)
-    if "BLQ" in t.columns:
-        t.loc[t.index[pos], "BLQ"] = censor.astype(int)
-    if censor.any():
-        if "LLOQ" not in t.columns:
-            t["LLOQ"] = np.nan
-        t.loc[t.index[pos[censor]], "LLOQ"] = limit[censor]
+    start = 0
+    for _, d, err in _outputs(model):
+        stop = start + d.n_obs
+        y, lim = dv[start:stop], limit[start:stop]
+        start = stop
+        pos = pd.Index(t.ROW).get_indexer(d.obs_row)
+        censor = np.isfinite(lim) & (y < lim) & (err.blq in ("M3", "M4", "drop"))
+        t.loc[t.index[pos], "DV"] = np.where(censor, lim, y)
+        if censor.any() and "CENS" not in t.columns:
+            t["CENS"] = 0
+        if "CENS" in t.columns:
+            t.loc[t.index[pos], "CENS"] = censor.astype(int)
+        if "BLQ" in t.columns:
+            t.loc[t.index[pos], "BLQ"] = censor.astype(int)
+        if censor.any():
+            if "LLOQ" not in t.columns:
+                t["LLOQ"] = np.nan
+            t.loc[t.index[pos[censor]], "LLOQ"] = lim[censor]
+    if start != len(dv):
+        raise BayesPKError(f"sbc: {len(dv)} simulated observations for a design of {start}")
     return t.drop(columns="ROW")
+
+
+def _uncensored(model):
+    """The model on a copy of its data with every censoring flag cleared (observations drawn from it are
+    not clipped at their limits; :func:`_replicate_table` censors them afterwards)."""
+    from bayespk.data.nonmem import read_nonmem
+    from bayespk.model.population import PopulationModel
+
+    t = model.data.table.drop(columns="ROW").copy()
+    for col in ("CENS", "BLQ"):
+        if col in t.columns:
+            t[col] = 0
+    return PopulationModel(model.spec, read_nonmem(t, negative_dv=True))
+
+
+def _simulation_graph(model):
+    """``(pm_model, variables)``: a graph drawing new observations and the names of its simulated outputs.
+
+    Without PD: :meth:`PopulationModel.build_prediction` (``DV_sim``, uncensored). With PD observations
+    (built-in PD model or a ``pd_output``): the likelihood graph of the model on uncensored data, whose
+    observed ``DV`` and ``DV_PD`` are drawn jointly from the same individual parameters.
+    """
+    if not model.has_pd:
+        return model.build_prediction(simulate=True)[0], ["DV_sim"]
+    sim = _uncensored(model)
+    return sim.build(), [name for name, _, _ in _outputs(model)]
 
 
 def _simulate(model, values: pd.DataFrame | None, n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """``(truths, dv)``: population parameters (one row per replicate) and the simulated observations
-    (n x n_obs), from the prior (``values`` None) or at fixed values."""
+    (n x observations; with PD, the PK observations then the PD ones), from the prior (``values`` None) or at
+    fixed values."""
     import pymc as pm
     import xarray as xr
 
     from bayespk.evaluate.simulation import quiet_pymc
 
     names = model.spec.population_parameters
-    pm_model, _ = model.build_prediction(simulate=True)
+    pm_model, outputs = _simulation_graph(model)
     with quiet_pymc():
         if values is None:
-            prior = pm.sample_prior_predictive(draws=n, model=pm_model, var_names=[*names, "DV_sim"],
-                                               random_seed=seed)["prior"].to_dataset()
-            ds = prior
+            prior = pm.sample_prior_predictive(draws=n, model=pm_model, var_names=[*names, *outputs],
+                                               random_seed=seed)
+            ds = prior["prior"].to_dataset()
+            if "prior_predictive" in prior.children:  # observed variables (PD models) land there
+                ds = ds.assign(prior["prior_predictive"].to_dataset())
         else:
             post = xr.Dataset({k: (("chain", "draw"), np.full((1, n), float(values[k]))) for k in values},
                               coords={"chain": [0], "draw": np.arange(n)})
             ds = pm.sample_posterior_predictive(xr.DataTree(children={"posterior": xr.DataTree(post)}),
-                                                model=pm_model, var_names=["DV_sim"], random_seed=seed,
+                                                model=pm_model, var_names=outputs, random_seed=seed,
                                                 progressbar=False)["posterior_predictive"].to_dataset()
             ds = ds.assign(post)
     flat = ds.stack(rep=("chain", "draw"))
@@ -119,7 +183,8 @@ def _simulate(model, values: pd.DataFrame | None, n: int, seed: int) -> tuple[pd
                 truths[f"{name}[{','.join(map(str, np.atleast_1d(lab)))}]"] = v.values[:, j]
         else:
             truths[name] = v.values
-    return pd.DataFrame(truths), flat["DV_sim"].transpose("rep", ...).values
+    dv = np.concatenate([np.asarray(flat[o].transpose("rep", ...).values, dtype=float) for o in outputs], axis=1)
+    return pd.DataFrame(truths), dv
 
 
 def _task(payload: dict) -> dict:
@@ -199,7 +264,8 @@ def _run(kind, spec, data, truth, n, out, seed, chains, draws, tune, L, fit_spec
             "spec": resolved, "table": _replicate_table(model, dv[i], limit), "seed": seed + 1 + i,
             "settings": settings, "L": L, "truth": {k: float(truths[k].iloc[i]) for k in truths},
         }
-    identity = {"kind": kind, "spec": _resolved(model), "fit_spec": resolved, "n": n, "seed": seed, "settings": settings, "L": L,
+    identity = {"kind": kind, "spec": _resolved(model), "fit_spec": resolved, "n": n, "seed": seed,
+                "settings": settings, "L": L,
                 "truth": None if truth is None else {k: float(v) for k, v in truth.items()}}
     work = run_tasks(_task, tasks, out, identity=identity, name=kind, **runner)
     keys = [k for k in tasks if k in work.done]
@@ -320,7 +386,8 @@ def sbc(spec, data=None, *, n: int = 100, out: str | Path, seed: int = 0, chains
         raise BayesPKError("n: SBC needs at least 2 replicates (ranks are compared across replicates; 100 or more "
                            "give a verdict)")
     work, rows, truths, L = _run("sbc", spec, data, None, n, out, seed, chains, draws, tune, thin_to,
-                                 fit_spec=fit_spec, client=client, scheduler=scheduler, workers=workers, progress=progress)
+                                 fit_spec=fit_spec, client=client, scheduler=scheduler, workers=workers,
+                                 progress=progress)
     result = _sbc_result(rows, L, work.failed, Path(out))
     _write_sbc(result, Path(out))
     return result

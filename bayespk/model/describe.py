@@ -392,9 +392,15 @@ def prior_table(spec) -> pd.DataFrame:
     if spec.correlated:
         rows.append({"parameter": "IIV correlation (" + ", ".join(spec.correlated) + ")", "distribution": "LKJ",
                      "arguments": f"eta={spec.lkj_eta:g}", "source": "spec"})
+    shrink = spec.covariate_shrinkage
     for c in spec.covariates:
+        if shrink is not None and c.name in shrink.relations:
+            rows.append(_horseshoe_row(c))
+            continue
         rows.append(_prior_row(c.name, c.default_prior() if c.coefficient is None else c.coefficient,
                                c.default_prior()))
+    if shrink is not None:
+        rows += _horseshoe_global_rows(shrink)
     for t in spec.treatments:
         from bayespk.model.spec import DEFAULT_MULTIPLIER
 
@@ -421,6 +427,34 @@ def prior_table(spec) -> pd.DataFrame:
                 row.update(distribution=f"joint normal on the {scale} scale",
                            arguments=f"mean={joint.mean[j]:.4g}, sd={joint.sd()[j]:.3g}, {extras}", source=src)
     return pd.DataFrame(rows, columns=["parameter", "distribution", "arguments", "source"])
+
+
+_HORSESHOE_SOURCE = "spec [covariate_shrinkage] (Piironen & Vehtari 2017)"
+
+
+def _horseshoe_row(c) -> dict:
+    """The prior row of a coefficient under the regularized horseshoe: its standardized form."""
+    ref = c.reference if isinstance(c.reference, str) else f"{c.reference:g}" if c.reference is not None else ""
+    per = {"power": f"per SD of log({c.column}/{ref})", "exponential": f"per SD of {c.column}",
+           "linear": f"per SD of {c.column}", "categorical": "per level, vs the reference (not scaled)"}[c.effect]
+    scaled = "" if c.effect == "categorical" else " / sd"
+    return {"parameter": c.name, "distribution": "regularized horseshoe",
+            "arguments": f"z·hs_tau·λ̃{scaled} ({per}); hs_z_{c.name} ~ Normal(0, 1), "
+                         f"hs_lambda_{c.name} ~ HalfCauchy(0, 1), λ̃² = hs_c2·λ²/(hs_c2 + hs_tau²·λ²)",
+            "source": _HORSESHOE_SOURCE}
+
+
+def _horseshoe_global_rows(shrink) -> list[dict]:
+    """Global scale and slab of the regularized horseshoe (tau0 needs the number of subjects N)."""
+    d, p0 = len(shrink.relations), shrink.expected
+    tau0 = f"tau0 = {p0:g}/({d} − {p0:g})·{shrink.noise_sd:g}/√N, N subjects (set when the model is built)"
+    tau = ({"distribution": "HalfCauchy", "arguments": f"beta={tau0}"} if shrink.global_df == 1 else
+           {"distribution": "HalfStudentT", "arguments": f"nu={shrink.global_df:g}, sigma={tau0}"})
+    return [{"parameter": "hs_tau", **tau, "source": _HORSESHOE_SOURCE},
+            {"parameter": "hs_c2", "distribution": "InverseGamma",
+             "arguments": f"alpha={shrink.slab_df / 2:g}, beta={shrink.slab_df * shrink.slab_scale ** 2 / 2:g} "
+                          f"(slab_df={shrink.slab_df:g}, slab_scale={shrink.slab_scale:g})",
+             "source": _HORSESHOE_SOURCE}]
 
 
 def _scale_name(lower: float, upper: float) -> str:

@@ -48,6 +48,7 @@ from bayespk.data.nonmem import NONMEM_COLUMNS, Dataset, id_label, read_nonmem
 from bayespk.data.schedule import Schedule
 from bayespk.errors import DataError, SpecError
 from bayespk.model.joint_prior import JOINT_DIM, JOINT_NAME
+from bayespk.model.likelihood import error_distribution, likelihood_distribution, observe
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.structural import STRUCTURES
@@ -658,17 +659,53 @@ class PopulationModel:
                     pm.Deterministic(f"corr_{a}_{corr[j]}", r[i, j])
         return centered | {name: pm.Deterministic(f"eta_{name}", omegas[name] * z[name], dims="ID") for name in z}
 
+    def covariate_scale(self, c: CovariateSpec) -> float:
+        """The SD across subjects (baseline values) that standardizes relation ``c`` under
+        ``[covariate_shrinkage]``: of ``log(x / reference)`` for a power effect, of ``x`` for exponential and
+        linear effects, 1 for a categorical effect (per level)."""
+        if c.effect == "categorical":
+            return 1.0
+        x = np.asarray(self._covariates[c.name]["values"], float)
+        sd = float(np.std(np.log(x / c.reference) if c.effect == "power" else x, ddof=1)) if len(x) > 1 else 0.0
+        if not sd > 0:
+            raise DataError(f"column {c.column}: every subject has the same value, so the {c.effect} effect "
+                            f"{c.name} cannot be standardized for [covariate_shrinkage]")
+        return sd
+
+    def _shrunk_coefficient(self, c: CovariateSpec):
+        """The coefficient of relation ``c`` under the regularized horseshoe of ``[covariate_shrinkage]``
+        (:class:`~bayespk.model.spec.CovariateShrinkage`): ``theta = z tau lambda~ / sd`` (non-centred), kept
+        as the deterministic ``<P>_<COL>``; global ``hs_tau`` and slab ``hs_c2`` are created once."""
+        hs = self.spec.covariate_shrinkage
+        model = pm.modelcontext(None)
+        n = len(self.design.subject_ids)
+        if "hs_tau" not in model.named_vars:
+            pm.HalfStudentT("hs_tau", nu=hs.global_df, sigma=hs.tau0(n))  # nu = 1: half-Cauchy
+            pm.InverseGamma("hs_c2", alpha=hs.slab_df / 2.0, beta=hs.slab_df * hs.slab_scale ** 2 / 2.0)
+        tau, c2 = model["hs_tau"], model["hs_c2"]
+        lam = pm.HalfCauchy(f"hs_lambda_{c.name}", beta=1.0)
+        lam2 = c2 * lam ** 2 / (c2 + tau ** 2 * lam ** 2)  # regularized local scale, squared
+        dims = f"{c.column}_level" if c.effect == "categorical" else None
+        z = pm.Normal(f"hs_z_{c.name}", 0.0, 1.0, dims=dims)
+        pm.Deterministic(f"hs_kappa_{c.name}", 1.0 / (1.0 + n * tau ** 2 * lam2 / hs.noise_sd ** 2))
+        return pm.Deterministic(c.name, z * tau * pt.sqrt(lam2) / self.covariate_scale(c), dims=dims)
+
     def _log_effect(self, c: CovariateSpec, rows=slice(None)):
-        """log of the covariate factor on the records ``rows`` (default all; creates the coefficient's prior)."""
+        """log of the covariate factor on the records ``rows`` (default all; creates the coefficient's prior,
+        the regularized horseshoe for the relations ``[covariate_shrinkage]`` names)."""
         info = self._covariates[c.name]
         x = info["records"][rows]
+        hs = self.spec.covariate_shrinkage
+        shrunk = hs is not None and c.name in hs.relations
         if c.effect == "categorical":
             levels = info["levels"]
             theta = (pt.as_tensor(np.full(len(levels), c.coefficient)) if c.fixed
+                     else self._shrunk_coefficient(c) if shrunk
                      else c.coefficient.create(c.name, dims=f"{c.column}_level"))
             index = np.array([levels.index(v) + 1 if v in levels else 0 for v in x])
             return pt.concatenate([pt.zeros(1), theta])[index]
-        theta = c.coefficient if c.fixed else self._population_rv(c.coefficient, c.name)
+        theta = (c.coefficient if c.fixed else self._shrunk_coefficient(c) if shrunk
+                 else self._population_rv(c.coefficient, c.name))
         if c.effect == "linear":  # the factor must stay positive for every subject
             factor = 1.0 + theta * (x - c.reference)
             pm.Potential(f"{c.name}_positive", pt.switch(pt.all(factor > 0), 0.0, -np.inf))
@@ -857,35 +894,29 @@ class PopulationModel:
         assay column), indexed per observation of ``design``.
         """
         err = err or self.spec.error
+        return error_distribution(err, f, self._error_parameters(err, design, name))
+
+    def _error_parameters(self, err, design: Design | None, name: str) -> dict:
+        """The error parameters of ``err`` by base name (creates their priors); per observation with ``by``."""
         if err.by is None:
-            sig = {k: self._population_rv(err.priors[k], err.prefix + k) for k in err.base_names}
-        else:
-            codes = self._assay_codes(name, design)
-            sig = {k: err.priors[k].create(err.prefix + k, dims=err.by)[codes] for k in err.base_names}
-        if err.model == "lognormal":
-            return pm.LogNormal.dist(mu=pt.log(pt.maximum(f, 1e-300)), sigma=sig["sigma_log"])
-        if err.model == "additive":
-            sd = sig["sigma_add"] * pt.ones_like(f)
-        elif err.model == "proportional":
-            sd = sig["sigma_prop"] * f
-        else:
-            sd = pt.sqrt(sig["sigma_add"] ** 2 + (sig["sigma_prop"] * f) ** 2)
-        if err.student_t:
-            return pm.StudentT.dist(nu=sig["nu"], mu=f, sigma=sd)
-        return pm.Normal.dist(mu=f, sigma=sd)
+            return {k: self._population_rv(err.priors[k], err.prefix + k) for k in err.base_names}
+        codes = self._assay_codes(name, design)
+        return {k: err.priors[k].create(err.prefix + k, dims=err.by)[codes] for k in err.base_names}
 
     def _likelihood(self, f, d: Design, err, name: str, dims: str):
-        dist = self._residual(f, err, d, name)
-        if err.blq == "M4" and err.model != "lognormal":
-            # M4 (Beal 2001): every observation conditioned on Y > 0
-            dist = pm.Truncated.dist(dist, lower=0.0)
         cens = d.obs_cens
-        shared = (lambda key, v: pm.Data(f"{name}_{key}", v, dims=dims)) if self.observations_as_data else \
-            (lambda key, v: v)
+        if not self.observations_as_data:  # the censored rows are known now: each row's own branch only
+            y = np.where(cens != 0, d.obs_limit, d.obs_dv)
+            return observe(name, err, f, self._error_parameters(err, d, name), y, cens, dims)
+        dist = likelihood_distribution(err, f, self._error_parameters(err, d, name))
+
+        def shared(key, v):
+            return pm.Data(f"{name}_{key}", v, dims=dims)
+
         if (cens == 0).all():
             return _observe(dist, shared("observed", d.obs_dv), name, dims)
         # pm.Censored: a value equal to `lower` means "at or below lower" (BLQ, M3: P(Y < LLOQ);
-        # M4: P(0 < Y < LLOQ) / P(Y > 0) through the truncation above);
+        # M4: P(0 < Y < LLOQ) / P(Y > 0) through the truncation of likelihood_distribution);
         # a value equal to `upper` means "at or above upper" (right-censored, CENS = -1).
         lower = np.where(cens == 1, d.obs_limit, -np.inf)
         upper = np.where(cens == -1, d.obs_limit, np.inf)

@@ -35,6 +35,7 @@ __all__ = [
     "Spec",
     "ParameterSpec",
     "CovariateSpec",
+    "CovariateShrinkage",
     "TreatmentSpec",
     "ErrorSpec",
     "SamplerSpec",
@@ -559,6 +560,108 @@ class CovariateSpec:
         return out
 
 
+SHRINKAGE_PRIORS = ("horseshoe",)
+SHRINKAGE_KEYS = ("prior", "relations", "expected", "slab_scale", "slab_df", "global_df", "noise_sd")
+
+
+@dataclass(frozen=True)
+class CovariateShrinkage:
+    """``[covariate_shrinkage]``: a regularized horseshoe prior on covariate coefficients.
+
+    The regularized horseshoe of Piironen & Vehtari (2017, Electron. J. Stat.
+    11:5018, doi:10.1214/17-EJS1337SI) replaces the coefficient priors of the
+    relations it names (default: every estimated ``[[covariates]]`` relation),
+    so that one fit of the full model shrinks the effects the data do not
+    support towards 0 and leaves the supported ones nearly free (a
+    ``coefficient`` prior given for such a relation is not used).
+
+    Each coefficient is shrunk on a standardized scale: ``beta_j`` is the
+    change of the log parameter per SD across subjects of ``log(x/reference)``
+    (power effects) or of ``x`` (exponential and linear effects; for linear
+    the change of the factor), and per level against the reference for
+    categorical effects (no scaling). The coefficient of the spec is then
+    ``theta_j = beta_j / sd_j`` and keeps its name ``<P>_<COL>``.
+
+    Non-centred form (P&V 2017, Appendix C.1)::
+
+        beta_j = z_j · tau · lambda~_j,   lambda~_j² = c² lambda_j² / (c² + tau² lambda_j²)
+        z_j ~ Normal(0, 1),   lambda_j ~ HalfCauchy(0, 1)
+        tau ~ HalfStudentT(global_df, 0, tau0)       (global_df = 1: HalfCauchy)
+        c² ~ InvGamma(slab_df / 2, slab_df · slab_scale² / 2)
+
+    ``tau0 = expected / (D − expected) · noise_sd / sqrt(N)`` (P&V 2017, eq. 3.12),
+    with D the number of relations shrunk, ``expected`` the prior guess of how
+    many have an effect, N the number of subjects (covariate effects are
+    informed by between-subject differences, so the subject is the unit) and
+    ``noise_sd`` the pseudo-noise SD on the log-parameter scale (the
+    between-subject SD the covariates explain part of; default 1, a wide
+    choice that shrinks less than a typical IIV of 0.3 would). The levels of a
+    categorical relation share its ``lambda_j`` (it counts once in D). The
+    shrinkage factor of relation j is ``kappa_j = 1 / (1 + N tau² lambda~_j² /
+    noise_sd²)`` (P&V 2017, eq. 2.5 with lambda~): near 1 shrunk to 0, near 0
+    left to the data. The model gets ``hs_tau``, ``hs_c2``, ``hs_lambda_<rel>``,
+    ``hs_z_<rel>`` and the deterministic ``hs_kappa_<rel>``.
+    """
+
+    relations: tuple[str, ...]
+    expected: float = 1.0
+    slab_scale: float = 1.0
+    slab_df: float = 4.0
+    global_df: float = 1.0
+    noise_sd: float = 1.0
+    prior: str = "horseshoe"
+
+    def tau0(self, n_subjects: int) -> float:
+        """The scale of the global shrinkage ``tau`` for ``n_subjects`` subjects (P&V 2017, eq. 3.12)."""
+        d = len(self.relations)
+        return self.expected / (d - self.expected) * self.noise_sd / math.sqrt(n_subjects)
+
+    @classmethod
+    def from_dict(cls, d: dict, covariates: tuple) -> "CovariateShrinkage":
+        where = "[covariate_shrinkage]"
+        _check_keys(d, SHRINKAGE_KEYS, where)
+        prior = d.get("prior", "horseshoe")
+        if prior not in SHRINKAGE_PRIORS:
+            raise SpecError(f"{where} prior: {prior!r} is not one of {', '.join(SHRINKAGE_PRIORS)}")
+        by_name = {c.name: c for c in covariates}
+        if "relations" in d:
+            rel = d["relations"]
+            if not isinstance(rel, list) or not rel or not all(isinstance(r, str) for r in rel):
+                raise SpecError(f"{where} relations: expected a non-empty list of relation names such as "
+                                f"[\"CL_WT\"], got {rel!r}")
+            for r in rel:
+                if r not in by_name:
+                    raise SpecError(f"{where} relations: {r!r} is not a [[covariates]] relation of the spec "
+                                    f"(relations: {', '.join(by_name) or 'none'})")
+                if by_name[r].fixed:
+                    raise SpecError(f"{where} relations: {r} has a fixed coefficient ({by_name[r].coefficient:g}); "
+                                    "only estimated coefficients can be shrunk")
+            if len(set(rel)) < len(rel):
+                raise SpecError(f"{where} relations: {next(r for r in rel if rel.count(r) > 1)} is listed twice")
+            relations = tuple(rel)
+        else:
+            relations = tuple(c.name for c in covariates if not c.fixed)
+            if not relations:
+                raise SpecError(f"{where}: the spec has no [[covariates]] relation with an estimated coefficient "
+                                "to shrink")
+        kw = {}
+        for key in ("expected", "slab_scale", "slab_df", "global_df", "noise_sd"):
+            if key in d:
+                kw[key] = _number(d[key], f"{where} {key}")
+                if kw[key] <= 0:
+                    raise SpecError(f"{where} {key}: must be > 0, got {kw[key]:g}")
+        expected = kw.get("expected", 1.0)
+        if not expected < len(relations):
+            raise SpecError(f"{where} expected: the prior guess of the number of relations with an effect must lie "
+                            f"in (0, D) with D = {len(relations)} relations shrunk, got {expected:g}")
+        return cls(relations=relations, prior=prior, **kw)
+
+    def to_dict(self) -> dict:
+        return {"prior": self.prior, "relations": list(self.relations), "expected": self.expected,
+                "slab_scale": self.slab_scale, "slab_df": self.slab_df, "global_df": self.global_df,
+                "noise_sd": self.noise_sd}
+
+
 @dataclass(frozen=True)
 class TreatmentSpec:
     """A time-varying treatment multiplying the CAR-T expansion rate from its first administration.
@@ -866,6 +969,7 @@ class Spec:
     tumor: tuple[str, float] | None = None  # mechanistic CAR-T: baseline tumor column and reference
     user: Any = None  # UserModel: equations written in the spec ([model] states/ode/... or prediction)
     joint_prior: Any = None  # JointPrior: whole-model prior from an earlier fit ([prior_from] / [joint_prior])
+    covariate_shrinkage: CovariateShrinkage | None = None  # [covariate_shrinkage]: regularized horseshoe
 
     @property
     def pd_parameters(self) -> tuple[str, ...]:
@@ -898,18 +1002,27 @@ class Spec:
     @classmethod
     def from_dict(cls, d: dict, base_dir: Path | None = None, structural=None) -> "Spec":
         _check_keys(d, ("name", "description", "data", "model", "parameters", "iiv", "covariates", "error",
-                        "pd_error", "sampler", "treatments", "prior_from", "joint_prior"), "spec")
+                        "pd_error", "sampler", "treatments", "prior_from", "joint_prior", "covariate_shrinkage"),
+                    "spec")
         if "prior_from" in d and "joint_prior" in d:
             raise SpecError("[prior_from] and [joint_prior]: give one (a resolved spec stores [joint_prior], the "
                             "prior [prior_from] made)")
-        spec = cls._from_dict({k: v for k, v in d.items() if k not in ("prior_from", "joint_prior")}, base_dir,
-                              structural)
+        spec = cls._from_dict({k: v for k, v in d.items()
+                               if k not in ("prior_from", "joint_prior", "covariate_shrinkage")}, base_dir, structural)
+        if "covariate_shrinkage" in d:
+            spec = replace(spec, covariate_shrinkage=CovariateShrinkage.from_dict(d["covariate_shrinkage"],
+                                                                                  spec.covariates))
         if "joint_prior" in d:
-            return spec.with_joint_prior(JointPrior.from_dict(d["joint_prior"]))
-        if "prior_from" in d:
+            spec = spec.with_joint_prior(JointPrior.from_dict(d["joint_prior"]))
+        elif "prior_from" in d:
             from bayespk.model.prior_from import resolve_prior_from
 
-            return spec.with_joint_prior(resolve_prior_from(d["prior_from"], spec, base_dir))
+            spec = spec.with_joint_prior(resolve_prior_from(d["prior_from"], spec, base_dir))
+        shrunk = spec.covariate_shrinkage.relations if spec.covariate_shrinkage is not None else ()
+        both = [n for n in shrunk if spec.joint_prior is not None and n in spec.joint_prior.names]
+        if both:
+            raise SpecError(f"[covariate_shrinkage] relations: {', '.join(both)} also take their prior from the joint "
+                            "prior; give each coefficient one prior (leave it out of one of them)")
         return spec
 
     @classmethod
@@ -1091,6 +1204,8 @@ class Spec:
         out["sampler"] = self.sampler.to_dict()
         if self.joint_prior is not None:
             out["joint_prior"] = self.joint_prior.to_dict()
+        if self.covariate_shrinkage is not None:
+            out["covariate_shrinkage"] = self.covariate_shrinkage.to_dict()
         return out
 
     def to_toml(self) -> str:

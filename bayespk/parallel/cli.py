@@ -56,11 +56,16 @@ def add_parser(sub) -> None:
     _kfold_options(k)
     k.add_argument("--stratify", metavar="COLUMN", help="balance the folds over this column's levels (default: no)")
 
-    c = sub.add_parser("covsearch", help="covariate search by K-fold elpd: forward addition, backward elimination "
-                                         "(Dask)",
-                       description="Add candidate covariate relations one at a time while K-fold elpd improves by "
-                                   "more than --threshold-se SEs, then drop those whose removal costs less. Writes "
-                                   "steps.csv and one k-fold folder per model under --out/models.")
+    c = sub.add_parser("covsearch", help="covariate search: stepwise by K-fold elpd (Dask), or one fit of the full "
+                                         "model under a regularized horseshoe",
+                       description="--method stepwise (default): add candidate covariate relations one at a time "
+                                   "while K-fold elpd improves by more than --threshold-se SEs, then drop those whose "
+                                   "removal costs less; writes steps.csv and one k-fold folder per model under "
+                                   "--out/models. --method horseshoe: fit the model with every candidate under a "
+                                   "regularized horseshoe prior (Piironen & Vehtari 2017) once, in this process, and "
+                                   "keep a relation when the posterior probability that the parameter ratio across "
+                                   "the covariate's 5th-95th percentile (a level vs the reference) lies outside "
+                                   "--band exceeds --inclusion; writes steps.csv.")
     _common(c, "fold")
     _kfold_options(c)
     c.add_argument("--candidate", action="append", required=True, metavar="PARAM:COLUMN:EFFECT[:REFERENCE]",
@@ -69,6 +74,21 @@ def add_parser(sub) -> None:
                    help="add (drop) a relation when it improves elpd by more (costs at most) this many SEs of the "
                         "paired difference (default %(default)s)")
     c.add_argument("--no-backward", action="store_true", help="forward addition only (default: both steps)")
+    c.add_argument("--method", choices=("stepwise", "horseshoe"), default="stepwise",
+                   help="stepwise by K-fold elpd, or the full model under a regularized horseshoe (default "
+                        "%(default)s)")
+    c.add_argument("--band", default="0.8,1.25", metavar="LOWER,UPPER",
+                   help="horseshoe: no-effect band of the parameter ratio (default %(default)s)")
+    c.add_argument("--inclusion", type=float, default=0.5,
+                   help="horseshoe: keep a relation when P(ratio outside --band) exceeds this (default %(default)s)")
+    c.add_argument("--expected", type=float, default=1.0,
+                   help="horseshoe: prior guess of how many candidates have an effect, in (0, number of "
+                        "candidates); sets the global scale tau0 (default %(default)s)")
+    c.add_argument("--slab-scale", type=float, default=1.0,
+                   help="horseshoe: slab scale, the size of a large effect per SD of the covariate on the log "
+                        "parameter (default %(default)s)")
+    c.add_argument("--target-accept", type=float, default=0.95,
+                   help="horseshoe: NUTS target acceptance (default %(default)s)")
 
     e = sub.add_parser("simest", help="simulation-estimation study at a known truth (Dask)",
                        description="Simulate N studies on the data's design at the given population parameters, "
@@ -162,9 +182,17 @@ def run(command: str, args) -> int:
     elif command == "covsearch":
         from bayespk.evaluate.covsearch import covariate_search
 
-        r = covariate_search(spec, [_candidate(c) for c in args.candidate], data, k=args.k,
+        try:
+            band = tuple(float(x) for x in args.band.split(","))
+        except ValueError:
+            band = ()
+        if len(band) != 2:
+            raise BayesPKError(f"--band {args.band!r}: expected LOWER,UPPER, e.g. 0.8,1.25")
+        r = covariate_search(spec, [_candidate(c) for c in args.candidate], data, k=args.k, method=args.method,
                              threshold_se=args.threshold_se, backward=not args.no_backward,
-                             draws_used=args.draws_used, n_eta=args.n_eta, **common, **runner)
+                             draws_used=args.draws_used, n_eta=args.n_eta, band=band, inclusion=args.inclusion,
+                             shrinkage={"expected": args.expected, "slab_scale": args.slab_scale},
+                             target_accept=args.target_accept, **common, **runner)
         print(r.steps.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
         print(f"\nselected: {', '.join(r.selected) or 'none'}\nwrote {Path(args.out) / 'steps.csv'}")
     else:
