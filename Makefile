@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean venv
+.PHONY: demo test test-fast lint bench clean venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 # pytest-xdist: one worker per core (at most 4), each test file on one worker (module fixtures built once)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 -n auto --maxprocesses=4 --dist loadfile
+
+# ruff (pyflakes, pycodestyle, import order, bugbear; rules in pyproject.toml): CI fails on any finding
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bayespk tests benchmarks
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

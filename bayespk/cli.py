@@ -36,9 +36,8 @@ import threading
 import warnings
 from pathlib import Path
 
-from bayespk.progress import step
-
 from bayespk.parallel.cli import COMMANDS as WORKLOADS
+from bayespk.progress import step
 
 __all__ = ["main"]
 
@@ -374,7 +373,7 @@ def _summary(args) -> int:
     import pandas as pd
 
     from bayespk.errors import BayesPKError
-    from bayespk.rundir import read_diagnostics, read_fit_tree
+    from bayespk.rundir import read_diagnostics
 
     run = Path(args.run_dir)
     if not (run / "summary.csv").is_file():

@@ -39,8 +39,16 @@ from bayespk.evaluate.simulation import quiet_pymc
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
 from bayespk.progress import Progress, is_terminal
-from bayespk.rundir import (CHECKSUM_ATTR, SPEC_ATTR, RunDirError, RunWriter, read_fit_tree, sha256_file, sha256_json,
-                            tree_checksum)
+from bayespk.rundir import (
+    CHECKSUM_ATTR,
+    SPEC_ATTR,
+    RunDirError,
+    RunWriter,
+    read_fit_tree,
+    sha256_file,
+    sha256_json,
+    tree_checksum,
+)
 
 __all__ = ["Fit", "SamplingInterrupted", "fit", "load"]
 

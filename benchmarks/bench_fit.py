@@ -576,7 +576,8 @@ def _environment(argv: list[str]) -> dict:
 
     def git(*a):
         try:
-            return subprocess.run(["git", *a], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(["git", *a], check=False, cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
@@ -629,7 +630,8 @@ def _run_subprocess(name: str, settings: dict, cold_cache: bool, timeout: float,
     except subprocess.TimeoutExpired as e:
         rc = None
         stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        stderr = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + f"\nTIMEOUT after {timeout}s"
+        stderr = ((e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or ""))
+                  + f"\nTIMEOUT after {timeout}s")
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -673,7 +675,8 @@ def _run_lines(run: dict, indent: str = "") -> list[str]:
         f"{indent}- date: {env['date']}",
         f"{indent}- command: `{env['command']}`",
         (f"{indent}- settings: {s['chains']} chains x {s['draws']} draws, {s['tune']} tune; "
-        f"compile cache: {'cold (fresh PyTensor compiledir per case)' if run['cold_cache'] else 'warm (user PyTensor compiledir)'}"),
+        "compile cache: " + ("cold (fresh PyTensor compiledir per case)" if run["cold_cache"]
+                             else "warm (user PyTensor compiledir)")),
         (f"{indent}- python {env['python']} on {env['platform']}; CPUs: {env['cpu_count']} "
         f"(affinity {env['cpu_affinity']}), {env['cpu_model']}; memory {env['memory_gib']} GiB"),
         f"{indent}- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
@@ -762,7 +765,8 @@ def markdown(report: dict) -> str:
             if slow:
                 lines += ["", (f"{r['case']}: chain(s) {', '.join(map(str, slow))} look stuck: mean leapfrog steps "
                               f"per draw {', '.join(f'{n:.0f}' for n in pc['n_steps'])} by chain, step size "
-                              f"{', '.join(f'{x:.3g}' for x in pc.get('step_size', []))}; per-chain means are in fit.json")]
+                              f"{', '.join(f'{x:.3g}' for x in pc.get('step_size', []))}; "
+                              "per-chain means are in fit.json")]
     problems = [(r["case"], p) for r in res if "error" not in r for p in r["convergence_problems"]]
     if problems:
         lines += ["", "Convergence problems reported by bayespk:", ""]

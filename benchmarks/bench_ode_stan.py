@@ -130,8 +130,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_fit import RESULTS, ROOT, _environment, _f, _run_lines, _source_hash, write_results  # noqa: E402
 from bench_speed import (  # noqa: E402
-    EXTRA_PACKAGES, _capture_stan_outputs, _ess_min, _forget_stan_fits, _means, _median_call_us,
-    _stan_available, time_stan_logp_grad,
+    EXTRA_PACKAGES,
+    _capture_stan_outputs,
+    _ess_min,
+    _forget_stan_fits,
+    _means,
+    _median_call_us,
+    _stan_available,
+    time_stan_logp_grad,
 )
 
 SPEC_PATH = ROOT / "models" / "mm_2cmt_iv.toml"

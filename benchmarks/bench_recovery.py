@@ -211,7 +211,8 @@ def _run_subprocess(model: str, seed: int, stream: int, settings: dict, timeout:
     except subprocess.TimeoutExpired as e:
         rc = None
         stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        stderr = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + f"\nTIMEOUT after {timeout}s"
+        stderr = ((e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or ""))
+                  + f"\nTIMEOUT after {timeout}s")
     process_s = time.perf_counter() - t0
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / f"recovery_{model}_seed{seed}.log").write_text(

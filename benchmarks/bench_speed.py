@@ -79,7 +79,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import scalar_op_counts  # noqa: E402
 from bench_fit import (  # noqa: E402
-    RESULTS, ROOT, THEOPHYLLINE_SEED, THEOPHYLLINE_SPEC, _environment, _f, _run_lines, _source_hash,
+    RESULTS,
+    ROOT,
+    THEOPHYLLINE_SEED,
+    THEOPHYLLINE_SPEC,
+    _environment,
+    _f,
+    _run_lines,
+    _source_hash,
     write_results,
 )
 
@@ -421,7 +428,7 @@ def _point_vector(compiled, point: dict):
 
     names, slices, shapes = compiled.shape_info
     x = np.empty(compiled.n_dim)
-    for name, sl, shape in zip(names, slices, shapes):
+    for name, sl in zip(names, slices):
         if sl.stop <= compiled.n_dim:
             x[sl] = np.asarray(point[name], dtype=float).reshape(-1)
     return x
@@ -455,7 +462,6 @@ def run_nutpie(label: str, model, spec, settings: dict, point: dict, logp_second
 def run_stan(spec, obs: Observations, settings: dict, point: dict, logp_seconds: float, init_model) -> dict:
     import httpstan.models
     import numpy as np
-    import stan
     import xarray as xr
     from pymc.initial_point import make_initial_point_fn
 

@@ -51,6 +51,7 @@ def _load() -> str:
 
 def _sbc_inputs():
     from test_sbc import SPEC
+
     from bayespk.simulate.study import study_design
 
     d = study_design(10, dose=100.0, times=np.array([0.25, 1, 2, 4, 8, 12]), route="iv", seed=3)

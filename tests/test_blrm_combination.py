@@ -19,9 +19,9 @@ import arviz as az
 import numpy as np
 import pytest
 
+from bayespk.cli import main
 from bayespk.design import DesignError
 from bayespk.design.blrm import BVNMixture, blrm_posterior
-from bayespk.cli import main
 from bayespk.design.blrm_combination import (
     CombinationData,
     check_combination_scenario,

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import MODELS, tiny_fit
 
 REPO = Path(__file__).resolve().parent.parent

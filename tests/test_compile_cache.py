@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import pymc as pm
 import pytest
+from conftest import MODELS
 
 import bayespk.compile_cache as cc
 from bayespk.model import PopulationModel, Spec
-
-from conftest import MODELS
 
 X = np.linspace(0.0, 1.0, 8)
 Y = 0.5 + 2.0 * X + np.array([0.1, -0.2, 0.05, 0.0, 0.15, -0.1, 0.2, -0.05])

@@ -689,8 +689,8 @@ def test_model_power_effect_non_positive_covariate(tmp_path, value):
 
 def test_model_numeric_effect_on_text_covariate(tmp_path):
     spec = iv_spec([{"parameter": "CL", "column": "WT", "effect": "linear", "reference": 70}])
-    with pytest.raises(DataError, match=r"row 4, column WT \(ID 2\): value 'heavy' is not a number; a linear effect needs "
-                                        r"a numeric covariate"):
+    with pytest.raises(DataError, match=r"row 4, column WT \(ID 2\): value 'heavy' is not a number; a linear "
+                                        r"effect needs a numeric covariate"):
         PopulationModel(spec, cov_data(tmp_path, [70, 70, 70, "heavy", "heavy"]))
 
 

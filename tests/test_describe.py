@@ -1,11 +1,10 @@
 """The model equations and prior table of bayespk.model.describe: every name and form comes from the spec."""
 
 import pytest
+from conftest import MODELS
 
 from bayespk.model.describe import equations, prior_table
 from bayespk.model.spec import Spec
-
-from conftest import MODELS
 
 PK = {"CL": {"guess": 5.0}, "V": {"guess": 50.0}}
 

@@ -29,13 +29,13 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.special import expit
 from scipy.stats import norm
+from test_response import mock_fit
 
 import bayespk as bpk
 from bayespk.errors import SpecError
 from bayespk.fit import Fit
 from bayespk.simulate import DoseTable, Regimen, Target, dose_table, plot_dose_table
 from bayespk.simulate.study import simulate_observations, study_design
-from test_response import mock_fit
 
 TRUTH = {"CL": 2.0, "V": 20.0, "omega_CL": 0.3, "omega_V": 0.25, "sigma_prop": 0.1}
 SPEC = {

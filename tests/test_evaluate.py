@@ -10,13 +10,12 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MODELS, ROOT
 
 import bayespk as bpk
 from bayespk.evaluate import compare as compare_module
 from bayespk.evaluate.gof import eta_covariates, gof_table, shrinkage
 from bayespk.fit import Fit
-
-from conftest import MODELS, ROOT
 
 PHENO = MODELS / "phenobarbital_1cmt_iv.toml"
 THEO = MODELS / "theophylline_1cmt_oral.toml"

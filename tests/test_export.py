@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MODELS, tiny_fit
 
 import bayespk as bpk
 from bayespk.cli import main
-from bayespk.evaluate.export import ESTIMATE, SE, SDTAB_COLUMNS, export_nonmem
-from conftest import MODELS, tiny_fit
+from bayespk.evaluate.export import ESTIMATE, SDTAB_COLUMNS, SE, export_nonmem
 
 THEO = MODELS / "theophylline_1cmt_oral.toml"
 DRAWS = 40  # = every draw of the tiny fit (2 chains x 20): PRED/IPRED medians over all of them

@@ -11,11 +11,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MODELS, ROOT
 
 import bayespk as bpk
 from bayespk.cli import main
 from bayespk.evaluate.export import ESTIMATE, write_nonmem_table
-from conftest import MODELS, ROOT
 
 RSCRIPT = shutil.which("Rscript")
 EXAMPLE = ROOT / "examples" / "read_nonmem_export.R"

@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import MODELS
 
 import bayespk as bpk
 from bayespk.cli import main
 from bayespk.evaluate.diagnostics import REPORTED_COLUMNS, SUMMARY_COLUMNS
-
-from conftest import MODELS
 
 THEO = MODELS / "theophylline_1cmt_oral.toml"
 SHORT = dict(draws=150, tune=200, chains=2, seed=7, progress=False)

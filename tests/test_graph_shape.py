@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from conftest import MODELS, ROOT
 
 from bayespk.model import PopulationModel
-from conftest import MODELS, ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import scalar_op_counts  # noqa: E402

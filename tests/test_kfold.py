@@ -113,7 +113,7 @@ def test_kfold_workload_and_comparison(tmp_path):
     # a model held by its prior to a volume 4x too small predicts every new subject worse
     wrong = {**SPEC, "parameters": {**SPEC["parameters"], "V": {
         "typical": {"dist": "LogNormal", "mu": float(np.log(5.0)), "sigma": 0.02}, "iiv": False}}}
-    b = kfold(wrong, d, out=tmp_path / "b", **kw)
+    kfold(wrong, d, out=tmp_path / "b", **kw)
     table = compare_kfold({"right": a, "wrong": tmp_path / "b"})
     assert list(table.index) == ["right", "wrong"] and table.loc["wrong", "elpd_diff"] > 2 * table.loc["wrong", "dse"]
     moved = KFoldResult(pointwise=a.pointwise.assign(fold=(a.pointwise.fold + 1) % 3), k=3, failed={},

@@ -5,13 +5,12 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytest
+from conftest import MODELS
 from scipy import stats
 
 import bayespk as bpk
 from bayespk.model.spec import Spec
 from bayespk.structural.compartments import one_compartment
-
-from conftest import MODELS
 
 
 def _data(cens=False):

@@ -19,21 +19,6 @@ import pytensor.tensor as pt
 import pytest
 from scipy.integrate import quad
 from scipy.linalg import expm
-
-import bayespk as bpk
-from bayespk.data.design import Design
-from bayespk.data.nonmem import read_nonmem
-from bayespk.errors import DataError
-from bayespk.model.spec import Spec
-from bayespk.structural import (
-    STRUCTURES,
-    superpose,
-    three_compartment,
-    three_compartment_macro,
-    two_compartment,
-    two_compartment_macro,
-)
-
 from test_structural import (
     IV_ROWS,
     LONG_ROWS,
@@ -45,6 +30,19 @@ from test_structural import (
     ode_reference,
     rate_matrix,
     single_dose_events,
+)
+
+import bayespk as bpk
+from bayespk.data.design import Design
+from bayespk.data.nonmem import read_nonmem
+from bayespk.errors import DataError
+from bayespk.model.spec import Spec
+from bayespk.structural import (
+    STRUCTURES,
+    three_compartment,
+    three_compartment_macro,
+    two_compartment,
+    two_compartment_macro,
 )
 
 MULTI = ["2cmt_iv", "2cmt_oral", "3cmt_iv", "3cmt_oral"]

@@ -7,12 +7,11 @@ import numpy as np
 import pymc as pm
 import pytest
 import xarray as xr
+from conftest import MODELS
 
 import bayespk as bpk
 from bayespk.fit import Fit, centering_weights
 from bayespk.model import PopulationModel, Spec
-
-from conftest import MODELS
 
 THEO = MODELS / "theophylline_1cmt_oral.toml"
 

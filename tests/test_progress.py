@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import MODELS, tiny_fit
 
 from bayespk.progress import Progress, interval, step
-from conftest import MODELS, tiny_fit
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "models" / "theophylline_1cmt_oral.toml"

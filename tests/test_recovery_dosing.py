@@ -149,13 +149,13 @@ def test_2cmt_infusion_with_blq_m3_recovers_truth_and_dropping_blq_biases_termin
     assert obs.BLQ[obs.TIME < 48].mean() < 0.05  # censoring is a terminal-phase matter here
 
     t0 = time.perf_counter()
-    m3 = bpk.PopulationModel(infusion_spec("M3"), data).fit(seed=11, draws=2000, tune=1000, progress=False)
+    m3 = bpk.PopulationModel(infusion_spec("M3"), data).fit(seed=11, draws=2000, tune=2000, progress=False)
     check_sampling(m3, "M3")
     coverage(m3, {k: INFUSION_TRUTH[k] for k in ("CL", "V1", "Q", "V2", "sigma_prop")}, "M3")
 
     drop_model = bpk.PopulationModel(infusion_spec("drop"), data)
     assert drop_model.design.n_obs == int((obs.BLQ == 0).sum())
-    drop = drop_model.fit(seed=11, draws=2000, tune=1000, progress=False)
+    drop = drop_model.fit(seed=11, draws=2000, tune=2000, progress=False)
     check_sampling(drop, "drop")
     print(f"BLQ fraction {frac_blq:.3f}; both fits {time.perf_counter() - t0:.0f} s")
 

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import MODELS
 
 import bayespk as bpk
-
-from conftest import MODELS
 
 pytestmark = pytest.mark.slow
 

@@ -26,12 +26,11 @@ Tolerances on posterior medians of the typical subject (eta = 0):
 
 import numpy as np
 import pytest
+from conftest import MODELS
 
 import bayespk as bpk
 from bayespk.data import bundled
 from bayespk.structural import two_compartment_macro
-
-from conftest import MODELS
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MODELS, tiny_fit
 
 import bayespk as bpk
 from bayespk.cli import main
-
-from conftest import MODELS, tiny_fit
 
 PHENO = MODELS / "phenobarbital_1cmt_iv.toml"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

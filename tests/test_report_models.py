@@ -15,11 +15,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import MODELS, ROOT
 
 from bayespk.cli import main
 from bayespk.model.spec import Spec
-
-from conftest import MODELS, ROOT
 
 SECTIONS = ("model", "data", "prior-table", "parameters", "convergence", "vpc", "pcvpc", "gof", "npde",
             "covariates", "priors", "loo")

@@ -8,6 +8,7 @@ slow. Every simulation uses seed 1, fixed before the first run.
 from __future__ import annotations
 
 import io
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import MODELS
 
 import bayespk as bpk
 from bayespk.cli import main
 from bayespk.rundir import RunDirError, RunWriter, sha256_file, sha256_json
-
-from conftest import MODELS
 
 REPO = Path(__file__).resolve().parent.parent
 THEO = MODELS / "theophylline_1cmt_oral.toml"

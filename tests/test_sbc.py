@@ -13,8 +13,7 @@ import pytest
 
 from bayespk.data.nonmem import read_nonmem
 from bayespk.errors import BayesPKError, SpecError
-from bayespk.evaluate.sbc import SBCResult, _limits, _replicate_table, _simulate, load_sbc, sbc, \
-    simulation_estimation
+from bayespk.evaluate.sbc import SBCResult, _limits, _replicate_table, _simulate, load_sbc, sbc, simulation_estimation
 from bayespk.model import PopulationModel
 from bayespk.simulate.study import study_design
 

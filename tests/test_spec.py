@@ -470,7 +470,8 @@ def test_toml_name_defaults_to_stem_and_data_relative_to_file(tmp_path):
 
 
 def test_bundled_specs_exist():
-    assert {"theophylline_1cmt_oral", "phenobarbital_1cmt_iv", "indomethacin_2cmt_iv"} <= {p.stem for p in BUNDLED_SPECS}
+    bundled = {p.stem for p in BUNDLED_SPECS}
+    assert {"theophylline_1cmt_oral", "phenobarbital_1cmt_iv", "indomethacin_2cmt_iv"} <= bundled
 
 
 @pytest.mark.parametrize("path", BUNDLED_SPECS, ids=lambda p: p.stem)

@@ -33,7 +33,6 @@ from bayespk.structural import (
     first_order_absorption,
     infusion,
     one_compartment,
-    superpose,
 )
 
 RTOL = 1e-6  # closed form vs ODE

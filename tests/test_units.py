@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MODELS, tiny_fit
 
 import bayespk as bpk
 from bayespk.errors import SpecError
@@ -20,8 +21,6 @@ from bayespk.evaluate.simulation import simulate_replicates
 from bayespk.fit import Fit
 from bayespk.model.spec import Spec
 from bayespk.units import axis_label, parameter_units, reported_scale
-
-from conftest import MODELS, tiny_fit
 
 UNITS = {"time": "h", "amount": "mg", "conc": "mg/L", "WT": "kg"}
 

@@ -20,10 +20,9 @@ import re
 
 import numpy as np
 import pytest
+from conftest import MODELS
 
 import bayespk as bpk
-
-from conftest import MODELS
 
 GENERATOR = MODELS / "data" / "make_user_models.py"
 SIMULATED = ("mm_1cmt_oral", "mm_2cmt_iv", "transit_oral", "irm_oral")

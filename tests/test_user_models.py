@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytest
+from conftest import MODELS
 from scipy.integrate import solve_ivp
 
 import bayespk as bpk
@@ -18,7 +19,6 @@ from bayespk.data.schedule import Schedule
 from bayespk.errors import DataError, SpecError
 from bayespk.structural import STRUCTURES
 from bayespk.structural.diffeq import ODEModel, Solver, solve_outputs
-from conftest import MODELS
 
 jax.config.update("jax_enable_x64", True)
 TIGHT = Solver(rtol=1e-10, atol=1e-12, max_steps=100_000, ss_intervals=200, ss_rtol=1e-9)
@@ -249,8 +249,8 @@ def _write(tmp_path, model: dict, name="bad", data=None):
 
 
 BAD_MODELS = [
-    ({"ode": {"depot": "-KA*depot", "central": "KA*depot - VMAX*Cx/(KM + C)"}}, r'\[model.ode\] central = "KA\*depot - VMAX\*Cx/\(KM \+ C\)": '
-     r"unknown name 'Cx' at column 17"),
+    ({"ode": {"depot": "-KA*depot", "central": "KA*depot - VMAX*Cx/(KM + C)"}},
+     r'\[model.ode\] central = "KA\*depot - VMAX\*Cx/\(KM \+ C\)": unknown name \'Cx\' at column 17'),
     ({"states": ["depot", "central", "periph"]}, r"state periph has no right-hand side"),
     ({"derived": {"C": "D/V", "D": "C*V"}}, r"cycle"),
     ({"ode": {"depot": "-KA*depot", "central": "__import__('os').system('true')"}}, r"__import__"),
@@ -282,7 +282,8 @@ def test_unused_parameter_and_unknown_column_are_refused():
     with pytest.raises(SpecError, match=r"\[parameters.Q\]: Q is not used"):
         bpk.Spec.from_dict(spec)
     spec = MM_SPEC | {"model": MM_SPEC["model"] | {"derived": {"C": "central/(V*WT2)"}}}
-    with pytest.raises(SpecError, match=r"\[model.derived\] C = \"central/\(V\*WT2\)\": unknown name 'WT2' at column 12"):
+    with pytest.raises(SpecError,
+                       match=r"\[model.derived\] C = \"central/\(V\*WT2\)\": unknown name 'WT2' at column 12"):
         bpk.PopulationModel(spec, _theoph())
 
 

@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import MODELS, ROOT, tiny_fit
 
 import bayespk as bpk
 from bayespk.evaluate.simulation import observation_table, simulate_replicates
 from bayespk.evaluate.vpc import VPC, bin_edges, prediction_correct, vpc
 from bayespk.simulate import simulate_observations, study_design
-
-from conftest import MODELS, ROOT, tiny_fit
 
 PI_NAMES = ("p5", "p50", "p95")
 

@@ -3,7 +3,6 @@ borrowing that narrows the posterior, a robust prior that yields to conflicting 
 
 import math
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -30,7 +30,8 @@ __all__ = ["binomial_map_reference", "rank_uniformity", "sbc_map"]
 
 def binomial_map_reference(n, r, tau_scale: float = 1.0, beta_sd: float = 2.0, beta_mean: float = 0.0,
                            grid: tuple[int, int] = (401, 400), nodes: int = 50) -> dict[str, float]:
-    """Exact (quadrature) moments of the binomial MAP prior with tau ~ HalfNormal(tau_scale), beta ~ N(beta_mean, beta_sd).
+    """Exact (quadrature) moments of the binomial MAP prior with tau ~ HalfNormal(tau_scale),
+    beta ~ N(beta_mean, beta_sd).
 
     The posterior of (beta, tau) is evaluated on a grid (beta over its prior
     +- 3 SD around the pooled logit, tau over 0..4 tau_scale), each study's
@@ -141,7 +142,7 @@ def sbc_map(
 
     rng = np.random.default_rng(seed)
     rows = []
-    for i in range(n_sims):
+    for _ in range(n_sims):
         beta, tau = pm.draw([model["beta"], model["tau"]], random_seed=rng)
         theta = inverse_link(family, beta + tau * rng.standard_normal(j))
         d = design.copy()

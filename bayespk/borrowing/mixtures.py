@@ -779,7 +779,8 @@ def fit_mixture(
             continue
         w, p1, p2, ll = best
         n_par = 3 * len(w) - 1
-        results.append({"K": len(w), "requested": k, "loglik": ll, "criterion": -2 * ll + pen * n_par, "fit": (w, p1, p2)})
+        results.append({"K": len(w), "requested": k, "loglik": ll, "criterion": -2 * ll + pen * n_par,
+                        "fit": (w, p1, p2)})
     if not results:
         raise DataError("fit_mixture: EM failed for every number of components; check the sample")
     chosen = min(results, key=lambda r: r["criterion"])

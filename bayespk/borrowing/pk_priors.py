@@ -1,6 +1,6 @@
 """Priors for the PK parameters of a new population from historical popPK results.
 
-The recipe (SCIENCE.md section 6; Schmidli et al. 2014 for the robust MAP):
+The recipe (Schmidli et al. 2014, Biometrics 70:1023, for the robust MAP prior):
 
 1. Collect historical estimates of a typical value (CL, V, ...) with their
    uncertainty: several published studies (estimate and SE or RSE), and/or a

@@ -345,7 +345,8 @@ def oc_one_sample(prior: Mixture, n: float, decision: Decision1S, theta, *, n_si
             if not isinstance(prior, BetaMixture):
                 raise SpecError("operating characteristics: exact=True is available for binomial data only")
             outcomes, probs = _exact_outcomes(prior, th, n)
-            to_kw = lambda v: {"r": int(v), "n": int(n)}
+            def to_kw(v):
+                return {"r": int(v), "n": int(n)}
         else:
             outcomes, to_kw = _simulate(prior, th, n, n_sim, rng, sigma)
             probs = None

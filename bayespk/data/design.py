@@ -27,8 +27,8 @@ import pandas as pd
 from bayespk.data.nonmem import Dataset
 from bayespk.errors import DataError
 from bayespk.structural import Structure, record_timing
-from bayespk.structural.dosing import _is_tensor, select
 from bayespk.structural._xp import _ns
+from bayespk.structural.dosing import _is_tensor, select
 
 __all__ = ["Design"]
 

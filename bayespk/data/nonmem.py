@@ -92,7 +92,6 @@ BLQ and LLOQ
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -484,7 +483,7 @@ def _subject_ids(raw: pd.DataFrame, text: pd.Series, missing: pd.Series, problem
             return pd.Series(np.array(values, dtype=np.int64), index=text.index)
     first_row = dict(zip(text[::-1], raw.ROW[::-1]))  # each ID -> its first row
     spellings: dict[Decimal, str] = {}
-    for v, row in first_row.items():
+    for v in first_row:
         if not _NUMBER.fullmatch(v):
             continue
         try:
@@ -969,7 +968,8 @@ def _check_rules(t: pd.DataFrame, problems: _Problems, blq_only: bool = True, ne
     under = used & (t.CENS == 0) & t.LLOQ.notna() & (t.DV < t.LLOQ)
     problems.add_mask(t, under, "DV",
                       lambda r: f"DV {r.DV:g} is below LLOQ {r.LLOQ:g} but the row is not flagged BLQ/CENS")
-    problems.add_mask(t, used & (t.CENS == -1) & t.DV.isna(), "DV", "right-censored record (CENS=-1) needs DV as the limit")
+    problems.add_mask(t, used & (t.CENS == -1) & t.DV.isna(), "DV",
+                      "right-censored record (CENS=-1) needs DV as the limit")
     if problems.items:
         return
 

@@ -617,10 +617,10 @@ def read_combination_scenario(path) -> list[list[float]]:
 
 
 def _combination_trial(rng, eng, p, cohort_size, cohorts, start, ewoc, counters):
-    I, J = p.shape
+    n1, n2 = p.shape
     flat = p.ravel()
-    n = np.zeros(I * J, dtype="int64")
-    r = np.zeros(I * J, dtype="int64")
+    n = np.zeros(n1 * n2, dtype="int64")
+    r = np.zeros(n1 * n2, dtype="int64")
     k = start
     for c in range(cohorts):
         r[k] += rng.binomial(cohort_size, flat[k])
@@ -631,7 +631,7 @@ def _combination_trial(rng, eng, p, cohort_size, cohorts, start, ewoc, counters)
         counters["low_ess"] += ess < eng.min_ess
         if c == cohorts - 1:
             return n, r, _pick_pair(ip, n > 0, ewoc), c + 1
-        nxt = _pick_pair(ip, level_step_ok((n > 0).reshape(I, J)).ravel(), ewoc)
+        nxt = _pick_pair(ip, level_step_ok((n > 0).reshape(n1, n2)).ravel(), ewoc)
         if nxt is None:
             return n, r, None, c + 1
         k = nxt

@@ -177,7 +177,7 @@ def virtual_exposures(fit, covariates=None, *, n: int = 200, metric: str = "AUC0
         stacked = np.einsum("sij,snj->sni", chol, np.stack([z[k] for k in spec.correlated], axis=-1))
         z |= {k: stacked[..., i] for i, k in enumerate(spec.correlated)}
     p = {}
-    for name, ps in spec.parameters.items():
+    for name in spec.parameters:
         typical = post[name].values[:, None]
         link = np.log(typical) - np.log1p(-typical) if name in structure.unit_parameters else np.log(typical)
         for c in spec.covariates:

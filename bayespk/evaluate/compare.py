@@ -43,7 +43,7 @@ def _loglik_tree(fit, by: str) -> xr.DataTree:
             ll = ll.rename(subject="ID_loo")
     else:
         parts = []
-        for name, da in ll.data_vars.items():
+        for da in ll.data_vars.values():
             dim = next(d for d in da.dims if d not in ("chain", "draw"))
             prefix = {"obs": "", "pd_obs": "PD_"}[dim]
             if by == "obs":

@@ -202,7 +202,8 @@ def _stepwise(base: dict, cands: dict, data, *, out: Path, k, seed, threshold_se
         step_rows = rows[-len(trials):]
         for r in step_rows:
             loss = trials[r["relation"]][0]
-            r["decision"] = (f"kept: removing it loses {loss:.2f} > {threshold_se:g} x SE {trials[r['relation']][1]:.2f}"
+            r["decision"] = (f"kept: removing it loses {loss:.2f} > {threshold_se:g} x SE "
+                             f"{trials[r['relation']][1]:.2f}"
                              if r["relation"] != weakest or d > threshold_se * se else
                              f"dropped: removing it loses {d:.2f} <= {threshold_se:g} x SE {se:.2f}")
         if d <= threshold_se * se:

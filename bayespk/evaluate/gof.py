@@ -194,7 +194,8 @@ def prior_posterior(fit, draws: int = 2000, seed: int = 0):
             label = n if pr.shape[1] == 1 else f"{n}[{k}]"
             a, b = pr[:, k], po[:, k]
             rows.append({"parameter": label,
-                         "prior_median": np.median(a), "prior_q5": np.quantile(a, 0.05), "prior_q95": np.quantile(a, 0.95),
+                         "prior_median": np.median(a), "prior_q5": np.quantile(a, 0.05),
+                         "prior_q95": np.quantile(a, 0.95),
                          "post_median": np.median(b), "post_q5": np.quantile(b, 0.05), "post_q95": np.quantile(b, 0.95),
                          "sd_ratio": np.std(b) / np.std(a)})  # fmt: skip
             panels.append((with_unit(label, units.get(n, "")), a, b))

@@ -2,8 +2,7 @@
 
 NPDE compare each subject's observations with replicates of the study
 simulated with **new subjects** on the observed design
-(:func:`~bayespk.evaluate.simulation.simulate_replicates`, SCIENCE.md
-section 4). Under the model they are independent N(0, 1) draws.
+(:func:`~bayespk.evaluate.simulation.simulate_replicates`). Under the model they are independent N(0, 1) draws.
 
 Method (Brendel et al. 2006, Pharm Res 23:2036; Comets et al. 2008, CMPB
 90:154; the R package ``npde``), for subject ``i`` with observations ``y_i``

@@ -31,10 +31,9 @@ import html
 import io
 import json
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-
-import warnings
 
 import pandas as pd
 

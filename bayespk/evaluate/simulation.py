@@ -3,7 +3,8 @@
 A replicate keeps the observed design (doses, sampling times, covariates) and
 draws **new subjects**: one posterior draw of the population parameters per
 replicate, new etas from the population distribution, then residual error.
-This is what a VPC and NPDE compare the data with (SCIENCE.md section 4);
+This is what a VPC and NPDE compare the data with (Bergstrand et al. 2011, AAPS J
+13:143; Brendel et al. 2006, Pharm Res 23:2036);
 predictions for the fitted subjects' own etas are a different check
 (:meth:`bayespk.fit.Fit.predict`).
 """

@@ -28,13 +28,14 @@ its median and a 90% interval.
   the dataset; binning (auto, a number, edges) is done on that x.
   **TAD** (time after dose) is the model design's
   (:meth:`~bayespk.data.design.Design.last_dose`, the rule of the closed forms
-  and of algebraic models' ``TAD``), as NONMEM orders the records: the time since the most recent dose given at or before the
-  observation, ADDL repeats included (a dose record at the observation's
+  and of algebraic models' ``TAD``), as NONMEM orders the records: the time since the most recent dose
+  given at or before the observation, ADDL repeats included (a dose record at the observation's
   TIME counts when it comes before the observation in the file, an ADDL
   repeat falling on the observation's TIME comes after it, so a trough sample
   taken at the time of a repeat has TAD = II; a reset, EVID 3, EVID 4 or
   SS=1, clears every earlier dose and its pending repeats). **Before the
-  first dose, and after a reset until the next dose, TAD is the time itself.** A dataset column named TAD is not read for ``x="TAD"``.
+  first dose, and after a reset until the next dose, TAD is the time itself.** A dataset column named TAD
+  is not read for ``x="TAD"``.
 * **Data support** (``dv_floor=``): concentrations are never negative, so
   with ``dv_floor="auto"`` (default) and every quantified observation >= 0
   (and the DV not log-transformed) each simulated value below 0 is read as 0
@@ -424,7 +425,8 @@ def vpc(
     table = pd.DataFrame(rows)
     points = pd.concat(points, ignore_index=True)
     settings = dict(n_rep=int(reps.sizes["rep"]), pi=tuple(pi), ci=ci, pred_corr=pred_corr, log_dv=log_dv,
-                    strat=strat, bins=bins if isinstance(bins, str) else int(bins) if np.ndim(bins) == 0 else list(bins),
+                    strat=strat,
+                    bins=bins if isinstance(bins, str) else int(bins) if np.ndim(bins) == 0 else list(bins),
                     binning=binning, x=x_name, dv_floor=floor, strat_titles=titles,
                     kind="posterior" if fitted else "prior",
                     lower_bound=float(lower_bound), n_excluded=int(excluded.sum()), n_obs=len(obs),

@@ -27,13 +27,13 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from bayespk.model.priors import MixturePrior, Prior
+from bayespk.model.priors import MixturePrior
 
 __all__ = ["Equation", "equations", "prior_table"]
 

@@ -198,7 +198,7 @@ def _relation_only(params_raw) -> tuple[str, ...]:
     if not isinstance(params_raw, dict):
         return ()
     used = set()
-    for name, d in params_raw.items():
+    for d in params_raw.values():
         if isinstance(d, dict) and isinstance(d.get("relation"), str):
             used |= set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", d["relation"]))
     return tuple(p for p in params_raw if p in used and not (isinstance(params_raw[p], dict)

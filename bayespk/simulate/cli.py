@@ -78,7 +78,8 @@ def parse_covariate(text: str) -> tuple[str, object]:
             probs = {}
             for item in filter(None, (a.strip() for a in args.split(","))):
                 if ":" not in item:
-                    raise SpecError(f"--covariate {text!r}: categorical levels are LEVEL:P, e.g. categorical(0:0.8,1:0.2)")
+                    raise SpecError(f"--covariate {text!r}: categorical levels are LEVEL:P, "
+                                    "e.g. categorical(0:0.8,1:0.2)")
                 level, p = (s.strip() for s in item.split(":", 1))
                 probs[level] = _float(p, text)
             return col, ("categorical", probs)

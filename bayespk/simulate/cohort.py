@@ -21,7 +21,8 @@ the names a spec uses (``CMAX``, ``omega_CMAX``, ``CMAX_TB``, ``rho_TOCI``,
 model fits.
 
 Defaults: typical kinetics of tisagenlecleucel in pediatric and young-adult
-B-ALL (Stein et al. 2019, as re-encoded in nlmixr2lib; SCIENCE.md section 5);
+B-ALL (Stein et al. 2019, CPT Pharmacometrics Syst Pharmacol 8:285, as re-encoded in
+nlmixr2lib);
 covariate effects, outcome models and assay settings are illustrative.
 """
 
@@ -34,7 +35,7 @@ import pandas as pd
 
 from bayespk.errors import SpecError
 from bayespk.model.spec import CovariateSpec
-from bayespk.structural.cart import CELL_KINETICS, NO_ONSET, ck_level
+from bayespk.structural.cart import CELL_KINETICS, NO_ONSET
 
 __all__ = ["CartCohort", "simulate_cart_cohort", "SCHEDULE_DAYS", "FLOW_DAYS"]
 

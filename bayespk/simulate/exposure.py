@@ -160,7 +160,9 @@ def steady_state_profile(single, m: int, n_intervals: int) -> tuple[np.ndarray, 
     K = int(n_intervals)
     if c.shape[-1] != (K + 1) * m + 1:
         raise ValueError(f"single-dose curve has {c.shape[-1]} points; expected {(K + 1) * m + 1}")
-    window = lambda k: c[..., k * m:k * m + m + 1]
+    def window(k):
+        return c[..., k * m:k * m + m + 1]
+
     out = np.zeros(c.shape[:-1] + (m + 1,))
     for k in range(K + 1):
         out += window(k)

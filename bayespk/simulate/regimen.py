@@ -175,7 +175,9 @@ class Regimen:
         where = f"regimen {self.label!r}:"
         if not isinstance(self.label, str) or not self.label.strip():
             raise SpecError(f"regimen label must be a non-empty text, got {self.label!r}")
-        set_ = lambda k, v: object.__setattr__(self, k, v)
+        def set_(k, v):
+            object.__setattr__(self, k, v)
+
         set_("dose", _num(self.dose, f"{where} dose", positive=True))
         set_("ii", _num(self.ii, f"{where} ii", positive=True))
         set_("n", _count(self.n, f"{where} n"))
@@ -283,7 +285,8 @@ class Regimen:
         if s is None:
             if self.route is None and self.tinf == 0:
                 return float("nan")
-            raise SpecError(f"regimen {self.label!r}: give the model structure to place route={self.route or 'central'}")
+            raise SpecError(f"regimen {self.label!r}: give the model structure to place "
+                            f"route={self.route or 'central'}")
         route = self.route or ("depot" if s.depot_cmt and self.tinf == 0 else "central")
         if route == "depot":
             if not s.depot_cmt:
@@ -1102,7 +1105,8 @@ def simulate_regimens(
                           for r in regs}
     info = {
         "population": population, "etas": etas, "n_subjects": N, "n_draws": n_draws,
-        "n_posterior_draws": int(n_avail), "posterior_draws": [int(i) for i in idx], "seed": seed, "threshold": threshold, "resolution": m,
+        "n_posterior_draws": int(n_avail), "posterior_draws": [int(i) for i in idx], "seed": seed,
+        "threshold": threshold, "resolution": m,
         "ss_method": ss_method, "ss_intervals": int(ss_intervals) if ss_method == "fold" else None, "band": band,
         "intervals": {lb: list(v) for lb, v in intervals.items()},
         "grid_step": {r.label: {"interval": (intervals[r.label][1] - intervals[r.label][0]) / m, "ss": r.ii / m}

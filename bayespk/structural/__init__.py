@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from bayespk.structural.cart import CELL_KINETICS, CellKinetics
+from bayespk.structural.cart_ode import CELL_KINETICS_ODE, CellKineticsODE
 from bayespk.structural.compartments import (
     bolus,
     first_order_absorption,
@@ -19,8 +21,6 @@ from bayespk.structural.compartments import (
     one_compartment_macro,
     superpose,
 )
-from bayespk.structural.cart import CELL_KINETICS, CellKinetics
-from bayespk.structural.cart_ode import CELL_KINETICS_ODE, CellKineticsODE
 from bayespk.structural.dosing import dose_record, record_timing
 from bayespk.structural.multicompartment import (
     three_compartment,
@@ -28,7 +28,6 @@ from bayespk.structural.multicompartment import (
     two_compartment,
     two_compartment_macro,
 )
-
 
 #: Optional parameters any structure may add (NONMEM's ALAG1/F1 of the depot, D1/R1 of a
 #: zero-order input into the central compartment): name -> (meaning, needs a depot).

@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bayespk.data.schedule import (BOLUS, INFUSION_END, INFUSION_START, MODELED_DURATION, MODELED_RATE,
-                                   Schedule)
+from bayespk.data.schedule import BOLUS, INFUSION_END, INFUSION_START, MODELED_DURATION, MODELED_RATE, Schedule
 from bayespk.errors import SpecError
 
 __all__ = ["ODEModel", "Solver", "SOLVERS", "ode_predictions", "solve_outputs"]
