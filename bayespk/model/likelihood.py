@@ -12,9 +12,9 @@ log-survival on the right-censored ones. ``pm.Censored`` evaluates all three on
 every row and selects one with ``switch``; the normal log-CDF (``erfc`` and
 ``erfcx`` with their gradients) then dominates the cost of a study with BLQ
 data. Measured on the 100-patient CAR-T study (1475 observations, 243 BLQ; one
-log-density + gradient, the compiled callback nutpie runs): 225 us with
-``pm.Censored``, 140 us with no censored rows at all; this module's split
-removes most of the difference (``benchmarks/results/fit.md``).
+log-density + gradient, the compiled callback nutpie runs): 225-290 us with
+``pm.Censored``, 110 us with this module's split; the fit of that study went
+from 76 s to 36 s (README, "Speed").
 
 The values are pm.Censored's, row by row (``tests/test_likelihood_features.py``
 compares them). Where the censoring pattern is not fixed when the model is built
