@@ -588,5 +588,21 @@ def _print_run(table, diag: dict) -> None:
     print("convergence: " + ("OK" if not diag.get("problems") else "POOR - " + "; ".join(diag["problems"])))
 
 
+def entry() -> None:
+    """The ``bayespk`` command: :func:`main`, then exit with its status.
+
+    After an interrupted command has cleaned up and reported, a further
+    Ctrl-C (or one still pending from the first) is ignored while the
+    interpreter shuts down, so the status stays 130 instead of death by signal.
+    """
+    status = main()
+    if status == EXIT_INTERRUPTED and threading.current_thread() is threading.main_thread():
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except KeyboardInterrupt:  # pending: Python runs it when the handler changes
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

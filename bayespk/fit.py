@@ -438,6 +438,8 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
         if "initializ" in str(e) or "initial point" in str(e):
             raise _start_failure(pm_model, model, spec, e, starts, nutpie=True) from None
         raise
+    if caught:  # Ctrl-C that the warm-up's sampler absorbed
+        return _Sampled(None, t_compile, caught[0])
     if weights:
         compiled = compiled.with_data(**{f"centering_{n}": np.asarray(w) for n, w in weights.items()})
     started()
@@ -518,6 +520,8 @@ def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | Non
 
     try:
         weights = _choose_centering(short_run, pm_model, model, s, say)
+        if caught:  # Ctrl-C during the warm-up's draws: PyMC returned what it had instead of raising
+            return _Sampled(None, float("nan"), caught[0])
         with pm_model:
             tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
                              random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,

@@ -459,3 +459,26 @@ def test_interrupt_with_keep_partial_writes_a_run_marked_interrupted(interrupted
         assert np.isfinite(var.values).all(), name  # trimmed, never NaN-padded
     assert fit.tree["log_likelihood"]["DV"].shape == (2, kept, 132)
     assert bpk.Spec.from_toml(run / "spec.toml").sampler.draws == kept
+
+
+def test_ctrl_c_during_the_pymc_warm_up_stops_the_fit(monkeypatch):
+    """PyMC's sampler swallows a KeyboardInterrupt during the centring warm-up's draws and returns what it
+    has; the signal the guard recorded must still stop the fit before the main run starts."""
+    spec = bpk.Spec.from_toml(THEO).with_sampler(name="pymc", centering="auto", tune=20, draws=10, chains=1)
+    model = bpk.PopulationModel(spec)
+    pm_model = model.build()
+    caught: list[str] = []
+
+    def warm_up_interrupted(short_run, *args, **kwargs):
+        caught.append("SIGINT")  # what the guard's handler does before PyMC catches the KeyboardInterrupt
+        return {"CL": 0.5}
+
+    def main_run(*args, **kwargs):
+        raise AssertionError("the main run started after Ctrl-C")
+
+    monkeypatch.setattr(FIT_MODULE, "_choose_centering", warm_up_interrupted)
+    monkeypatch.setattr(FIT_MODULE.pm, "sample", main_run)
+    sampled = FIT_MODULE._sample_pymc(pm_model, model, spec, False, caught)
+    assert sampled.tree is None and sampled.signal == "SIGINT"
+    with pytest.raises(FIT_MODULE.SamplingInterrupted, match="interrupted by SIGINT during tuning"):
+        FIT_MODULE._finish_sampling(sampled, spec.sampler, keep_partial=True)
