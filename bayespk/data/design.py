@@ -27,7 +27,7 @@ import pandas as pd
 from bayespk.data.nonmem import Dataset
 from bayespk.errors import DataError
 from bayespk.structural import Structure, record_timing
-from bayespk.structural._xp import _ns
+from bayespk.structural._xp import _ns, take
 from bayespk.structural.dosing import _is_tensor, select
 
 __all__ = ["Design"]
@@ -182,7 +182,7 @@ class Design:
         per observation.
         """
         o, k = self.pairs
-        g = {name: (v[:, 0] if v.ndim == 2 else v)[o] for name, v in params.items()}
+        g = {name: take(v[:, 0] if v.ndim == 2 else v, o) for name, v in params.items()}
         xp = _ns(*g.values())
         depot = self.into_depot[o, k]
         rate = self.rate[o, k]
@@ -235,7 +235,7 @@ def _sum_per_observation(values, obs, n_obs: int, xp):
         return values * np.ones(n_obs) if np.ndim(values) == 0 else values
     if xp is np:
         return np.bincount(obs, weights=np.broadcast_to(values, obs.shape), minlength=n_obs)
-    return xp.zeros(n_obs)[obs].inc(values * np.ones(len(obs)))
+    return take(xp.zeros(n_obs), obs).inc(values * np.ones(len(obs)))
 
 
 def _dose_events(t: pd.DataFrame, structure: Structure) -> pd.DataFrame:

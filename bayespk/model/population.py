@@ -52,6 +52,7 @@ from bayespk.model.likelihood import error_distribution, likelihood_distribution
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.structural import STRUCTURES
+from bayespk.structural._xp import take
 from bayespk.structural.cart import NO_ONSET, CellKinetics
 from bayespk.structural.cart_ode import FIT_GRID, CellKineticsODE, ck_ode_nodes
 from bayespk.structural.diffeq import ODEModel, ode_predictions
@@ -590,13 +591,13 @@ class PopulationModel:
                 inverse = pt.sigmoid if name in unit else pt.exp
                 per_record, pop = log_pop[name]
                 if per_record:
-                    ind = pop[rec] + (etas[name][s] if name in etas else 0.0)
+                    ind = take(pop, rec) + (take(etas[name], s) if name in etas else 0.0)
                     if name in kappas:
-                        ind = ind + kappas[name][self._occasions["records"][rec]]
-                    individual[name], population[name] = inverse(ind), inverse(pop[rec])
+                        ind = ind + take(kappas[name], self._occasions["records"][rec])
+                    individual[name], population[name] = inverse(ind), inverse(take(pop, rec))
                 else:  # transform once per subject, then gather
-                    individual[name] = inverse(pop + etas[name])[s] if name in etas else inverse(pop)[s]
-                    population[name] = inverse(pop)[s]
+                    individual[name] = take(inverse(pop + etas[name]) if name in etas else inverse(pop), s)
+                    population[name] = take(inverse(pop), s)
             out.append((individual | shared, population | shared))
         return out
 

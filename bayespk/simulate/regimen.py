@@ -1301,14 +1301,7 @@ def _predict(spec, ds, grid, pop: xr.Dataset, z_index: np.ndarray, z_store: dict
     from bayespk.evaluate.simulation import quiet_pymc
     from bayespk.model.population import PopulationModel
 
-    if spec.user is not None:  # models written as equations: the plain model (see _grid_model_class)
-        pmm, design = PopulationModel(spec, ds).build_prediction(grid=grid)
-    else:
-        _GridModel = _grid_model_class()
-        try:
-            pmm, design = _GridModel(spec, ds).build_prediction(grid=grid)
-        except (TypeError, IndexError, AttributeError, ValueError):  # the workaround no longer fits the model layer
-            pmm, design = PopulationModel(spec, ds).build_prediction(grid=grid)
+    pmm, design = PopulationModel(spec, ds).build_prediction(grid=grid)
     n_ids, n_grid = len(design.subject_ids), len(grid)
     if design.n_obs != n_ids * n_grid or not np.array_equal(design.obs_time[:n_grid], grid):
         raise BayesPKError("internal: unexpected layout of the prediction grid")  # pragma: no cover
@@ -1343,39 +1336,6 @@ def _predict(spec, ds, grid, pop: xr.Dataset, z_index: np.ndarray, z_store: dict
         counter()
         ipred = out["posterior_predictive"]["IPRED"].values[0]  # (draws, obs)
         yield d0, d1, ipred.reshape(d1 - d0, n_ids, n_grid)
-
-
-@functools.lru_cache(maxsize=1)
-def _grid_model_class():
-    """PopulationModel whose prediction grid indexes subjects with a tensor constant (a workaround).
-
-    The model gathers per-subject parameters (and per-record covariate effects)
-    to the observations with ``v[design.obs_subject]`` (``[design.obs_record]``),
-    numpy index arrays. PyTensor's ``__getitem__`` scans such an array element
-    by element in Python for booleans (about 3 us per element and gather), so
-    building the prediction model for 500 subjects x 1000 grid points took
-    about 4 s; with the indices as TensorConstants it takes about 0.5 s. Only
-    grids are touched; :func:`_predict` falls back to the plain model if this
-    ever stops fitting the model layer. Models written as equations do not use
-    it: the ODE schedule is built with numpy from these very index arrays (and
-    gathers its parameters per record, not with them), and an algebraic
-    model indexes its data columns with ``obs_record``; :func:`_predict` gives
-    them the plain model.
-    """
-    import pytensor.tensor as pt
-
-    from bayespk.model.population import PopulationModel
-
-    class _GridModel(PopulationModel):
-        def _design(self, grid, *args, **kwargs):
-            d = super()._design(grid, *args, **kwargs)
-            if grid is not None:
-                for name in ("obs_subject", "obs_record"):  # the index arrays the model gathers with
-                    if isinstance(getattr(d, name, None), np.ndarray):
-                        setattr(d, name, pt.as_tensor_variable(getattr(d, name)))
-            return d
-
-    return _GridModel
 
 
 def _centering_weight(spec, name: str) -> float:
