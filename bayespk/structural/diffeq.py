@@ -314,7 +314,14 @@ def solve_outputs(model: ODEModel, schedule: Schedule, names: tuple[str, ...], v
     obs_n = jnp.asarray(schedule.obs_node)
 
     def predict(values):
-        y, p, t, ok = jax.vmap(one_subject)(values, static)
+        if schedule.n_subjects == 1:
+            # XLA compiles the solver vmapped over a batch of one about 9 times slower than over two (58 s
+            # against 6.2 s for a Michaelis-Menten model with 5 doses, 2 cores): solve the subject twice
+            values = jnp.concatenate([values, values])
+            a = {k: jnp.concatenate([x, x]) for k, x in static.items()}
+        else:
+            a = static
+        y, p, t, ok = jax.vmap(one_subject)(values, a)
         y_obs, p_obs, t_obs = y[obs_s, obs_n], p[obs_s, obs_n], t[obs_s, obs_n]
         def output(f):
             out = jax.vmap(lambda tt, yy, pp: f(tt, dict(zip(model.states, yy)), as_dict(pp)))(t_obs, y_obs, p_obs)
