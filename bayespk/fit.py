@@ -363,6 +363,12 @@ def _interrupt_guard():
         signal.signal(signal.SIGINT, previous)
 
 
+def _signal_name(caught: list[str], e: KeyboardInterrupt) -> str:
+    """The signal that stopped sampling: the guard's record, else the forwarded one (``KeyboardInterrupt("SIGTERM")``
+    from the CLI), else SIGINT."""
+    return caught[0] if caught else (str(e) if str(e).startswith("SIG") else "SIGINT")
+
+
 def _sample(pm_model, model, spec, progress, notify, caught) -> _Sampled:
     """Compile and sample, announcing both through ``notify``.
 
@@ -432,8 +438,8 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
 
     try:
         weights = _choose_centering(short_run, pm_model, model, s, say)
-    except KeyboardInterrupt:
-        return _Sampled(None, t_compile, caught[0] if caught else "SIGINT")
+    except KeyboardInterrupt as e:
+        return _Sampled(None, t_compile, _signal_name(caught, e))
     except RuntimeError as e:
         if "initializ" in str(e) or "initial point" in str(e):
             raise _start_failure(pm_model, model, spec, e, starts, nutpie=True) from None
@@ -471,8 +477,8 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
                 ticker.done_units = ticker.total
                 ticker.finish(_divergence_detail(div, False) + " after tuning")
             return _Sampled(tree, t_compile, None, weights)
-    except KeyboardInterrupt:
-        return _Sampled(background.abort(), t_compile, caught[0] if caught else "SIGINT", weights)
+    except KeyboardInterrupt as e:
+        return _Sampled(background.abort(), t_compile, _signal_name(caught, e), weights)
     except RuntimeError as e:
         background.cancel()
         if "initializ" in str(e) or "initial point" in str(e):
@@ -527,8 +533,8 @@ def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | Non
                              random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
                              compute_convergence_checks=False, nuts_sampler="pymc", init="adapt_diag",
                              initvals=_start_points(pm_model, spec, s.chains, s.seed), callback=callback)
-    except KeyboardInterrupt:
-        return _Sampled(None, float("nan"), caught[0] if caught else "SIGINT")
+    except KeyboardInterrupt as e:
+        return _Sampled(None, float("nan"), _signal_name(caught, e))
     except SamplingError as e:
         raise _start_failure(pm_model, model, spec, e, None, nutpie=False) from None
     except ValueError:

@@ -31,3 +31,15 @@ def _run_in_tmp_cwd(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("PYTENSOR_FLAGS", "")
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a child process that a test interrupts with SIGINT: Ctrl-C's default action.
+
+    A shell without job control starts background commands with SIGINT ignored (``make test &``,
+    ``nohup ... &``), and an ignored signal stays ignored through ``exec``: Python then installs no
+    KeyboardInterrupt handler and the child would never see the test's Ctrl-C.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import interruptible
 
 from bayespk.errors import BayesPKError
 from bayespk.parallel import run_tasks
@@ -91,19 +92,12 @@ def test_interrupted_workload_resumes_where_it_stopped(tmp_path):
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=interruptible)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "tasks").glob("t*.json"))) < 3:
         time.sleep(0.2)
-    for _ in range(10):  # Ctrl-C, again every 2 s while it runs (one can land where Dask's threads absorb it)
-        proc.send_signal(signal.SIGINT)
-        try:
-            stdout, stderr = proc.communicate(timeout=2)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    else:
-        stdout, stderr = proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
     finished = sorted(p.name for p in (out / "tasks").glob("t*.json"))
     assert proc.returncode != 0, (finished, stdout, stderr[-2000:])
     assert 3 <= len(finished) < 10

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import MODELS
+from conftest import MODELS, interruptible
 
 import bayespk as bpk
 from bayespk.cli import main
@@ -414,7 +414,8 @@ def interrupted(tmp_path_factory) -> dict:
         out.parent.mkdir()
         argv = [sys.executable, "-m", "bayespk.cli", "fit", str(THEO), "--out", str(out), "--chains", "2",
                 "--quiet", *options]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=base)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=base,
+                                preexec_fn=interruptible)
         head = []
         for line in proc.stdout:  # the CLI prints this line just before the sampler starts
             head.append(line)
