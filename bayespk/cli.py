@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--target-accept", type=float,
                    help="NUTS target acceptance rate, in (0, 1); higher: smaller steps, fewer divergences (default: "
                         "the spec's [sampler] target_accept, else 0.9)")
+    f.add_argument("--max-treedepth", type=int,
+                   help="NUTS tree-depth limit (at most 2^depth - 1 leapfrog steps per draw); lower makes "
+                        "quick looks at expensive (ODE) models cheaper (default: the spec's [sampler] max_treedepth, "
+                        "else 10)")
     f.add_argument("--quiet", action="store_true",
                    help="no progress: no compilation messages, progress bar or periodic progress lines (those are "
                         "printed every $BAYESPK_PROGRESS_SECONDS, default 10, when the output is not a terminal)")
@@ -296,10 +300,11 @@ def _fit(args) -> int:
     from bayespk.errors import ConvergenceWarning
     from bayespk.fit import SamplingInterrupted, fit
     from bayespk.model import PopulationModel, Spec
+    from bayespk.model.spec import MAX_TREEDEPTH
     from bayespk.rundir import RunWriter
 
-    for option, (low, high) in FIT_BOUNDS.items():
-        _check_range(option, getattr(args, option), low, high)
+    for option, (low, high) in (FIT_BOUNDS | {"max-treedepth": (1, MAX_TREEDEPTH)}).items():
+        _check_range(option, getattr(args, option.replace("-", "_")), low, high)
     spec = Spec.from_toml(args.spec)
     if args.data:
         spec = _with_data(spec, args.data)
@@ -311,7 +316,8 @@ def _fit(args) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 result = fit(model, sampler=args.sampler, draws=args.draws, tune=args.tune, chains=args.chains,
-                             seed=args.seed, target_accept=args.target_accept, progress=not args.quiet,
+                             seed=args.seed, target_accept=args.target_accept, max_treedepth=args.max_treedepth,
+                             progress=not args.quiet,
                              keep_partial=args.keep_partial, allow_changed_data=args.allow_changed_data,
                              notify=lambda msg: print(msg, flush=True), preflight=writer.preflight)
             run = result.write_into(writer)

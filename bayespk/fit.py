@@ -90,6 +90,7 @@ def fit(
     target_accept: float | None = None,
     adaptation: str | None = None,
     backend: str | None = None,
+    max_treedepth: int | None = None,
     progress: bool = True,
     keep_partial: bool = False,
     allow_changed_data: bool = False,
@@ -114,6 +115,8 @@ def fit(
         nutpie's mass-matrix adaptation (``[sampler] adaptation``).
     backend : {"auto", "numba", "jax"}
         how nutpie compiles the log-density (``[sampler] backend``; auto: JAX for ODE models).
+    max_treedepth : int
+        NUTS tree-depth limit (``[sampler] max_treedepth``, default 10).
     progress : bool
         Show progress: the sampler's progress bar; with ``notify``, also the
         compilation and its duration and, when stdout or stderr is not a
@@ -155,7 +158,8 @@ def fit(
         starting values); the message names the observations.
     """
     spec = model.spec.with_sampler(name=sampler, draws=draws, tune=tune, chains=chains, seed=seed,
-                                   target_accept=target_accept, adaptation=adaptation, backend=backend)
+                                   target_accept=target_accept, adaptation=adaptation, backend=backend,
+                                   max_treedepth=max_treedepth)
     if spec.sampler.seed is None:
         spec = spec.with_sampler(seed=int(np.random.SeedSequence().entropy % (2**31)))
     data_sha256, recorded = _data_provenance(model, spec, allow_changed_data)
@@ -434,7 +438,8 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
 
     def short_run(chains: int, tune: int, draws: int, seed: int) -> xr.Dataset:
         return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False,
-                             target_accept=s.target_accept, adaptation=s.adaptation)["posterior"].to_dataset()
+                             target_accept=s.target_accept, adaptation=s.adaptation,
+                             maxdepth=s.max_treedepth)["posterior"].to_dataset()
 
     try:
         weights = _choose_centering(short_run, pm_model, model, s, say)
@@ -460,7 +465,8 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
                           _divergence_detail(sum(c.divergences for c in latest), any(c.tuning for c in latest)))
 
     background = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
-                               target_accept=s.target_accept, progress_bar=progress, save_warmup=False,
+                               target_accept=s.target_accept, maxdepth=s.max_treedepth, progress_bar=progress,
+                               save_warmup=False,
                                adaptation=s.adaptation, blocking=False,
                                **({"progress_callback": chains.append, "progress_rate": int(1000 * WAIT_SECONDS)}
                                   if ticker is not None and ticker.enabled else {}))
@@ -520,7 +526,8 @@ def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | Non
     def short_run(chains: int, tune: int, draws: int, seed: int) -> xr.Dataset:
         with pm_model, quiet_pymc():
             return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, 2), random_seed=seed,
-                             target_accept=s.target_accept, progressbar=False, compute_convergence_checks=False,
+                             target_accept=s.target_accept, max_treedepth=s.max_treedepth, progressbar=False,
+                             compute_convergence_checks=False,
                              nuts_sampler="pymc", init="adapt_diag",
                              initvals=_start_points(pm_model, spec, chains, seed))["posterior"].to_dataset()
 
@@ -530,7 +537,8 @@ def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | Non
             return _Sampled(None, float("nan"), caught[0])
         with pm_model:
             tree = pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
-                             random_seed=s.seed, target_accept=s.target_accept, progressbar=progress,
+                             random_seed=s.seed, target_accept=s.target_accept, max_treedepth=s.max_treedepth,
+                             progressbar=progress,
                              compute_convergence_checks=False, nuts_sampler="pymc", init="adapt_diag",
                              initvals=_start_points(pm_model, spec, s.chains, s.seed), callback=callback)
     except KeyboardInterrupt as e:

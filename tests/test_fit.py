@@ -110,6 +110,18 @@ def test_same_seed_same_posterior_and_pymc_sampler():
     assert abs(float(c.posterior["CL"].median()) / float(a.posterior["CL"].median()) - 1) < 0.1
 
 
+@pytest.mark.filterwarnings("ignore::bayespk.errors.ConvergenceWarning")
+@pytest.mark.parametrize("sampler", ["nutpie", "pymc"])
+def test_max_treedepth_caps_every_trajectory_and_is_counted(sampler):
+    model = bpk.PopulationModel(THEO)
+    fit = model.fit(draws=30, tune=30, chains=1, seed=3, progress=False, sampler=sampler, max_treedepth=2)
+    stats = fit.tree["sample_stats"]
+    depth = stats["depth" if sampler == "nutpie" else "tree_depth"].values
+    assert depth.max() <= 2 and fit.spec.sampler.max_treedepth == 2
+    hits = fit.diagnostics()["treedepth_hits"]
+    assert 0 < hits <= 30 and hits == int((depth == 2).sum())  # 3 leapfrog steps are too few for this posterior
+
+
 def test_poor_convergence_is_warned():
     model = bpk.PopulationModel(THEO)
     with pytest.warns(bpk.ConvergenceWarning, match="ESS"):

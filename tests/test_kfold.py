@@ -164,3 +164,47 @@ def test_covariate_search_keeps_the_true_relation_and_not_the_null_one(tmp_path)
     assert list(added.relation) == ["CL_WT"]
     assert (tmp_path / "steps.csv").is_file()
     assert [c["column"] for c in r.spec["covariates"]] == ["WT"]
+
+
+def test_covariate_search_goes_on_past_a_candidate_whose_folds_failed(tmp_path, monkeypatch):
+    """A candidate model with a failed fold cannot be compared on the same subjects: it is listed as not
+    evaluated and not added, and the search goes on (the cross-validations are stand-ins: per-subject elpd
+    better by 1 with WT, by 0 on average with NOISE (+-0.3 per subject), a fold that failed whenever V_WT is in
+    the model)."""
+    import bayespk.evaluate.kfold as kfold_module
+    from bayespk.evaluate.covsearch import covariate_search
+
+    ids = np.arange(1, 17)
+    fold = (ids - 1) % 4 + 1
+    noise = 0.3 * np.cos(2.0 * ids)
+    noise -= noise.mean()
+
+    def fake_kfold(spec, data=None, *, out, k, **settings):
+        columns = {(c["parameter"], c["column"]) for c in spec.get("covariates", [])}
+        elpd = -10.0 + 1.0 * (("CL", "WT") in columns) + noise * (("CL", "NOISE") in columns) + 0.1 * np.sin(ids)
+        keep = fold != 2 if ("V", "WT") in columns else np.ones(16, bool)
+        failed = {} if keep.all() else {"fold2": "the sampler could not start"}
+        pointwise = pd.DataFrame({"ID": ids[keep], "fold": fold[keep], "elpd": elpd[keep]})
+        return KFoldResult(pointwise=pointwise, k=k, failed=failed, fits=pd.DataFrame())
+
+    monkeypatch.setattr(kfold_module, "kfold", fake_kfold)
+    broken = {"parameter": "V", "column": "WT", "effect": "power", "reference": 70.0}
+    r = covariate_search(SPEC, [*CANDIDATES, broken], _covariate_study(), out=tmp_path, k=4, progress=False)
+    assert r.selected == ["CL_WT"], r.steps
+    skipped = r.steps[r.steps.relation == "V_WT"]
+    assert len(skipped) == 2  # both forward steps list it
+    assert skipped.decision.str.startswith("not added: not evaluated, 1 of 4 folds failed (first: fold2: the "
+                                           "sampler could not start)").all()
+    assert skipped.elpd.isna().all()
+    null = r.steps[(r.steps.relation == "CL_NOISE")]
+    assert null.decision.str.startswith("not added").all() and len(null) == 2
+    assert (r.steps.step == "backward").any()  # it reached backward elimination
+
+    def base_fails(spec, data=None, *, out, k, **settings):
+        result = fake_kfold(spec, data, out=out, k=k)
+        return fake_kfold({**spec, "covariates": [broken]}, data, out=out, k=k) if not spec.get("covariates") \
+            else result
+
+    monkeypatch.setattr(kfold_module, "kfold", base_fails)
+    with pytest.raises(BayesPKError, match="the base model's k-fold is incomplete: 1 of 4 folds failed"):
+        covariate_search(SPEC, CANDIDATES, _covariate_study(), out=tmp_path / "b", k=4, progress=False)

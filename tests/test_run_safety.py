@@ -351,6 +351,8 @@ def test_corrupt_diagnostics_json_is_refused_by_name(command, content, run, tmp_
     ("--chains", "65", "--chains must be <= 64, got 65"),
     ("--seed", "-5", "--seed must be >= 0, got -5"),
     ("--seed", str(2**32), "--seed must be <= 4294967295, got 4294967296"),
+    ("--max-treedepth", "0", "--max-treedepth must be >= 1, got 0"),
+    ("--max-treedepth", "21", "--max-treedepth must be <= 20, got 21"),
 ])
 def test_sampler_options_out_of_range(option, value, message, tmp_path, capsys, no_sampling):
     rc, _, err = run_main(capsys, "fit", THEO, "--out", tmp_path / "run", option, value)

@@ -332,6 +332,18 @@ def test_sampler_adaptation():
         Spec.from_dict(spec_with(sampler={"adaptation": "low_rank", "name": "pymc"}))
 
 
+def test_sampler_max_treedepth():
+    s = Spec.from_dict(spec_with(sampler={"max_treedepth": 6}))
+    assert s.sampler.max_treedepth == 6 and Spec.from_dict(s.to_dict()) == s
+    assert Spec.from_dict(spec_with()).sampler.max_treedepth == 10
+    assert "max_treedepth" not in Spec.from_dict(spec_with()).to_dict()["sampler"]  # the default is not written
+    for bad in (0, 21, 2.5, True):
+        with pytest.raises(SpecError, match=r"^\[sampler\] max_treedepth: expected a whole number"):
+            Spec.from_dict(spec_with(sampler={"max_treedepth": bad}))
+    with pytest.raises(SpecError, match=r"max_treedepth: expected a whole number from 1 to 20, got 25"):
+        Spec.from_dict(BASE).with_sampler(max_treedepth=25)
+
+
 def test_sampler_unknown_name():
     with pytest.raises(SpecError, match=r"^\[sampler\] name: 'stan' is not one of nutpie, pymc"):
         Spec.from_dict(spec_with(sampler={"name": "stan"}))

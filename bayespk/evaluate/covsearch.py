@@ -16,7 +16,11 @@ their elpd, with standard error ``dse``:
 
 The table lists every model tried, its elpd and the difference against the
 model it was compared with, and what was decided and why. Cross-validations
-are kept under ``OUT/models/``, so a rerun resumes.
+are kept under ``OUT/models/``, so a rerun resumes. A model with a failed fold
+(a fit that could not start, say) cannot be compared on the same subjects: a
+candidate so affected is listed as not evaluated and not added, a relation
+whose removal is so affected is kept, and the search goes on; rerunning
+retries the failed folds. Only a failure of the base model stops the search.
 
 ``method="horseshoe"`` is the Bayesian alternative: one fit of the full model
 with every candidate under a regularized horseshoe prior (Piironen & Vehtari
@@ -159,7 +163,12 @@ def _stepwise(base: dict, cands: dict, data, *, out: Path, k, seed, threshold_se
             label = "+".join(sorted(chosen)) or "base"
             s = base | {"covariates": [*base.get("covariates", []), *(cands[n] for n in sorted(chosen))]}
             folder = out / "models" / re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
-            results[chosen] = kfold(s, data, out=folder, **settings, **runner)
+            try:
+                results[chosen] = kfold(s, data, out=folder, **settings, **runner)
+            except BayesPKError as e:  # every fold failed
+                if "every fold failed" not in str(e):
+                    raise
+                results[chosen] = e
         return results[chosen]
 
     def versus(a: frozenset, b: frozenset) -> tuple[float, float]:
@@ -168,21 +177,41 @@ def _stepwise(base: dict, cands: dict, data, *, out: Path, k, seed, threshold_se
         diff = float(t.loc["a", "elpd_kfold"] - t.loc["b", "elpd_kfold"])
         return diff, float(t.loc["b" if diff >= 0 else "a", "dse"])
 
+    def complete(chosen: frozenset) -> str | None:
+        """None when every fold of the model finished, else why not (its k-fold could not be compared)."""
+        result = evaluate(chosen)
+        if isinstance(result, BayesPKError):
+            return f"{k} of {k} folds failed ({str(result).removeprefix('k-fold: every fold failed; ')}); " \
+                   "rerunning the search retries them"
+        failed = result.failed
+        if not failed:
+            return None
+        key, error = next(iter(sorted(failed.items())))
+        return (f"{len(failed)} of {k} folds failed (first: {key}: {error}); rerunning the search retries "
+                "them")
+
     rows = []
     current = frozenset()
-    evaluate(current)
+    broken = complete(current)
+    if broken:
+        raise BayesPKError(f"covariate search: the base model's k-fold is incomplete: {broken}")
     while True:  # forward
         remaining = [n for n in cands if n not in current]
         if not remaining:
             break
-        trials = {n: versus(current | {n}, current) for n in remaining}
-        for n, (d, se) in trials.items():
+        # a candidate whose cross-validation is incomplete cannot be judged: listed, never added
+        skipped = {n: why for n in remaining if (why := complete(current | {n}))}
+        trials = {n: versus(current | {n}, current) for n in remaining if n not in skipped}
+        for n in remaining:
+            d, se = trials.get(n, (np.nan, np.nan))
             rows.append({"step": "forward", "model": "+".join(sorted(current | {n})), "relation": n,
-                         "elpd": evaluate(current | {n}).elpd, "elpd_change": d, "se": se,
-                         "decision": ""})
+                         "elpd": evaluate(current | {n}).elpd if n in trials else np.nan, "elpd_change": d,
+                         "se": se, "decision": f"not added: not evaluated, {skipped[n]}" if n in skipped else ""})
+        if not trials:
+            break
         best = max(trials, key=lambda n: trials[n][0])
         d, se = trials[best]
-        step_rows = rows[-len(trials):]
+        step_rows = [r for r in rows[-len(remaining):] if r["relation"] in trials]
         for r in step_rows:
             r["decision"] = "not added: " + ("another relation improved more" if r["relation"] != best
                                              else f"gain {d:.2f} <= {threshold_se:g} x SE {se:.2f}")
@@ -193,7 +222,15 @@ def _stepwise(base: dict, cands: dict, data, *, out: Path, k, seed, threshold_se
         else:
             break
     while backward and current:  # backward
-        trials = {n: versus(current, current - {n}) for n in current}
+        # a reduced model whose cross-validation is incomplete cannot be judged: its relation is kept
+        skipped = {n: why for n in current if (why := complete(current - {n}))}
+        for n, why in skipped.items():
+            rows.append({"step": "backward", "model": "+".join(sorted(current - {n})) or "base", "relation": n,
+                         "elpd": np.nan, "elpd_change": np.nan, "se": np.nan,
+                         "decision": f"kept: removal not evaluated, {why}"})
+        trials = {n: versus(current, current - {n}) for n in current if n not in skipped}
+        if not trials:
+            break
         for n, (d, se) in trials.items():
             rows.append({"step": "backward", "model": "+".join(sorted(current - {n})) or "base", "relation": n,
                          "elpd": evaluate(current - {n}).elpd, "elpd_change": -d, "se": se, "decision": ""})

@@ -127,7 +127,8 @@ def format_parameter_table(table: pd.DataFrame) -> str:
 
 
 def convergence(tree: xr.DataTree, free_names: list[str]) -> dict:
-    """Divergences, worst R-hat/ESS over all free variables (etas included), E-BFMI."""
+    """Divergences, draws that hit the tree-depth limit, worst R-hat/ESS over all free variables (etas
+    included), E-BFMI."""
     post = tree["posterior"].to_dataset()[_scalar_names(tree["posterior"].to_dataset(), free_names)]
     stats = tree["sample_stats"].to_dataset()
     n_chains = post.sizes["chain"]
@@ -147,6 +148,7 @@ def convergence(tree: xr.DataTree, free_names: list[str]) -> dict:
     min_bulk, bulk_at = worst(ess_b, np.nanmin)
     min_tail, tail_at = worst(ess_t, np.nanmin)
     div = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    hit = next((stats[k] for k in ("maxdepth_reached", "reached_max_treedepth") if k in stats), None)  # nutpie, PyMC
     energy = stats["energy"].values if "energy" in stats else None
     if energy is not None:
         var = np.var(energy, axis=1)
@@ -159,6 +161,7 @@ def convergence(tree: xr.DataTree, free_names: list[str]) -> dict:
         "chains": n_chains,
         "draws": n_draws,
         "divergences": div,
+        "treedepth_hits": int(hit.sum()) if hit is not None else 0,  # draws whose trajectory max_treedepth cut
         "max_r_hat": max_rhat,
         "max_r_hat_parameter": rhat_at,
         "min_ess_bulk": min_bulk,

@@ -59,6 +59,7 @@ DEFAULT_IOV = Prior("HalfNormal", sigma=0.3)
 DEFAULT_LKJ_ETA = 2.0
 DEFAULT_ODE_STEP = 0.25
 SAMPLERS = ("nutpie", "pymc")
+MAX_TREEDEPTH = 20  # [sampler] max_treedepth: at most 2**20 - 1 leapfrog steps per draw
 BACKENDS = ("auto", "numba", "jax")  # how nutpie compiles the log-density
 ADAPTATIONS = ("diag", "low_rank")  # nutpie mass-matrix adaptation
 LOG_LIKELIHOOD = ("auto", "float32", "float64", "none")  # what a fit stores of the pointwise log-likelihood
@@ -864,6 +865,11 @@ class SamplerSpec:
     :data:`bayespk.fit.CENTERING_WARMUP`); the run's spec records the weights.
     Not the default: on the bundled CAR-T study it once left omega_TMAX
     unconverged (README, "Rich data").
+
+    ``max_treedepth``: the NUTS trajectory stops after ``2**max_treedepth - 1``
+    leapfrog steps (default 10, as in Stan and PyMC; 1 to 20). A lower limit
+    makes exploratory and test fits of expensive models (ODEs) cheaper and
+    their draws more correlated; the diagnostics count the draws that hit it.
     """
 
     name: str = "nutpie"
@@ -876,17 +882,18 @@ class SamplerSpec:
     log_likelihood: str = "auto"
     backend: str = "auto"
     centering: str = "none"
+    max_treedepth: int = 10
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerSpec":
         _check_keys(d, ("name", "chains", "draws", "tune", "seed", "target_accept", "adaptation", "log_likelihood",
-                        "backend", "centering"), "[sampler]")
+                        "backend", "centering", "max_treedepth"), "[sampler]")
         out = cls()
         kw: dict[str, Any] = {}
         for k in ("name", "adaptation", "log_likelihood", "backend", "centering"):
             if k in d:
                 kw[k] = d[k]
-        for k in ("chains", "draws", "tune", "seed"):
+        for k in ("chains", "draws", "tune", "seed", "max_treedepth"):
             if k in d:
                 v = d[k]
                 if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "seed" else 1):
@@ -912,6 +919,10 @@ class SamplerSpec:
             raise SpecError(f"[sampler] backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.centering not in CENTERING:
             raise SpecError(f"[sampler] centering: {self.centering!r} is not one of {', '.join(CENTERING)}")
+        if isinstance(self.max_treedepth, bool) or not isinstance(self.max_treedepth, int) \
+                or not 1 <= self.max_treedepth <= MAX_TREEDEPTH:
+            raise SpecError(f"[sampler] max_treedepth: expected a whole number from 1 to {MAX_TREEDEPTH}, got "
+                            f"{self.max_treedepth!r}")
         if self.backend != "auto" and self.name != "nutpie":
             raise SpecError(f"[sampler] backend = {self.backend!r} needs name = \"nutpie\"")
         if self.adaptation != "diag" and self.name != "nutpie":
@@ -931,6 +942,8 @@ class SamplerSpec:
             out["backend"] = self.backend
         if self.centering != "none":
             out["centering"] = self.centering
+        if self.max_treedepth != 10:
+            out["max_treedepth"] = self.max_treedepth
         return out
 
 
