@@ -36,6 +36,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from bayespk.cli_common import SEED_HELP, SEED_MAX, check_range, load_run, parse_aliases
 from bayespk.parallel.cli import COMMANDS as WORKLOADS
 from bayespk.progress import step
 
@@ -45,11 +46,9 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
-SEED_MAX = 2**32 - 1
 LOWER_BOUND_HELP = ("lower bound lb of the prediction correction, pcDV = lb + (DV - lb) (PRED_bin - lb) / (PRED - lb), "
                     "in DV units (default %(default)s, for concentrations)")
 RUN_DIR_HELP = "run directory written by `bayespk fit SPEC --out RUN_DIR`"
-SEED_HELP = f"random seed, 0 to {SEED_MAX} (default %(default)s)"
 FIT_BOUNDS = {"draws": (1, 10**7), "tune": (1, 10**7), "chains": (1, 64), "seed": (0, SEED_MAX)}
 
 
@@ -246,16 +245,7 @@ def _forward_to_sigint(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
-def _check_range(option: str, value, low: int, high: int) -> None:
-    """Refuse ``--option value`` outside ``[low, high]`` (None: not given)."""
-    from bayespk.errors import SpecError
 
-    if value is None:
-        return
-    if value < low:
-        raise SpecError(f"--{option} must be >= {low}, got {value}")
-    if value > high:
-        raise SpecError(f"--{option} must be <= {high}, got {value}")
 
 
 def _prior(args) -> int:
@@ -304,7 +294,7 @@ def _fit(args) -> int:
     from bayespk.rundir import RunWriter
 
     for option, (low, high) in (FIT_BOUNDS | {"max-treedepth": (1, MAX_TREEDEPTH)}).items():
-        _check_range(option, getattr(args, option.replace("-", "_")), low, high)
+        check_range(option, getattr(args, option.replace("-", "_")), low, high)
     spec = Spec.from_toml(args.spec)
     if args.data:
         spec = _with_data(spec, args.data)
@@ -353,17 +343,7 @@ def _with_data(spec, data: str):
     return new
 
 
-def parse_aliases(items: list[str]) -> dict[str, str]:
-    """``--alias NAME=COLUMN`` options as a dict for :func:`bayespk.read_nonmem`."""
-    from bayespk.errors import DataError
 
-    aliases = {}
-    for a in items:
-        if "=" not in a:
-            raise DataError(f"--alias {a!r}: expected NAME=COLUMN, e.g. conc=DV")
-        k, v = a.split("=", 1)
-        aliases[k] = v
-    return aliases
 
 
 def _data(args) -> int:
@@ -389,44 +369,16 @@ def _summary(args) -> int:
         table = pd.read_csv(run / "summary.csv")
     except (ValueError, UnicodeDecodeError) as e:
         raise BayesPKError(f"{run / 'summary.csv'}: not a readable table ({e}); refit") from None
-    _load_run(run, model=False)  # refuses a missing, corrupted or foreign fit.nc
+    load_run(run, model=False)  # refuses a missing, corrupted or foreign fit.nc
     _print_run(table, diag)
     return 0
 
 
-def _load_run(run_dir: str | Path, model: bool = True):
-    """The Fit of a run directory, verified (checksum of fit.nc, diagnostics.json readable when present).
 
-    An interrupted run (``fit --keep-partial``) loads, with a note on stderr.
-    ``model=False``: only verify fit.nc, without importing PyMC (commands that
-    print tables); returns its DataTree.
-    """
-    import json
-
-    from bayespk.errors import BayesPKError
-    from bayespk.rundir import read_diagnostics, read_fit_tree
-
-    run = Path(run_dir)
-    if not (run / "fit.nc").is_file():
-        raise BayesPKError(f"{run}: not a run directory (no fit.nc); create one with `bayespk fit SPEC --out {run}`")
-    if (run / "diagnostics.json").exists():
-        read_diagnostics(run)
-    if model:
-        from bayespk.fit import load
-
-        result = load(run)
-        info = result.run_info
-    else:
-        result = read_fit_tree(run / "fit.nc")  # xarray only: no spec parsed, no model built
-        info = json.loads(result.attrs.get("bayespk_run", "{}"))
-    if info.get("interrupted"):
-        print(f"note: {run} is an interrupted fit: only the first {info.get('draws_kept')} of "
-              f"{info.get('draws_requested')} draws per chain; results are provisional", file=sys.stderr)
-    return result
 
 
 def _positive(name: str, value: int, high: int = 10**6) -> None:
-    _check_range(name, value, 1, high)
+    check_range(name, value, 1, high)
 
 
 def _finite(option: str, value: float) -> None:
@@ -461,7 +413,7 @@ def _vpc(args) -> int:
     from bayespk.errors import BayesPKError
 
     _positive("n-rep", args.n_rep)
-    _check_range("seed", args.seed, 0, SEED_MAX)
+    check_range("seed", args.seed, 0, SEED_MAX)
     _finite("lower-bound", args.lower_bound)
     bins: object = args.bins
     if bins != "auto":
@@ -471,7 +423,7 @@ def _vpc(args) -> int:
             raise BayesPKError(f"--bins {bins!r}: expected auto, a number, or comma-separated edges") from None
         bins = int(parts[0]) if len(parts) == 1 else parts
     labels = _strat_labels(args.strat_labels)
-    fit = _load_run(args.run_dir)
+    fit = load_run(args.run_dir)
     with step(f"VPC: simulating {args.n_rep} replicates of the study with new subjects"):
         result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound,
                          strat=args.strat, strat_labels=labels, x=args.x, bins=bins, binning=args.binning,
@@ -497,12 +449,12 @@ def _report(args) -> int:
 
     _positive("n-rep", args.n_rep)
     _positive("n-sim", args.n_sim)
-    _check_range("seed", args.seed, 0, SEED_MAX)
+    check_range("seed", args.seed, 0, SEED_MAX)
     _finite("lower-bound", args.lower_bound)
     labels = _strat_labels(args.strat_labels)  # refused before anything is loaded, as `bayespk vpc`
     if labels and not args.strat:
         raise BayesPKError("--strat-labels needs --strat (the column whose values they name)")
-    fit = _load_run(args.run_dir)
+    fit = load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
     failed = []
 
@@ -537,7 +489,7 @@ def _compare(args) -> int:
             table.to_csv(args.out)
         return 0
 
-    fits = {Path(d).name or str(d): _load_run(d) for d in args.run_dirs}
+    fits = {Path(d).name or str(d): load_run(d) for d in args.run_dirs}
     with warnings.catch_warnings(), step(f"PSIS-LOO of {len(fits)} runs (by {args.by})"):
         warnings.simplefilter("ignore")
         table = compare(fits, by=args.by)
@@ -569,9 +521,9 @@ def _export(args) -> int:
         raise BayesPKError(f"--format {args.format!r}: unknown export format; expected one of "
                            f"{', '.join(EXPORT_FORMATS)}")
     _positive("draws", args.draws, 10**7)
-    _check_range("n-sim", args.n_sim, 2, 10**6)
-    _check_range("seed", args.seed, 0, SEED_MAX)
-    fit = _load_run(args.run_dir)
+    check_range("n-sim", args.n_sim, 2, 10**6)
+    check_range("seed", args.seed, 0, SEED_MAX)
+    fit = load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "nonmem"
     what = f"tables from {args.draws} draws" + (f", NPDE from {args.n_sim} simulations" if args.npde else "")
     with warnings.catch_warnings(), step(f"export: {what}"):

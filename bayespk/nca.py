@@ -705,7 +705,7 @@ def _as_options(text: str) -> str:
 
 def cli(args) -> int:
     """Run ``bayespk nca``: print the table (and write it with ``--out``)."""
-    from bayespk.cli import parse_aliases
+    from bayespk.cli_common import parse_aliases
 
     ds = _read_filtered(args.csv, parse_aliases(args.alias), args.lloq, args.ignore, args.accept)
     table = nca(

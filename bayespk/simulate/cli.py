@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 from bayespk.errors import SpecError
@@ -132,7 +131,7 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from bayespk.cli import SEED_MAX, _check_range, _load_run
+    from bayespk.cli_common import SEED_MAX, check_range, load_run
     from bayespk.simulate.exposure import Target, metric_name
     from bayespk.simulate.regimen import Regimen, read_regimen_file, simulate_regimens
 
@@ -163,11 +162,11 @@ def run(args) -> int:
     n_subjects = (args.n_subjects if args.n_subjects is not None else 1000) if population == "virtual" else None
     if n_subjects is not None and n_subjects < 1:
         raise SpecError(f"--n-subjects must be >= 1, got {n_subjects}")
-    _check_range("n-draws", args.n_draws, 1, 10**6)
-    _check_range("resolution", args.resolution, 1, 10**5)
-    _check_range("seed", args.seed, 0, SEED_MAX)
+    check_range("n-draws", args.n_draws, 1, 10**6)
+    check_range("resolution", args.resolution, 1, 10**5)
+    check_range("seed", args.seed, 0, SEED_MAX)
 
-    fit = _load_run(args.run_dir)
+    fit = load_run(args.run_dir)
     sim = simulate_regimens(
         fit, regimens, population=population, n_subjects=n_subjects, covariates=covariates or None,
         etas=args.etas, n_draws=args.n_draws, interval=interval, threshold=args.threshold,
@@ -231,8 +230,3 @@ def _json_default(o):
         return float(o)
     raise TypeError(type(o))
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from bayespk.cli import main
-
-    sys.exit(main(["simulate", *sys.argv[1:]]))
