@@ -215,3 +215,48 @@ def test_simulate_observations_draws_the_pd_rows():
     assert blq.BLQ[~is_pd].sum() > 0 and (blq.BLQ[is_pd] == 0).all() and blq.LLOQ[is_pd].isna().all()
     np.testing.assert_array_equal(blq.DV[is_pd], out.DV[is_pd])
     PopulationModel(s, blq.drop(columns=[c for c in blq if c.startswith("ETA_")]))  # valid data
+
+
+@pytest.mark.parametrize("name, params, expected", [
+    ("emax", {"E0": 10.0, "EMAX": 50.0, "EC50": 2.0}, lambda: 10 + 50 * conc(TIMES) / (2 + conc(TIMES))),
+    ("idr1", {"R0": 10.0, "KOUT": 0.3, "IMAX": 0.8, "IC50": 1.5},
+     lambda: reference(lambda t, y, c: [3.0 * (1 - 0.8 * c / (1.5 + c)) - 0.3 * y[0]], [10.0])[0]),
+])  # fmt: skip
+def test_predictions_of_a_builtin_pd_model_at_its_observations(name, params, expected):
+    """``Fit.predict(pd=True)`` (the prediction model of VPC, GOF and NPDE) of a built-in PD model: IPRED and
+    PRED at the PD observations against the formula / solve_ivp; ``DV_sim`` scatters around them by [pd_error]."""
+    from bayespk.simulate.draws import fit_from_draws
+
+    s = Spec.from_dict(spec(name, params).to_dict() | {"pd_error": {"model": "additive"}})
+    truth = {k: np.full(2, v) for k, v in (PK | params).items()} | {"sigma_add": np.full(2, 0.1),
+                                                                    "pd_sigma_add": np.full(2, 0.5)}
+    fit = fit_from_draws(s, dataset(), truth)
+    out = fit.predict(pd=True, draws=None)
+    assert out.sizes["obs"] == len(TIMES)
+    np.testing.assert_allclose(out.TIME.values, TIMES)
+    want = expected()
+    np.testing.assert_allclose(out["IPRED"].values[0, 0], want, rtol=1e-6)
+    np.testing.assert_allclose(out["PRED"].values[0, 1], want, rtol=1e-6)  # no IIV: the typical subject
+    pmm, design = fit.model.build_prediction(simulate=True, pd=True)
+    assert design.n_obs == len(TIMES)
+    sim = pm.draw(pmm["DV_sim"], draws=400, random_seed=1, givens={pmm[k]: v[0] for k, v in truth.items()
+                                                                  if k in pmm.named_vars})
+    np.testing.assert_allclose(sim.mean(axis=0), want, atol=4 * 0.5 / np.sqrt(400))
+    assert 0.4 < sim.std(axis=0).mean() < 0.6
+    with pytest.raises(SpecError, match=f"PD model {name} on a time grid are not available"):
+        fit.model.build_prediction(grid=np.linspace(0, 30, 5), pd=True)
+
+
+def test_pd_predictions_of_a_sequential_model_hold_the_pk_at_the_pk_fit():
+    p = {"E0": 10.0, "EMAX": 50.0, "EC50": 2.0}
+    draws = {k: (("chain", "draw"), np.full((1, 5), v)) for k, v in PK.items()}
+    fake_fit = type("FakeFit", (), {"posterior": xr.Dataset(draws)})()
+    seq = PopulationModel(spec("emax", p), dataset(), pk_fit=fake_fit)
+    pmm, _ = seq.build_prediction(pd=True)
+    assert {rv.name for rv in pmm.free_RVs} == {"E0", "EMAX", "EC50"}  # the PK parameters are fixed
+    ipred = pm.draw(pmm["IPRED"], givens={pmm[k]: v for k, v in p.items()})
+    np.testing.assert_allclose(ipred, 10 + 50 * conc(TIMES) / (2 + conc(TIMES)), rtol=1e-12)
+    with pytest.raises(SpecError, match=r"pd=True\) need a PD model"):
+        PopulationModel(Spec.from_dict({"model": {"structure": "1cmt_oral"},
+                                        "parameters": {k: {"guess": v, "iiv": False} for k, v in PK.items()},
+                                        "error": {"model": "additive"}}), dataset()).build_prediction(pd=True)

@@ -852,25 +852,39 @@ class PopulationModel:
         ``grid`` evaluates every subject at these times instead of at its observations.
         ``simulate=True`` adds ``DV_sim``: a new observation drawn from the residual
         error model around ``IPRED``, uncensored (for VPC, NPDE, prior predictive checks).
-        ``pd=True``: the PD observations and the ``pd_output`` of a model written as
-        equations (with its ``[pd_error]``).
+        ``pd=True``: the PD observations (with ``[pd_error]``): the ``pd_output`` of a
+        model written as equations, or the response of a built-in PD model (at its
+        observations only, not on a ``grid``). A sequential PK/PD model (``pk_fit``)
+        holds its PK parameters at the PK fit's posterior medians, as when fitted.
         """
-        if pd and not (self.ode and self.has_pd):
-            raise SpecError("predictions of the PD observations (pd=True) need a model written as equations with "
-                            "a pd_output")
+        if pd and not self.has_pd:
+            raise SpecError("predictions of the PD observations (pd=True) need a PD model: [model] pd, or a "
+                            "pd_output of a model written as equations")
+        if pd and grid is not None and not self.ode:
+            raise SpecError(f"predictions of the PD model {self.spec.pd} on a time grid are not available; pd=True "
+                            "evaluates it at the PD observations (grid=None)")
         d = (self._design(grid=grid, grid_subjects=grid_subjects, pd=pd) if grid is not None
              else self.pd_design if pd else self.design)
         name, err = ("DV_PD", self.spec.pd_error) if pd else ("DV", self.spec.error)
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
-            extra = [self._ck_subjects] if self.ck_ode else [self._records] if self.ode else []
-            ((individual, population), *per_subject) = self.individual_parameters(d, *extra)
-            at_i, at_p = per_subject[0] if extra else (individual, population)
-            ipred = self._in_assay_units(self.predict(at_i, d, pd), individual, d, name)
+            if pd and not self.ode:  # a built-in PD model: its drivers and states as in build()
+                extra = [self._ode["drivers"], self._ode["subjects"]] if self._ode is not None else []
+                params = self.individual_parameters(d, *extra)
+                individual, population = params[0]
+                ipred = self.predict_pd(*[p[0] for p in params])
+                pred = self.predict_pd(*[p[1] for p in params])
+            else:
+                extra = [self._ck_subjects] if self.ck_ode else [self._records] if self.ode else []
+                ((individual, population), *per_subject) = self.individual_parameters(d, *extra)
+                at_i, at_p = per_subject[0] if extra else (individual, population)
+                ipred, pred = self.predict(at_i, d, pd), self.predict(at_p, d, pd)
+            ipred = self._in_assay_units(ipred, individual, d, name)
             pm.Deterministic("IPRED", ipred, dims="obs")
-            pm.Deterministic("PRED", self._in_assay_units(self.predict(at_p, d, pd), population, d, name),
-                             dims="obs")
+            pm.Deterministic("PRED", self._in_assay_units(pred, population, d, name), dims="obs")
             if simulate:
                 model.register_rv(self._residual(ipred, err, d, name), name="DV_sim", dims=("obs",))
+        if self.pd is not None and self.pk_fit is not None and grid_subjects is None:
+            model = pm.do(model, self._pk_posterior_medians(model))
         return model, d
 
     def build_individual(self) -> pm.Model:
