@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--lower-bound", type=float, default=0.0, metavar="X", help=LOWER_BOUND_HELP)
     _vpc_axes_options(v)
     v.add_argument("--n-rep", type=int, default=200, help="replicates of the study (default %(default)s)")
+    v.add_argument("--pd", action="store_true",
+                   help="a PK/PD run: the VPC of the PD observations (simulated with [pd_error]) instead of the "
+                        "concentrations")
     v.add_argument("--bins", default="auto",
                    help="auto, a number of bins, or comma-separated edges (on --x) (default %(default)s)")
     v.add_argument("--binning", choices=["kmeans", "quantile"], default="kmeans",
@@ -427,7 +430,7 @@ def _vpc(args) -> int:
     with step(f"VPC: simulating {args.n_rep} replicates of the study with new subjects"):
         result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound,
                          strat=args.strat, strat_labels=labels, x=args.x, bins=bins, binning=args.binning,
-                         log_y=args.log_y, seed=args.seed)
+                         log_y=args.log_y, seed=args.seed, pd_obs=args.pd)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.figure.savefig(out / "vpc.png", dpi=110, bbox_inches="tight")

@@ -883,3 +883,41 @@ def test_cli_vpc_x_tad(pheno_run, tmp_path, capsys):
         main(["vpc", "--help"])
     help_text = capsys.readouterr().out
     assert "--x TIME|TAD|COLUMN" in help_text and "--strat-labels" in help_text and "TAD (time after" in help_text
+
+
+# ----------------------------------------------------------------------------- PD observations
+PKPD_TRUTH = {"CL": 5.0, "V": 50.0, "KA": 1.0, "E0": 20.0, "EMAX": 80.0, "EC50": 3.0, "omega_CL": 0.3,
+              "omega_V": 0.2, "omega_KA": 0.3, "omega_E0": 0.1, "omega_EC50": 0.3, "sigma_prop": 0.15,
+              "pd_sigma_add": 4.0}  # models/data/make_pkpd_emax.py, which simulated the bundled study
+
+
+def _inside_share(result) -> float:
+    t = result.table
+    return float(((t.obs_p50 >= t.sim_p50_lo) & (t.obs_p50 <= t.sim_p50_hi)).mean())
+
+
+def test_vpc_of_the_pd_observations_at_the_truth_and_at_a_wrong_emax():
+    """The bundled PK/PD study against its own truth: the observed median response lies in the simulated
+    interval in most bins; with EMAX halved it does not (the PD observations, not the concentrations)."""
+    from bayespk.errors import BayesPKError
+    from bayespk.simulate.draws import fit_from_draws
+
+    spec = MODELS / "pkpd_emax_simulated.toml"
+    right = fit_from_draws(spec, None, {k: np.full(50, v) for k, v in PKPD_TRUTH.items()})
+    wrong = fit_from_draws(spec, None, {k: np.full(50, v) for k, v in (PKPD_TRUTH | {"EMAX": 40.0}).items()})
+    obs = observation_table(right, pd_obs=True)
+    assert len(obs) == 440 and obs.DV.min() > 10  # the responses (E0 20 + effect), not concentrations
+    good = vpc(right, pd_obs=True, n_rep=100, strat="DOSE", seed=1)
+    bad = vpc(wrong, pd_obs=True, n_rep=100, strat="DOSE", seed=1)
+    assert good.table.n_obs.sum() == 440 and good.settings["pd_obs"] is True
+    assert "PD response" in good.settings["y_label"]
+    assert _inside_share(good) >= 0.8, good.table
+    assert _inside_share(bad) <= 0.5, bad.table
+    pk = vpc(right, n_rep=20, seed=1)  # the default: the concentrations of the same subjects and times
+    assert len(pk.points) == 440 and pk.points.DV.median() < 10 < good.points.DV.median()
+    plt.close("all")
+    pk_only = fit_from_draws(MODELS / "theophylline_1cmt_oral.toml", None,
+                             {"CL": [2.8], "V": [32.0], "KA": [1.5], "omega_CL": [0.3], "omega_V": [0.2],
+                              "omega_KA": [0.5], "sigma_add": [0.5]})
+    with pytest.raises(BayesPKError, match="no PD observations"):
+        vpc(pk_only, pd_obs=True, n_rep=5)

@@ -176,7 +176,7 @@ def _percentiles(values: np.ndarray, probs, threshold: float) -> np.ndarray:
     return q
 
 
-def _x_values(source, obs: pd.DataFrame, x: str) -> np.ndarray:
+def _x_values(source, obs: pd.DataFrame, x: str, pd_obs: bool = False) -> np.ndarray:
     """The x value of every observation: TIME, the computed TAD, or a numeric dataset column."""
     if not isinstance(x, str) or not x.strip():
         raise BayesPKError(f"x must be 'TIME', 'TAD' or a column name, got {x!r}")
@@ -184,7 +184,8 @@ def _x_values(source, obs: pd.DataFrame, x: str) -> np.ndarray:
     if name == "TIME":
         return obs.TIME.to_numpy(float)
     if name == "TAD":
-        design = getattr(source, "model", source).design  # a Fit or a PopulationModel
+        model = getattr(source, "model", source)  # a Fit or a PopulationModel
+        design = model.pd_design if pd_obs else model.design
         return obs.ROW.map(pd.Series(design.last_dose()[0], index=design.obs_row)).to_numpy(float)
     usable = [c for c in obs.columns if c not in ("ROW", "LIMIT", "DV", "CENS", "ID")]
     if name not in obs.columns or name not in usable:
@@ -266,6 +267,7 @@ def vpc(
     log_y: bool = False,
     seed: int = 0,
     replicates=None,
+    pd_obs: bool = False,
 ) -> VPC:
     """Visual predictive check of a fit, or prior predictive check of a model.
 
@@ -312,7 +314,10 @@ def vpc(
         and marked).
     seed : int
     replicates : xarray.Dataset, optional
-        Reuse replicates from :func:`simulate_replicates`.
+        Reuse replicates from :func:`simulate_replicates` (of the same observations: ``pd`` as ``pd_obs``).
+    pd_obs : bool
+        The PD observations of a PK/PD model (``DV_PD``, simulated with its ``[pd_error]``) instead of the
+        concentrations: the response over time (or TAD, or a column).
 
     Returns
     -------
@@ -331,11 +336,11 @@ def vpc(
     if not 0 < ci < 1 or not all(0 < p < 1 for p in pi):
         raise BayesPKError("ci and every pi must be probabilities strictly between 0 and 1")
     fitted = hasattr(source, "tree")
-    obs = observation_table(source)
+    obs = observation_table(source, pd_obs)
     if strat is not None and strat.upper() not in obs.columns:
         raise BayesPKError(f"strat: no column {strat!r}; use a dataset column "
                            f"({', '.join(c for c in obs.columns if c not in ('ROW', 'LIMIT'))})")
-    xs = _x_values(source, obs, x)
+    xs = _x_values(source, obs, x, pd_obs)
     x_name = x.strip().upper()
     floor = _resolve_floor(dv_floor, obs, log_dv)
     strata = obs[strat.upper()].to_numpy() if strat else np.zeros(len(obs))
@@ -343,9 +348,9 @@ def vpc(
     if replicates is not None:
         reps = replicates
     elif fitted:
-        reps = simulate_replicates(source, n_rep, seed=seed)
+        reps = simulate_replicates(source, n_rep, seed=seed, pd=pd_obs)
     else:
-        reps = prior_replicates(source, n_rep, seed=seed)
+        reps = prior_replicates(source, n_rep, seed=seed, pd=pd_obs)
     sim = reps["DV_sim"].values  # (rep, obs)
     pred = np.median(reps["PRED"].values, axis=0)
     excluded = np.zeros(len(obs), dtype=bool)
@@ -431,7 +436,8 @@ def vpc(
                     kind="posterior" if fitted else "prior",
                     lower_bound=float(lower_bound), n_excluded=int(excluded.sum()), n_obs=len(obs),
                     x_label=axis_label(source.spec, x_name, X_LABELS.get(x_name, plot_text(x_name))),
-                    y_label=axis_label(source.spec, "conc", "DV"))
+                    y_label=axis_label(source.spec, *(("effect", "PD response") if pd_obs else ("conc", "DV"))),
+                    pd_obs=pd_obs)
     dropped = pd.DataFrame({"strat": strata[excluded], "ID": obs.ID.to_numpy()[excluded],
                             "TIME": obs.TIME.to_numpy()[excluded], "ROW": obs.ROW.to_numpy()[excluded],
                             "DV": obs.DV.to_numpy()[excluded], "PRED": pred[excluded]}, columns=EXCLUDED_COLUMNS)
