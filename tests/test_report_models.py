@@ -64,6 +64,10 @@ def test_report_of_every_bundled_model(path, tmp_path, capsys):
     html = (run / "report.html").read_text(encoding="utf-8")
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in html, f"no section {anchor!r}"
+    from bayespk.fit import load
+
+    # a PK/PD model (built-in PD or a pd_output written as equations) has the checks of its PD observations
+    assert ('<section id="pd">' in html) == load(run).model.has_pd
     assert "warning" not in err and 'class="section-failed"' not in html, err
     text = _text_outside_images(html)
     for local in {str(ROOT), str(Path.home()), str(tmp_path), tempfile.gettempdir(), str(MODELS / "data")}:

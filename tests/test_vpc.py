@@ -921,3 +921,28 @@ def test_vpc_of_the_pd_observations_at_the_truth_and_at_a_wrong_emax():
                               "omega_KA": [0.5], "sigma_add": [0.5]})
     with pytest.raises(BayesPKError, match="no PD observations"):
         vpc(pk_only, pd_obs=True, n_rep=5)
+
+
+def test_npde_and_gof_of_the_pd_observations():
+    """NPDE of the bundled PK/PD study's responses are N(0, 1) at its truth and not with EMAX halved; the GOF
+    residuals of the PD observations use the [pd_error] (additive, SD 4)."""
+    from bayespk.evaluate.gof import gof
+    from bayespk.evaluate.npde import npde
+    from bayespk.simulate.draws import fit_from_draws
+
+    spec = MODELS / "pkpd_emax_simulated.toml"
+    right = fit_from_draws(spec, None, {k: np.full(50, v) for k, v in PKPD_TRUTH.items()})
+    wrong = fit_from_draws(spec, None, {k: np.full(50, v) for k, v in (PKPD_TRUTH | {"EMAX": 40.0}).items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # subjects whose simulated covariance is singular
+        good = npde(right, n_sim=200, seed=2, pd_obs=True)
+        bad = npde(wrong, n_sim=200, seed=2, pd_obs=True)
+    assert len(good.table) == 440 and good.table.DV.min() > 10 and good.settings["pd_obs"] is True
+    assert good.tests.loc["global", "p_value"] > 0.01, good.tests
+    assert bad.tests.loc["global", "p_value"] < 1e-6, bad.tests
+    g = gof(right, draws=20, pd_obs=True)
+    t = g.table
+    assert len(t) == 440
+    np.testing.assert_allclose(t.IWRES, (t.DV - t.IPRED) / PKPD_TRUTH["pd_sigma_add"], rtol=1e-10)
+    assert "PD observations" in g.figure._suptitle.get_text()
+    plt.close("all")

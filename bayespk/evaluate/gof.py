@@ -35,17 +35,21 @@ class GOF:
         yield self.table
 
 
-def gof_table(fit, draws: int = 400) -> pd.DataFrame:
-    """Per observation: ID, TIME, DV, CENS, PRED, IPRED (posterior medians) and IWRES."""
-    obs = observation_table(fit)
-    pred = fit.predict(draws=draws)
+def gof_table(fit, draws: int = 400, pd_obs: bool = False) -> pd.DataFrame:
+    """Per observation: ID, TIME, DV, CENS, PRED, IPRED (posterior medians) and IWRES.
+
+    ``pd_obs``: the PD observations of a PK/PD model, with the residuals of its ``[pd_error]``.
+    """
+    obs = observation_table(fit, pd_obs)
+    pred = fit.predict(draws=draws, pd=pd_obs)
     obs["PRED"] = pred["PRED"].median(("chain", "draw")).values
     obs["IPRED"] = pred["IPRED"].median(("chain", "draw")).values
     post = fit.posterior
-    err = fit.spec.error
-    med = {n: post[n].median(("chain", "draw")).values for n in err.names}
+    err = fit.spec.pd_error if pd_obs else fit.spec.error
+    med = {k: post[err.prefix + k].median(("chain", "draw")).values for k in err.base_names}
     if err.by is not None:  # one error model per assay: each observation's own parameters
-        codes = fit.model._assay_codes("DV", fit.model.design)
+        design = fit.model.pd_design if pd_obs else fit.model.design
+        codes = fit.model._assay_codes("DV_PD" if pd_obs else "DV", design)
         med = {n: v[codes] for n, v in med.items()}
     f = obs.IPRED.to_numpy()
     if err.model == "lognormal":
@@ -60,13 +64,15 @@ def gof_table(fit, draws: int = 400) -> pd.DataFrame:
     return obs[["ID", "TIME", "DV", "CENS", "PRED", "IPRED", "IWRES"]]
 
 
-def gof(fit, *, log: bool = False, draws: int = 400) -> GOF:
-    """The four standard panels: DV vs PRED, DV vs IPRED, IWRES vs TIME, IWRES vs IPRED."""
+def gof(fit, *, log: bool = False, draws: int = 400, pd_obs: bool = False) -> GOF:
+    """The four standard panels: DV vs PRED, DV vs IPRED, IWRES vs TIME, IWRES vs IPRED (``pd_obs``: of the
+    PD observations of a PK/PD model)."""
     import matplotlib.pyplot as plt
 
     from bayespk.units import axis_label
 
-    table = gof_table(fit, draws=draws)
+    table = gof_table(fit, draws=draws, pd_obs=pd_obs)
+    quantity = "effect" if pd_obs else "conc"
     ok = table.CENS == 0
     fig, axes = plt.subplots(2, 2, figsize=(9, 8))
     for ax, col in zip(axes[0], ("PRED", "IPRED")):
@@ -77,8 +83,8 @@ def gof(fit, *, log: bool = False, draws: int = 400) -> GOF:
         lim = [np.nanmin([table[col].min(), table.DV.min()]), np.nanmax([table[col].max(), table.DV.max()])]
         ax.plot(lim, lim, "k-", lw=0.8)
         _trend(ax, table[col][ok], table.DV[ok])
-        ax.set_xlabel(axis_label(fit.spec, "conc", f"{col} (posterior median)"))
-        ax.set_ylabel(axis_label(fit.spec, "conc", "DV"))
+        ax.set_xlabel(axis_label(fit.spec, quantity, f"{col} (posterior median)"))
+        ax.set_ylabel(axis_label(fit.spec, quantity, "DV"))
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -87,9 +93,10 @@ def gof(fit, *, log: bool = False, draws: int = 400) -> GOF:
         for yv in (0, -1.96, 1.96):
             ax.axhline(yv, color="k", lw=0.8 if yv == 0 else 0.6, ls="-" if yv == 0 else "--")
         _trend(ax, table[col][ok], table.IWRES[ok])
-        ax.set_xlabel(axis_label(fit.spec, "time" if col == "TIME" else "conc", col))
+        ax.set_xlabel(axis_label(fit.spec, "time" if col == "TIME" else quantity, col))
         ax.set_ylabel("IWRES")
-    fig.suptitle(f"{fit.spec.name}: goodness of fit (red: running median)", fontsize=10)
+    fig.suptitle(f"{fit.spec.name}: goodness of fit{' of the PD observations' if pd_obs else ''} (red: running "
+                 "median)", fontsize=10)
     fig.tight_layout()
     return GOF(fig, table, shrinkage(fit))
 

@@ -342,7 +342,8 @@ def _npde_core(ids, y, sim, *, cens=None, lower=None, upper=None, method="choles
 # from a fit
 
 
-def npde(fit, *, n_sim: int = 1000, seed: int = 0, replicates=None, decorrelate: bool | str = True) -> NPDE:
+def npde(fit, *, n_sim: int = 1000, seed: int = 0, replicates=None, decorrelate: bool | str = True,
+         pd_obs: bool = False) -> NPDE:
     """Normalised prediction distribution errors of a fit.
 
     Parameters
@@ -361,6 +362,8 @@ def npde(fit, *, n_sim: int = 1000, seed: int = 0, replicates=None, decorrelate:
         True/"cholesky": inverse Cholesky factor (the ``npde`` package's
         default); "inverse": symmetric inverse square root of the covariance;
         False: no decorrelation (npde = Phi^-1(pd)).
+    pd_obs : bool
+        The PD observations of a PK/PD model (``DV_PD``, simulated with its ``[pd_error]``).
 
     Returns
     -------
@@ -373,8 +376,8 @@ def npde(fit, *, n_sim: int = 1000, seed: int = 0, replicates=None, decorrelate:
     method = DECORRELATION[decorrelate]
     if replicates is None and (not isinstance(n_sim, (int, np.integer)) or n_sim < 2):
         raise BayesPKError(f"n_sim must be an integer >= 2, got {n_sim!r}")
-    obs = observation_table(fit)
-    reps = replicates if replicates is not None else simulate_replicates(fit, n_sim, seed=seed)
+    obs = observation_table(fit, pd_obs)
+    reps = replicates if replicates is not None else simulate_replicates(fit, n_sim, seed=seed, pd=pd_obs)
     sim = np.asarray(reps["DV_sim"].values, dtype=float)  # (K, N)
     if sim.ndim != 2 or sim.shape[1] != len(obs):
         raise BayesPKError(f"replicates hold {sim.shape[-1]} observations, the fit {len(obs)}")
@@ -408,7 +411,8 @@ def npde(fit, *, n_sim: int = 1000, seed: int = 0, replicates=None, decorrelate:
 
     spec = getattr(fit, "spec", None)
     settings |= {"time_label": axis_label(spec, "time"),
-                 "pred_label": axis_label(spec, "conc", "PRED (typical subject)")}
+                 "pred_label": axis_label(spec, "effect" if pd_obs else "conc", "PRED (typical subject)"),
+                 "pd_obs": pd_obs}
     fig = plot_npde(table, tests, settings, title=getattr(spec, "name", "") or "")
     return NPDE(fig, table, tests, settings)
 

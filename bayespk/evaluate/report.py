@@ -221,6 +221,25 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
 
     section("npde", "Normalised prediction distribution errors", npde)
 
+    if fit.model.has_pd:
+        step("PD observations: VPC, goodness of fit, NPDE")
+
+        def pd_checks() -> str:
+            from bayespk.evaluate.simulation import simulate_replicates
+
+            pd_reps = simulate_replicates(fit, max(n_rep, n_sim), seed=seed, pd=True)  # one set for VPC and NPDE
+            v = fit.vpc(replicates=pd_reps.isel(rep=slice(0, n_rep)), pd_obs=True, **axes)
+            g = fit.gof(pd_obs=True)
+            n = fit.npde(replicates=pd_reps.isel(rep=slice(0, n_sim)), seed=seed, pd_obs=True)
+            tests = n.tests.rename_axis("test").reset_index()
+            return ("<p>The PD observations (residual error <code>[pd_error]</code>), checked as the "
+                    "concentrations above: the VPC of the same replicates' PD values, the goodness-of-fit "
+                    "panels and the NPDE.</p><h3>Visual predictive check</h3>" + _vpc_axes(v.settings, "pd-vpc")
+                    + _png(v.figure) + "<h3>Goodness of fit</h3>" + _png(g.figure) + "<h3>NPDE</h3>"
+                    + _png(n.figure) + _table(tests))
+
+        section("pd", "PD observations", pd_checks)
+
     step("covariates and priors")
     section("covariates", "Etas vs covariates", lambda: _png(fit.plot_eta_covariates()[0]))
 
