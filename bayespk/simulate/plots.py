@@ -135,18 +135,17 @@ def plot_dose_table(tables, *, stratum: str | None = None, max_risk: float | Non
     import pandas as pd
 
     from bayespk.errors import SpecError
-    from bayespk.simulate.doses import DoseTable
 
     if isinstance(tables, pd.DataFrame):
         return _plot_outcome_table(tables, figsize)
-    if isinstance(tables, DoseTable):
+    if _is_dose_table(tables):
         one = tables
         strata = [stratum] if stratum is not None else list(dict.fromkeys(one.table.stratum))
         if len(strata) > 1:
             strata = [s for s in strata if s != "all"]
         by = one.info.get("by")
         series = [((one.label or "all") if s == "all" else f"{by} {s}" if by else s, one, s) for s in strata]
-    elif isinstance(tables, Mapping) and tables and all(isinstance(t, DoseTable) for t in tables.values()):
+    elif isinstance(tables, Mapping) and tables and all(_is_dose_table(t) for t in tables.values()):
         series = [(str(lb), t, stratum or "all") for lb, t in tables.items()]
     else:
         raise SpecError("plot_dose_table: expected a DoseTable, a mapping of label -> DoseTable, or the DataFrame "
@@ -190,6 +189,12 @@ def plot_dose_table(tables, *, stratum: str | None = None, max_risk: float | Non
         ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def _is_dose_table(x) -> bool:
+    """A :class:`~bayespk.simulate.doses.DoseTable`, known by what it holds (``doses`` imports this module to
+    draw itself, so this module does not import it)."""
+    return all(hasattr(x, a) for a in ("table", "outcomes", "info", "max_risk", "target", "safety"))
 
 
 def _plot_outcome_table(table, figsize=None):
