@@ -3,7 +3,7 @@
 >>> import bayespk as bpk
 >>> ds = bpk.read_nonmem(bpk.datasets.path("theophylline"))
 >>> model = bpk.PopulationModel("models/theophylline_1cmt_oral.toml", ds)  # doctest: +SKIP
->>> fit = model.fit()                                                      # doctest: +SKIP
+>>> fit = bpk.fit(model)                                                   # doctest: +SKIP
 >>> fit.summary()                                                          # doctest: +SKIP
 
 The names below are imported on first use (PEP 562), so ``import bayespk``
@@ -82,9 +82,13 @@ _lazy_package(__name__, {
     "datasets": "bayespk.data.bundled",
     "dose_table": "bayespk.simulate.doses:dose_table",
     "fit": "bayespk.fit:fit",
+    "gof": "bayespk.evaluate.gof:gof",
     "load": "bayespk.fit:load",
+    "loo": "bayespk.evaluate.compare:loo",
+    "npde": "bayespk.evaluate.npde:npde",
     "read_nonmem": "bayespk.data.nonmem:read_nonmem",
     "simulate_regimens": "bayespk.simulate.regimen:simulate_regimens",
+    "vpc": "bayespk.evaluate.vpc:vpc",
     # subpackages, reachable as attributes without an import of their own (``bpk.data.nonmem``), as before
     **{sub: f"bayespk.{sub}" for sub in ("borrowing", "data", "evaluate", "model", "parallel", "response", "simulate",
                                          "structural")},
@@ -93,5 +97,5 @@ _lazy_package(__name__, {
 __all__ = [
     "AlgebraicModel", "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "ODEModel",
     "PopulationModel", "Prior", "Regimen", "Solver", "Spec", "SpecError", "Target", "compare", "datasets",
-    "dose_table", "fit", "load", "read_nonmem", "simulate_regimens",
+    "dose_table", "fit", "gof", "load", "loo", "npde", "read_nonmem", "simulate_regimens", "vpc",
 ]  # fmt: skip

@@ -30,12 +30,10 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from bayespk import compile_cache
-from bayespk.compile_cache import compile_nutpie
+from bayespk import compile_cache, sampling
 from bayespk.data.nonmem import id_label
-from bayespk.errors import BayesPKError, DataError, SpecError
+from bayespk.errors import BayesPKError, DataError
 from bayespk.evaluate.diagnostics import check_convergence, convergence, summary_table
-from bayespk.evaluate.simulation import quiet_pymc
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
 from bayespk.progress import Progress, is_terminal
@@ -413,23 +411,15 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
     ``progress``: nutpie's own bar; ``ticker`` gets the draws done and divergences at each wait step
     (from nutpie's progress callback); ``say`` announces the compilation time.
     """
-    try:
-        import nutpie
-    except ImportError:  # pragma: no cover - nutpie is a dependency
-        raise SpecError("sampler 'nutpie' is not installed; pip install nutpie, or use sampler='pymc'") from None
     s = spec.sampler
     t0 = time.perf_counter()
     # CAR-T patients who leave before a phase carry no information on its parameters (see _eta_starts)
     jax = backend(spec, model) == "jax"
     # nutpie's JAX backend does not jitter a start where a gradient is exactly 0 (omegas at z = 0)
     starts = _eta_starts(pm_model, s.seed) if model.cell_kinetics or jax else None
-    if jax:  # XLA compiles it in the first draws; no disk cache
-        # the gradient is PyTensor's, compiled to JAX: jax.grad of the censored-normal log-CDF (BLQ rows) is
-        # NaN in the tails, where PyTensor's symbolic gradient is not
-        compiled = nutpie.compile_pymc_model(pm_model, backend="jax", gradient_backend="pytensor",
-                                             jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
-    else:
-        compiled = compile_nutpie(pm_model, jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
+    # the JAX backend: XLA compiles it in the first draws, no disk cache
+    compiled = sampling.compile_model(pm_model, backend="jax" if jax else "numba",
+                                      jitter_rvs=_jittered(pm_model, spec), initial_points=starts)
     t_compile = time.perf_counter() - t0
     if say is not None:
         cached = f", compile cache {compile_cache.last['status']}" if not jax and compile_cache.last else ""
@@ -437,9 +427,9 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
             + (" (JAX compiles again during the first draws)" if jax else ""))
 
     def short_run(chains: int, tune: int, draws: int, seed: int) -> xr.Dataset:
-        return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False,
-                             target_accept=s.target_accept, adaptation=s.adaptation,
-                             maxdepth=s.max_treedepth)["posterior"].to_dataset()
+        return sampling.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
+                               target_accept=s.target_accept, adaptation=s.adaptation,
+                               maxdepth=s.max_treedepth)["posterior"].to_dataset()
 
     try:
         weights = _choose_centering(short_run, pm_model, model, s, say)
@@ -464,12 +454,11 @@ def _sample_nutpie(pm_model, model, spec, progress, started, caught, ticker: Pro
             ticker.update(sum(c.finished_draws for c in latest),
                           _divergence_detail(sum(c.divergences for c in latest), any(c.tuning for c in latest)))
 
-    background = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
-                               target_accept=s.target_accept, maxdepth=s.max_treedepth, progress_bar=progress,
-                               save_warmup=False,
-                               adaptation=s.adaptation, blocking=False,
-                               **({"progress_callback": chains.append, "progress_rate": int(1000 * WAIT_SECONDS)}
-                                  if ticker is not None and ticker.enabled else {}))
+    background = sampling.start(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=s.seed,
+                                target_accept=s.target_accept, maxdepth=s.max_treedepth, progress=progress,
+                                adaptation=s.adaptation,
+                                **({"progress_callback": chains.append, "progress_rate": int(1000 * WAIT_SECONDS)}
+                                   if ticker is not None and ticker.enabled else {}))
     try:
         while True:
             try:
@@ -524,7 +513,7 @@ def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | Non
             ticker.update(seen["draws"], _divergence_detail(seen["divergences"], draw.tuning))
 
     def short_run(chains: int, tune: int, draws: int, seed: int) -> xr.Dataset:
-        with pm_model, quiet_pymc():
+        with pm_model, sampling.quiet_pymc():
             return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, 2), random_seed=seed,
                              target_accept=s.target_accept, max_treedepth=s.max_treedepth, progressbar=False,
                              compute_convergence_checks=False,
@@ -664,7 +653,7 @@ def _start_failure(pm_model, model, spec, error: Exception, starts: dict | None,
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return BayesPKError(f"the sampler cannot start ({first}); the log-density is finite at the starting "
                         "values, so check the priors against the data with a prior predictive check "
-                        "(PopulationModel.prior_predictive)")
+                        "(bpk.vpc(model), before fitting)")
 
 
 def _infeasible_observations(model: PopulationModel, name: str, idx: np.ndarray) -> str:
@@ -822,7 +811,7 @@ class Fit:
         """
         post = self._thinned(draws)
         pm_model, design = self.model.build_prediction(grid=grid, grid_subjects=ids, pd=pd)
-        with quiet_pymc():
+        with sampling.quiet_pymc():
             out = pm.sample_posterior_predictive(
                 xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
                 var_names=["IPRED", "PRED"], random_seed=seed, progressbar=False,
@@ -840,7 +829,7 @@ class Fit:
         post = self._thinned(draws)
         pm_model = self.model.build_individual()
         names = [f"{p}_i" for p in self.spec.parameters]
-        with quiet_pymc():
+        with sampling.quiet_pymc():
             out = pm.sample_posterior_predictive(
                 xr.DataTree(children={"posterior": xr.DataTree(post)}), model=pm_model,
                 var_names=names, random_seed=seed, progressbar=False,
@@ -913,12 +902,6 @@ class Fit:
         from bayespk.evaluate.gof import prior_posterior
 
         return prior_posterior(self, **kwargs)
-
-    def loo(self, by: str = "obs"):
-        """PSIS-LOO (ELPD with SE, Pareto k); see :func:`bayespk.evaluate.compare.loo`."""
-        from bayespk.evaluate.compare import loo
-
-        return loo(self, by=by)
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

@@ -14,7 +14,7 @@ One model, three ways, on the same data and priors:
   peripheral; ``dcentral/dt = -Q (C - peripheral/V2) - VMAX C / (KM + C)``, ``C =
   central/V1``; 1-h IV infusions into central; IIV on V1 and VMAX, centred etas as
   the spec says, ``centered = true``; proportional error), fitted by
-  ``PopulationModel(spec, data=csv).fit(...)``: the ODE solved by diffrax
+  ``bpk.fit(PopulationModel(spec, data=csv), ...)``: the ODE solved by diffrax
   (Tsit5, the spec's ``[model.solver]`` rtol 1e-4 / atol 1e-7, at most 4096 steps
   between nodes) inside the PyMC graph (``pytensor.wrap_jax``), sampled by
   nutpie's JAX backend with the spec's low-rank mass-matrix adaptation. The

@@ -24,7 +24,7 @@ seed 1 is the bundled data set (``models/data/<model>.csv``, stream
 ``STREAM[model]``), seeds 2 and 3 use streams ``STREAM + 100`` and
 ``STREAM + 200`` (the same design and truth, new subjects and residuals). Each
 data set is written to a temporary CSV and the spec is fitted to it with
-``bpk.PopulationModel(spec, data=csv).fit(progress=False, ...)`` at the spec's
+``bpk.fit(bpk.PopulationModel(spec, data=csv), progress=False, ...)`` at the spec's
 ``[sampler]`` settings (chains, draws, tune, seed, target_accept, adaptation,
 backend) unless ``--chains/--draws/--tune`` are given; every data set is
 fitted with the spec's sampler seed.
@@ -147,7 +147,7 @@ def run_fit(model: str, seed: int, chains: int | None, draws: int | None, tune: 
         t1 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            fit = pop_model.fit(progress=False, seed=spec.sampler.seed, draws=draws, tune=tune, chains=chains)
+            fit = bpk.fit(pop_model, progress=False, seed=spec.sampler.seed, draws=draws, tune=tune, chains=chains)
         fit_call_s = time.perf_counter() - t1
         diag = fit.diagnostics()
         summary = fit.summary().set_index("parameter")

@@ -131,7 +131,7 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = bpk.PopulationModel(bpk.Spec.from_toml(SPEC)).fit(draws=args.draws, tune=args.tune,
+            fit = bpk.fit(bpk.PopulationModel(bpk.Spec.from_toml(SPEC)), draws=args.draws, tune=args.tune,
                                                                      chains=args.chains, seed=args.seed,
                                                                      progress=False)
         diag = fit.diagnostics()

@@ -144,7 +144,7 @@ def run(args) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = bpk.PopulationModel(bpk.Spec.from_toml(SPEC))
-        fit = model.fit(draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed, progress=False)
+        fit = bpk.fit(model, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed, progress=False)
     fit_s = time.perf_counter() - t0
     diag = fit.diagnostics()
     keep = {}

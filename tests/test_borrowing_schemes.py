@@ -10,6 +10,7 @@ from bayespk.borrowing import (
     BetaMixture,
     ankylosing_spondylitis,
     commensurate_prior,
+    ess,
     exnex,
     posterior,
     power_prior,
@@ -37,7 +38,7 @@ def test_power_prior_by_nuts_matches_the_conjugate_result():
     assert fit.theta.mean() == pytest.approx(exact.mean(), abs=0.01)
     assert fit.theta.std() == pytest.approx(exact.sd(), rel=0.15)
     # a0 weights the history: ESS of the conjugate power prior = 2 + a0 * sum(n)
-    assert power_prior_conjugate(hist, "binomial", 0.25).ess("moment") == pytest.approx(2 + 0.25 * hist.n.sum())
+    assert ess(power_prior_conjugate(hist, "binomial", 0.25), "moment") == pytest.approx(2 + 0.25 * hist.n.sum())
     assert power_prior_conjugate(hist, "binomial", 0.0) == BetaMixture([1.0], [1.0], [1.0])
     with pytest.raises(SpecError, match="a0"):
         power_prior_conjugate(hist, "binomial", 1.5)

@@ -103,7 +103,7 @@ def test_fit_with_a_prior_file_end_to_end(tmp_path):
     model = bpk.PopulationModel(spec, data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bpk.ConvergenceWarning)
-        fit = model.fit(draws=200, tune=300, chains=2, seed=3, progress=False)
+        fit = bpk.fit(model, draws=200, tune=300, chains=2, seed=3, progress=False)
     table = fit.summary().set_index("parameter")
     assert "CL" in table.index and 1.0 < table.loc["CL", "median"] < 4.0  # natural scale
     assert (fit.posterior["CL"].values > 0).all()
@@ -139,7 +139,8 @@ def test_under_conflict_the_robust_pk_prior_follows_the_data_and_the_plain_one_d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bpk.ConvergenceWarning)
         for label, spec in specs.items():
-            fits[label] = bpk.PopulationModel(spec, data).fit(draws=300, tune=400, chains=2, seed=5, progress=False)
+            fits[label] = bpk.fit(bpk.PopulationModel(spec, data), draws=300, tune=400, chains=2, seed=5,
+                                  progress=False)
     report = borrowing_report(robust, fits, parameter="CL", reference="vague")
     med = report["median"]
     assert med["informative"] > 1.5                                  # held near the prior (2.0)

@@ -100,8 +100,8 @@ def test_tumor_column_is_checked(cohort, spec):
 @pytest.mark.slow  # ~2.5 min: compiling the RK4 scan for nutpie dominates
 def test_fit_runs_and_predicts(cohort, spec):
     """A short fit of 12 patients: sampling, IPRED on a grid, VPC replicates all go through the ODE."""
-    fit = bpk.PopulationModel(spec, cohort.data).fit(chains=1, draws=30, tune=30, seed=1, progress=False)
+    fit = bpk.fit(bpk.PopulationModel(spec, cohort.data), chains=1, draws=30, tune=30, seed=1, progress=False)
     pred = fit.predict(grid=np.array([0.0, 5.0, 10.0, 100.0]), draws=10)
     ipred = pred["IPRED"].values
     assert np.all(np.isfinite(ipred)) and np.all(ipred > 0)
-    assert np.isfinite(float(fit.loo().elpd))  # pointwise log-likelihood of every observation is stored
+    assert np.isfinite(float(bpk.loo(fit).elpd))  # pointwise log-likelihood of every observation is stored

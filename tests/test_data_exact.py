@@ -417,7 +417,7 @@ def test_exact_ids_and_math_text_levels_survive_a_fit(tmp_path):
     p = write(tmp_path, rows, header=HEADER + ",GRP")
     spec = Spec.from_dict(IV | {"covariates": [{"parameter": "CL", "column": "GRP", "effect": "categorical"}],
                                 "sampler": {"name": "pymc", "chains": 1, "draws": 20, "tune": 20, "seed": 1}})
-    fit = PopulationModel(spec, p).fit(progress=False)
+    fit = bpk.fit(PopulationModel(spec, p), progress=False)
     fit.write_run(tmp_path / "run")
     again = bpk.load(tmp_path / "run")
     assert again.posterior.ID.values.tolist() == BIG_IDS[:4]

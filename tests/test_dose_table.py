@@ -310,7 +310,7 @@ def test_fitted_replicates_choose_the_true_dose_and_attainment():
         data = sim.drop(columns=[c for c in sim.columns if c.startswith("ETA_")])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", bpk.ConvergenceWarning)
-            fit = bpk.PopulationModel(bpk.Spec.from_dict(SPEC), data).fit(draws=300, tune=300, chains=2, seed=rep,
+            fit = bpk.fit(bpk.PopulationModel(bpk.Spec.from_dict(SPEC), data), draws=300, tune=300, chains=2, seed=rep,
                                                                           progress=False)
         tab = dose_table(fit, doses, REGIMEN, "AUC_ss>=60", safety="AUC_ss>=180", covariates=WEIGHTS,
                          n_subjects=200, n_draws=150, seed=rep)

@@ -26,7 +26,7 @@ SHORT = dict(draws=200, tune=300, chains=2, seed=1, progress=False)
 def _quiet_fit(spec, data=None, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: convergence warnings are expected
-        return bpk.PopulationModel(spec, data).fit(**(SHORT | kwargs))
+        return bpk.fit(bpk.PopulationModel(spec, data), **(SHORT | kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_prior_posterior_narrows_the_typical_values(pheno):
 def test_loo_is_finite_and_warns_about_high_pareto_k(pheno):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = pheno.loo()
+        result = bpk.loo(pheno)
     assert np.isfinite(result.elpd) and np.isfinite(result.se) and result.se > 0
     k = np.asarray(result.pareto_k).ravel()
     assert k.size == 155
@@ -184,19 +184,19 @@ def test_loo_warning_path_forced(pheno, monkeypatch):
     """With the threshold lowered every point is 'bad': the warning must come, whatever this fit's k."""
     monkeypatch.setattr(compare_module, "LOO_K_THRESHOLD", -np.inf)
     with pytest.warns(UserWarning, match=r"155 of 155 Pareto k values"):
-        pheno.loo()
+        bpk.loo(pheno)
 
 
 def test_loo_by_subject(pheno):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        by_subject = pheno.loo(by="subject")
-        by_obs = pheno.loo()
+        by_subject = bpk.loo(pheno, by="subject")
+        by_obs = bpk.loo(pheno)
     assert np.asarray(by_subject.pareto_k).size == 59
     assert np.isfinite(by_subject.elpd)
     assert by_subject.elpd < by_obs.elpd  # predicting whole new profiles is harder
     with pytest.raises(bpk.BayesPKError, match="by must be"):
-        pheno.loo(by="visit")
+        bpk.loo(pheno, by="visit")
 
 
 # ------------------------------------------------------------------ compare
@@ -213,7 +213,7 @@ def test_compare_two_models_of_the_same_data(pheno, pheno_no_apgar):
     assert table.weight.sum() == pytest.approx(1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        own = pheno.loo()
+        own = bpk.loo(pheno)
     assert table.loc["apgar", "elpd"] == pytest.approx(own.elpd)
     assert table.loc["apgar", "n_bad_k"] == int((np.asarray(own.pareto_k) > 0.7).sum())
 
@@ -226,7 +226,7 @@ def test_compare_needs_two_fits(pheno):
 def test_compare_refuses_fits_of_different_data(pheno):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theo = bpk.PopulationModel(THEO).fit(draws=100, tune=150, chains=2, seed=2, progress=False)
+        theo = bpk.fit(bpk.PopulationModel(THEO), draws=100, tune=150, chains=2, seed=2, progress=False)
     with pytest.raises(bpk.BayesPKError, match="same data"):
         bpk.compare({"pheno": pheno, "theo": theo})
 
@@ -276,8 +276,6 @@ def test_loo_of_a_pkpd_fit_uses_both_log_likelihoods():
     import arviz as az
     import xarray as xr
 
-    from bayespk.evaluate.compare import loo
-
     fit = _StubPKPDFit()
     dv, dv_pd = fit.ll["DV"].values, fit.ll["DV_PD"].values
 
@@ -288,7 +286,7 @@ def test_loo_of_a_pkpd_fit_uses_both_log_likelihoods():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        by_obs, by_subject = loo(fit), loo(fit, by="subject")
+        by_obs, by_subject = bpk.loo(fit), bpk.loo(fit, by="subject")
         want_obs = az_loo(np.concatenate([dv, dv_pd], axis=-1), "obs")
         per_subject = np.stack([dv[..., :2].sum(-1) + dv_pd[..., :1].sum(-1), dv[..., 2:4].sum(-1)
                                 + dv_pd[..., 1:3].sum(-1), dv[..., 4], dv_pd[..., 3]], axis=-1)
@@ -301,16 +299,15 @@ def test_loo_of_a_pkpd_fit_uses_both_log_likelihoods():
     fit.ll["DV_PD"][..., 2] = -0.5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert np.asarray(loo(fit).elpd_i)[5 + 2] == pytest.approx(-0.5, rel=1e-12)
+        assert np.asarray(bpk.loo(fit).elpd_i)[5 + 2] == pytest.approx(-0.5, rel=1e-12)
 
 
 def test_loo_of_a_chain_stuck_in_the_tail_is_a_user_error():
     """The largest importance ratios of a point all equal (60 of 200 draws at one value, the rest varying):
     ArviZ cannot fit the tail; a user error that says what to do, not an internal error."""
-    from bayespk.evaluate.compare import loo
 
     fit = _StubPKPDFit()
     fit.ll["DV"][..., 0] = np.where(np.arange(100) < 30, -5.0, np.linspace(-1.0, -0.5, 100))
     with pytest.raises(bpk.BayesPKError, match=r"stub_pkpd: PSIS-LOO cannot be computed: the largest importance "
                                                r"ratios of some observation are identical across draws"):
-        loo(fit)
+        bpk.loo(fit)

@@ -323,7 +323,7 @@ def test_estimated_exponent_fits_simulated_children():
                                                 "sigma_prop": 0.1}, seed=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bpk.ConvergenceWarning)
-        fit = bpk.PopulationModel(spec, data.drop(columns=[c for c in data if c.startswith("ETA_")])).fit(
+        fit = bpk.fit(bpk.PopulationModel(spec, data.drop(columns=[c for c in data if c.startswith("ETA_")])),
             progress=False)
     exponent = fit.posterior.CL_WT.values.ravel()
     assert np.median(exponent) > 0.8 and exponent.std() < 0.085

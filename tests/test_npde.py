@@ -190,7 +190,7 @@ def from_truth():
     data = data.drop(index=single).reset_index(drop=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bpk.PopulationModel(SPEC, data).fit(seed=1, **FIT)
+        fit = bpk.fit(bpk.PopulationModel(SPEC, data), seed=1, **FIT)
     return fit, npde(fit, n_sim=1000, seed=1)
 
 
@@ -258,7 +258,7 @@ def test_npde_flag_a_one_compartment_fit_to_two_compartment_data():
     data = _two_compartment_study(seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = bpk.PopulationModel(SPEC, data).fit(seed=2, **FIT)
+        fit = bpk.fit(bpk.PopulationModel(SPEC, data), seed=2, **FIT)
     result = npde(fit, n_sim=1000, seed=2)
     assert result.tests.loc["global", "p_value"] < 0.01, result.tests
     # structured: the mono-exponential misses the distribution phase, so early samples lie above the

@@ -92,7 +92,7 @@ def test_weights_from_draws_are_one_minus_shrinkage_squared():
 def _small_fit(spec: Spec, seed: int = 5):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return PopulationModel(spec).fit(draws=300, tune=300, chains=2, seed=seed, progress=False)
+        return bpk.fit(PopulationModel(spec), draws=300, tune=300, chains=2, seed=seed, progress=False)
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_50_subject_recovery_90pct_intervals_cover_truth():
     covered, total, report = 0, 0, []
     for rep in range(REPLICATES):
         data = _study(seed=100 + rep)
-        fit = bpk.PopulationModel(SPEC, data).fit(seed=rep + 1, draws=1500, progress=False)
+        fit = bpk.fit(bpk.PopulationModel(SPEC, data), seed=rep + 1, draws=1500, progress=False)
         diag = fit.diagnostics()
         assert diag["divergences"] == 0, diag
         # this test is about calibration; the strict R-hat <= 1.01 is checked on the reference fits
@@ -67,7 +67,7 @@ def test_50_subject_recovery_90pct_intervals_cover_truth():
 def test_true_etas_are_recovered():
     """Individual CL estimates correlate with the simulated truth (shrinkage is modest with 8 samples)."""
     data = _study(seed=7)
-    fit = bpk.PopulationModel(SPEC, data).fit(seed=3, draws=500, tune=500, progress=False)
+    fit = bpk.fit(bpk.PopulationModel(SPEC, data), seed=3, draws=500, tune=500, progress=False)
     true_eta = data.groupby("ID").ETA_CL.first().to_numpy()
     est = fit.posterior["eta_CL"].mean(("chain", "draw")).values
     assert np.corrcoef(true_eta, est)[0, 1] > 0.9

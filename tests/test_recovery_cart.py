@@ -26,7 +26,7 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 def study():
     cohort = simulate_cart_cohort(100, seed=7)
     model = bpk.PopulationModel(MODELS / "cart_tisagenlecleucel_like.toml", cohort.data)
-    fit = model.fit(chains=4, draws=800, tune=1000, seed=7, progress=False)
+    fit = bpk.fit(model, chains=4, draws=800, tune=1000, seed=7, progress=False)
     return cohort, fit
 
 

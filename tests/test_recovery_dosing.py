@@ -149,13 +149,13 @@ def test_2cmt_infusion_with_blq_m3_recovers_truth_and_dropping_blq_biases_termin
     assert obs.BLQ[obs.TIME < 48].mean() < 0.05  # censoring is a terminal-phase matter here
 
     t0 = time.perf_counter()
-    m3 = bpk.PopulationModel(infusion_spec("M3"), data).fit(seed=11, draws=2000, tune=2000, progress=False)
+    m3 = bpk.fit(bpk.PopulationModel(infusion_spec("M3"), data), seed=11, draws=2000, tune=2000, progress=False)
     check_sampling(m3, "M3")
     coverage(m3, {k: INFUSION_TRUTH[k] for k in ("CL", "V1", "Q", "V2", "sigma_prop")}, "M3")
 
     drop_model = bpk.PopulationModel(infusion_spec("drop"), data)
     assert drop_model.design.n_obs == int((obs.BLQ == 0).sum())
-    drop = drop_model.fit(seed=11, draws=2000, tune=2000, progress=False)
+    drop = bpk.fit(drop_model, seed=11, draws=2000, tune=2000, progress=False)
     check_sampling(drop, "drop")
     print(f"BLQ fraction {frac_blq:.3f}; both fits {time.perf_counter() - t0:.0f} s")
 
@@ -217,7 +217,7 @@ def test_oral_lag_time_and_inter_occasion_variability_recovered():
     data = lag_study(seed=2)
     model = bpk.PopulationModel(lag_spec(), data)
     assert len(model.coords["occasion"]) == 30 * len(OCCASION_START)
-    fit = model.fit(seed=12, draws=1000, tune=1000, progress=False)
+    fit = bpk.fit(model, seed=12, draws=1000, tune=1000, progress=False)
     check_sampling(fit, "lag/IOV", extra=("z_iov_CL",))  # the occasion effects are not in diagnostics()
     checked = ("CL", "V", "KA", "TLAG", "omega_CL", "omega_iov_CL")
     coverage(fit, {k: LAG_TRUTH[k] for k in checked}, "lag/IOV")
@@ -292,15 +292,15 @@ def test_emax_pkpd_simultaneous_and_sequential_recover_truth():
     pd_truth = {k: PKPD_PD_TRUTH[k] for k in ("E0", "EMAX", "EC50")}
     pk_truth = {k: PKPD_PK_TRUTH[k] for k in ("CL", "V", "KA")}
 
-    simultaneous = bpk.PopulationModel(pkpd_spec(), data).fit(seed=13, draws=2000, tune=1000, progress=False)
+    simultaneous = bpk.fit(bpk.PopulationModel(pkpd_spec(), data), seed=13, draws=2000, tune=1000, progress=False)
     check_sampling(simultaneous, "PK/PD simultaneous")
     coverage(simultaneous, pd_truth | pk_truth, "simultaneous")
 
-    pk_fit = bpk.PopulationModel(pk_spec(), data[data.DVID == 1]).fit(seed=13, draws=2000, tune=1000,
+    pk_fit = bpk.fit(bpk.PopulationModel(pk_spec(), data[data.DVID == 1]), seed=13, draws=2000, tune=1000,
                                                                       progress=False)
     check_sampling(pk_fit, "PK alone")
     coverage(pk_fit, pk_truth, "PK alone")
-    sequential = bpk.PopulationModel(pkpd_spec(), data, pk_fit=pk_fit).fit(seed=13, draws=1000, tune=1000,
+    sequential = bpk.fit(bpk.PopulationModel(pkpd_spec(), data, pk_fit=pk_fit), seed=13, draws=1000, tune=1000,
                                                                             progress=False)
     check_sampling(sequential, "PD sequential")
     assert "CL" not in sequential.posterior  # the PK is fixed at the PK fit's posterior medians

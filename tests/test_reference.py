@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_theophylline_matches_published_nlme_fit():
     """nlme fit of SSfol to Theoph (Pinheiro & Bates 2000; SCIENCE.md section 3):
     lKe -2.433, lKa 0.451, lCl -3.214 with dose per kg. Medians within 15% on the natural scale."""
-    fit = bpk.PopulationModel(MODELS / "theophylline_1cmt_oral.toml").fit(progress=False)
+    fit = bpk.fit(bpk.PopulationModel(MODELS / "theophylline_1cmt_oral.toml"), progress=False)
     post = fit.posterior
     got = {
         "Ke": float((post["CL"] / post["V"]).median()),
@@ -33,7 +33,7 @@ def test_phenobarbital_matches_nonmem_example():
     """NONMEM users guide phenobarbital model (CL and V proportional to weight, FOCE-I):
     CL ~ 0.0047 L/h/kg and V ~ 1.0 L/kg (pharmpy/PsN 'pheno' example estimates:
     0.00469, 1.009 without the Apgar effect). Medians within 15%."""
-    fit = bpk.PopulationModel(MODELS / "phenobarbital_1cmt_iv.toml").fit(progress=False)
+    fit = bpk.fit(bpk.PopulationModel(MODELS / "phenobarbital_1cmt_iv.toml"), progress=False)
     post = fit.posterior
     assert abs(float(post["CL"].median()) / 0.00469 - 1) < 0.15
     assert abs(float(post["V"].median()) / 1.009 - 1) < 0.15

@@ -63,7 +63,7 @@ def _terminal_slopes():
 
 
 def test_indomethacin_matches_published_nlme_fit():
-    fit = bpk.PopulationModel(MODELS / "indomethacin_2cmt_iv.toml").fit(progress=False)
+    fit = bpk.fit(bpk.PopulationModel(MODELS / "indomethacin_2cmt_iv.toml"), progress=False)
     post = fit.posterior
     cl, v1, q, v2 = (post[p].to_numpy().ravel() for p in ("CL", "V1", "Q", "V2"))
     a1, alpha, a2, beta = biexponential(cl, v1, q, v2)

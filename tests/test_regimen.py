@@ -410,7 +410,7 @@ def tiny_run(tmp_path_factory):
                                                 "V_SEX": [0.2], "sigma_prop": 0.1}, seed=5)
     with warnings.catch_warnings():  # 2 x 100 draws: a vehicle for the simulation, not a converged fit
         warnings.simplefilter("ignore", bpk.ConvergenceWarning)
-        fit = bpk.PopulationModel(spec, data.drop(columns=[c for c in data if c.startswith("ETA_")])).fit(
+        fit = bpk.fit(bpk.PopulationModel(spec, data.drop(columns=[c for c in data if c.startswith("ETA_")])),
             progress=False)
     run = tmp_path_factory.mktemp("run")
     fit.save(run / "fit.nc")

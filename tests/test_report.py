@@ -312,7 +312,7 @@ def test_loo_with_points_constant_over_the_draws_is_exact_and_the_report_has_it(
         az.loo(xr.DataTree(children={"posterior": fit.tree["posterior"], "log_likelihood": xr.DataTree(ll)}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit.loo()
+        result = bpk.loo(fit)
         rest = az.loo(xr.DataTree(children={"posterior": fit.tree["posterior"],
                                             "log_likelihood": xr.DataTree(ll.isel(obs=~const))}), pointwise=True)
         table = bpk.compare({"a": fit, "b": fit})

@@ -144,7 +144,7 @@ def no_sampling(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("compiled a model for bad input")
 
-    monkeypatch.setattr(er_models, "_compiled", fail)
+    monkeypatch.setattr(er_models.sampling, "compile_model", fail)
 
 
 # ------------------------------------------------------------------ input validation (fast)

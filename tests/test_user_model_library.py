@@ -142,7 +142,7 @@ def test_spec_parses_and_builds(name):
 @pytest.mark.filterwarnings("ignore::bayespk.errors.ConvergenceWarning")  # short chains: ESS < 200 expected
 @pytest.mark.parametrize("name", SIMULATED)
 def test_simulated_model_recovers_its_truth(name):
-    fit = bpk.PopulationModel(MODELS / f"{name}.toml").fit(progress=False, **SHORT)
+    fit = bpk.fit(bpk.PopulationModel(MODELS / f"{name}.toml"), progress=False, **SHORT)
     report = []
     for p, true in TRUTH[name].items():
         draws = fit.posterior[p].to_numpy().ravel()
@@ -166,7 +166,7 @@ def test_indomethacin_algebraic_model_matches_published_nlme_fit():
     errors of 24% and 22%, tests/test_reference_indometh.py), and the posterior medians (about 0.58 and
     0.34) sit with the pooled nls fit (0.607, 0.336), 25-30% above nlme's Lindstrom-Bates estimates.
     """
-    fit = bpk.PopulationModel(MODELS / "indomethacin_biexp_nlme.toml").fit(progress=False)
+    fit = bpk.fit(bpk.PopulationModel(MODELS / "indomethacin_biexp_nlme.toml"), progress=False)
     post = fit.posterior
     got = {k: float(np.median(post[k])) for k in NLME}
     report = {k: (round(got[k], 3), round(float(NLME[k]), 3), round(float(NLS[k]), 3)) for k in NLME}

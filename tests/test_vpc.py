@@ -384,7 +384,7 @@ N_REP = 200
 def _fit(spec, data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: convergence warnings are expected
-        return bpk.PopulationModel(spec, data).fit(**SHORT)
+        return bpk.fit(bpk.PopulationModel(spec, data), **SHORT)
 
 
 @pytest.fixture(scope="module")
@@ -614,7 +614,7 @@ def test_stratified_by_covariate(calibrated_fit, calibrated_reps, calibrated_dat
 # ---------------------------------------------------------------- prior predictive check
 def test_prior_predictive_check(calibrated_data, calibrated_vpc):
     model = bpk.PopulationModel(ORAL_SPEC, calibrated_data)
-    result = model.prior_predictive(n_rep=50)
+    result = bpk.vpc(model, n_rep=50)
     assert result.settings["kind"] == "prior" and result.settings["n_rep"] == 50
     assert result.table.shape == calibrated_vpc.table.shape
     assert list(result.table.columns) == list(calibrated_vpc.table.columns)

@@ -26,7 +26,7 @@ Examples
 --------
 >>> import bayespk.borrowing as bb
 >>> prior = bb.BetaMixture([1.0], a=[11], b=[32]).robustify(0.2)
->>> post = prior.posterior(r=1, n=6)
+>>> post = bb.posterior(prior, r=1, n=6)
 >>> round(bb.ess(bb.BetaMixture([1.0], [11], [32])), 6)
 43.0
 """

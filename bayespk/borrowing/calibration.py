@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bayespk import sampling
 from bayespk.borrowing.map_prior import compiled_map_model, data_updates, default_priors, inverse_link
 from bayespk.errors import SpecError
 from bayespk.model.priors import Prior
@@ -118,8 +119,6 @@ def sbc_map(
         One row per simulation: the ranks of ``tau``, ``beta``, ``mean``
         (predictive mean), and the number of divergences.
     """
-    import nutpie
-
     if family == "binomial":
         n = n or [107, 44, 51, 39, 139, 20, 78, 35]
         design = pd.DataFrame({"study": [f"s{i}" for i in range(len(n))], "n": n, "r": [0] * len(n)})
@@ -152,8 +151,8 @@ def sbc_map(
             d["y"] = rng.normal(theta, d.se.to_numpy())
         else:
             d["y"] = rng.poisson(theta * d.exposure.to_numpy())
-        tree = nutpie.sample(compiled.with_data(**data_updates(family, d)), draws=draws, tune=tune, chains=chains,
-                             seed=int(rng.integers(2**31)), progress_bar=False, target_accept=0.99)
+        tree = sampling.sample(compiled, data=data_updates(family, d), draws=draws, tune=tune, chains=chains,
+                               seed=int(rng.integers(2**31)), target_accept=0.99)
         post = tree["posterior"]
         b = post["beta"].values.ravel()
         t = post["tau"].values.ravel()

@@ -35,7 +35,6 @@ BetaMixture(...)
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import warnings
@@ -47,6 +46,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayespk import sampling
 from bayespk.borrowing.mixtures import Mixture, fit_mixture
 from bayespk.errors import ConvergenceWarning, DataError, SpecError
 from bayespk.model.priors import Prior
@@ -66,7 +66,6 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "normal": {"required": ("y", "se"), "optional": ("n",), "link": "identity", "mixture": "normal"},
     "poisson": {"required": ("y", "exposure"), "optional": (), "link": "log", "mixture": "gamma"},
 }
-_COMPILED: dict[tuple, tuple[Any, Any]] = {}
 
 
 # ====================================================================== data
@@ -324,20 +323,14 @@ def _prior_scale(p: Prior) -> float:
 
 def compiled_map_model(family: str, n_studies: int, tau_prior: Prior, beta_prior: Prior,
                        coef_sds: tuple[float, ...] = (), centred: bool = False):
-    """(pm.Model, nutpie compiled model), compiled once per shape, priors and centring, and cached."""
-    import nutpie
+    """(pm.Model, nutpie compiled model), compiled once per process for each shape, priors and centring.
 
-    key = (family, n_studies, tau_prior, beta_prior, tuple(float(s) for s in coef_sds), bool(centred))
-    if key not in _COMPILED:
-        model = build_map_model(family, n_studies, tau_prior, beta_prior, coef_sds, centred)
-        logger = logging.getLogger("pymc")
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            _COMPILED[key] = (model, nutpie.compile_pymc_model(model))
-        finally:
-            logger.setLevel(level)
-    return _COMPILED[key]
+    The model holds the data as shared variables (see :func:`build_map_model`):
+    sample it with ``data=data_updates(...)``.
+    """
+    key = ("map", family, n_studies, tau_prior, beta_prior, tuple(float(s) for s in coef_sds), bool(centred))
+    model = build_map_model(family, n_studies, tau_prior, beta_prior, coef_sds, centred)
+    return model, sampling.compile_model(model, key=key)
 
 
 def data_updates(family: str, data: pd.DataFrame, x_centred: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -555,8 +548,6 @@ def fit_map(
         A :class:`~bayespk.errors.ConvergenceWarning` is emitted for
         divergences, R-hat above 1.01 or bulk ESS below 100 per chain.
     """
-    import nutpie
-
     data = validate_historical(data, family, covariates)
     covs = tuple(c.strip().lower() for c in covariates)
     if scale not in ("natural", "log"):
@@ -604,21 +595,14 @@ def fit_map(
     elif new_covariates:
         raise SpecError("new_covariates given without covariates")
 
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**31))
+    seed = sampling.new_seed(seed)
     t0 = time.perf_counter()
     centred = centring == "centred"
     _, compiled = compiled_map_model(family, len(data), tau_p, beta_p, coef_sds, centred)
-    compiled = compiled.with_data(**data_updates(family, data, x_c))
     t1 = time.perf_counter()
-    tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept,
-                         progress_bar=progress, save_warmup=False)
+    tree = sampling.sample(compiled, data=data_updates(family, data, x_c), draws=draws, tune=tune, chains=chains,
+                           seed=seed, target_accept=target_accept, progress=progress)
     wall = time.perf_counter() - t0
-    keep = {}
-    for g in ("posterior", "sample_stats"):
-        ds = tree[g].to_dataset()
-        keep[g] = xr.DataTree(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
-    tree = xr.DataTree(children=keep)
     post = tree["posterior"].to_dataset()
     rng = np.random.default_rng([seed, 1])
     beta_d = post["beta"].values.ravel()

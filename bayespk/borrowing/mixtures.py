@@ -324,19 +324,6 @@ class Mixture:
         out.info = {"robust": {"weight": float(weight), "mean": float(mean), "n": 1.0 if n is None else float(n)}}
         return out
 
-    # ------------------------------------------------------------ conveniences
-    def posterior(self, **data) -> Mixture:
-        """The posterior mixture given new data; see :func:`bayespk.borrowing.update.posterior`."""
-        from bayespk.borrowing.update import posterior
-
-        return posterior(self, **data)
-
-    def ess(self, method: str = "elir", **kwargs) -> float:
-        """Effective sample size; see :func:`bayespk.borrowing.ess.ess`."""
-        from bayespk.borrowing.ess import ess
-
-        return ess(self, method=method, **kwargs)
-
     # ------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """``{"family": .., "weights": [..], <p1>: [..], <p2>: [..]}`` (plus ``sigma`` for normal)."""
@@ -442,7 +429,8 @@ class NormalMixture(Mixture):
 
     Examples
     --------
-    >>> NormalMixture([1.0], m=[0.0], s=[0.5], sigma=2.0).ess("moment")
+    >>> from bayespk.borrowing.ess import ess
+    >>> ess(NormalMixture([1.0], m=[0.0], s=[0.5], sigma=2.0), "moment")
     16.0
     """
 
@@ -544,7 +532,8 @@ class GammaMixture(Mixture):
     Examples
     --------
     >>> g = GammaMixture([1.0], a=[4.0], b=[2.0])
-    >>> g.mean(), round(g.ess("elir"), 6)
+    >>> from bayespk.borrowing.ess import ess
+    >>> g.mean(), round(ess(g, "elir"), 6)
     (2.0, 2.0)
     """
 

@@ -25,7 +25,6 @@ identity for normal data with known SE) and are sampled with NUTS (nutpie).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayespk import sampling
 from bayespk.borrowing.map_prior import default_priors, inverse_link, reference_sigma, validate_historical
 from bayespk.borrowing.mixtures import BetaMixture, GammaMixture, Mixture, NormalMixture
 from bayespk.errors import DataError, SpecError
@@ -121,27 +121,11 @@ def _arrays(df: pd.DataFrame, family: str) -> dict[str, np.ndarray]:
 
 
 def _sample(model, draws, tune, chains, seed, target_accept, progress):
-    import nutpie
-
-    logger = logging.getLogger("pymc")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        t0 = time.perf_counter()
-        compiled = nutpie.compile_pymc_model(model)
-        tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
-                             target_accept=target_accept, progress_bar=progress, save_warmup=False)
-    finally:
-        logger.setLevel(level)
-    keep = {}
-    for g in ("posterior", "sample_stats"):
-        ds = tree[g].to_dataset()
-        keep[g] = xr.DataTree(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
-    return xr.DataTree(children=keep), time.perf_counter() - t0
-
-
-def _seed(seed):
-    return int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    """The posterior of ``model`` (a DataTree) and the seconds it took, compilation included."""
+    t0 = time.perf_counter()
+    tree = sampling.sample(sampling.compile_model(model), draws=draws, tune=tune, chains=chains, seed=seed,
+                           target_accept=target_accept, progress=progress)
+    return tree, time.perf_counter() - t0
 
 
 def _initial(hist: pd.DataFrame, family: str, sigma: float | None, prior: Prior | None) -> Prior:
@@ -222,7 +206,7 @@ def power_prior(hist: pd.DataFrame | str, new: dict, family: str, a0: float, *, 
         theta = init.create("theta_link")
         pm.Potential("historical", a0 * _loglik(family, theta, _arrays(hist, family)))
         pm.Potential("new", _loglik(family, theta, {k: np.atleast_1d(v) for k, v in d_new.items()}))
-    seed = _seed(seed)
+    seed = sampling.new_seed(seed)
     tree, wall = _sample(model, draws, tune, chains, seed, target_accept, progress)
     th = inverse_link(family, tree["posterior"]["theta_link"].values.ravel())
     return SchemeFit("power prior", family, tree, th,
@@ -261,7 +245,7 @@ def commensurate_prior(hist: pd.DataFrame | str, new: dict, family: str, *, kapp
         th_new = pm.Deterministic("theta_link", th_hist + kappa * z)
         pm.Potential("historical", _loglik(family, th_hist, _arrays(hist, family)))
         pm.Potential("new", _loglik(family, th_new, {k: np.atleast_1d(v) for k, v in d_new.items()}))
-    seed = _seed(seed)
+    seed = sampling.new_seed(seed)
     tree, wall = _sample(model, draws, tune, chains, seed, target_accept, progress)
     th = inverse_link(family, tree["posterior"]["theta_link"].values.ravel())
     return SchemeFit("commensurate prior", family, tree, th,
@@ -335,7 +319,7 @@ def exnex(strata: pd.DataFrame | str, family: str, *, p_exch: float | list[float
         sds = pt.stack([pt.ones(j) * tau, pt.as_tensor(s_nex)], axis=1)
         theta = pm.NormalMixture("theta_link", w=w, mu=mus, sigma=sds, dims="stratum")
         pm.Potential("data", _loglik(family, theta, _arrays(data, family)))
-    seed = _seed(seed)
+    seed = sampling.new_seed(seed)
     tree, wall = _sample(model, draws, tune, chains, seed, target_accept, progress)
     post = tree["posterior"].to_dataset()
     th_link = post["theta_link"].values.reshape(-1, j)

@@ -9,11 +9,11 @@ mixture of bivariate normals (:class:`BVNMixture`), so that a meta-analytic-pred
 robustified version (a wide bivariate normal with a stated weight) or any other mixture can enter. ``alpha``
 is the odds of a DLT at ``d_ref``; ``beta`` the slope on the log-dose scale.
 
-* :func:`blrm_posterior` samples the posterior with PyMC + nutpie. The model is compiled once per (number of
-  dose levels, number of prior components): data and prior parameters are ``pm.Data`` containers, updated
-  with ``compiled.with_data`` (and the compiled log-density is kept on disk by
-  :func:`bayespk.compile_cache.compile_nutpie`), so a new cohort or another prior of the same shape does not
-  compile again.
+* :func:`blrm_posterior` samples the posterior with PyMC + nutpie (:mod:`bayespk.sampling`). The model is
+  compiled once per (number of dose levels, number of prior components): data and prior parameters are
+  ``pm.Data`` containers, updated with ``compiled.with_data`` (and the compiled log-density is kept on disk
+  by :func:`bayespk.compile_cache.compile_nutpie`), so a new cohort or another prior of the same shape does
+  not compile again.
 * :func:`ewoc_decision` turns the posterior into the next dose: among doses with ``P(pi_d >= 0.33) < 0.25``
   (overdose control; Neuenschwander et al. 2008; Babb et al. 1998 for EWOC) and not above the stated
   escalation step (default: at most doubling the reference dose of the step, the highest dose given so far),
@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logsumexp
 
+from bayespk import sampling
 from bayespk.design.escalation import DesignError
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
 ]
 
 INTERVALS = (0.16, 0.33)  # under-dosing [0, 0.16), target [0.16, 0.33), over-dosing [0.33, 1]
-_COMPILED: dict[tuple, Any] = {}
 _FORMAT = "bayespk-blrm-prior"
 
 
@@ -439,26 +439,6 @@ def _build_blrm_model(n_doses: int, k: int):
     return model
 
 
-def _compiled(key: tuple, build):
-    """nutpie's compiled model for ``key``, built by ``build()`` and compiled once per process (and kept on
-    disk by :func:`bayespk.compile_cache.compile_nutpie`)."""
-    if key not in _COMPILED:
-        from bayespk.compile_cache import compile_nutpie
-        from bayespk.evaluate.simulation import quiet_pymc
-
-        with quiet_pymc():
-            _COMPILED[key] = compile_nutpie(build())
-    return _COMPILED[key]
-
-
-def _sample(compiled, draws: int, tune: int, chains: int, seed: int, target_accept: float):
-    """nutpie's posterior of ``compiled``, without progress bar or warm-up draws."""
-    import nutpie
-
-    return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept,
-                         progress_bar=False, save_warmup=False)
-
-
 @dataclass
 class BLRMPosterior:
     """The BLRM posterior: ``theta`` draws (chains, draws, 2) of (log alpha, log beta), the doses and data.
@@ -565,7 +545,8 @@ def blrm_posterior(
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise DesignError(f"{name} = {v!r}: expected a whole number >= 1")
     t0 = time.perf_counter()
-    compiled = _compiled((len(d), prior.n_components), lambda: _build_blrm_model(len(d), prior.n_components))
+    compiled = sampling.compile_model(key=("blrm", len(d), prior.n_components),
+                                      build=lambda: _build_blrm_model(len(d), prior.n_components))
     t1 = time.perf_counter()
     compiled = compiled.with_data(
         x=np.log(d / d_ref),
@@ -576,7 +557,7 @@ def blrm_posterior(
         s=prior.sds,
         rho=prior.corr,
     )
-    tree = _sample(compiled, draws, tune, chains, seed, target_accept)
+    tree = sampling.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept)
     theta = np.asarray(tree.posterior["theta"].values)
     stats = tree.sample_stats
     settings = {
@@ -925,10 +906,10 @@ def blrm_map_prior(
         onehot[idx, np.arange(len(hist))] = 1.0
         extra = dict(p_exch=np.minimum(pe, 1 - 1e-12), onehot=onehot, nex_m=nex.means[0],
                      nex_chol=np.linalg.cholesky(nex.covariances()[0]))
-    key = ("map", len(hist), len(studies), taus[0], taus[1]) + (("exnex",) if exnex else ())
+    key = ("blrm map", len(hist), len(studies), taus[0], taus[1]) + (("exnex",) if exnex else ())
     t0 = time.perf_counter()
-    compiled = _compiled(
-        key, lambda: _build_map_model(len(hist), len(studies), taus[0], taus[1], exnex)
+    compiled = sampling.compile_model(
+        key=key, build=lambda: _build_map_model(len(hist), len(studies), taus[0], taus[1], exnex)
     ).with_data(
         x=np.log(hist.dose.to_numpy(float) / d_ref),
         n=hist.n.to_numpy("int64"),
@@ -938,7 +919,7 @@ def blrm_map_prior(
         mu_chol=np.linalg.cholesky(mu_prior.covariances()[0]),
         **extra,
     )
-    tree = _sample(compiled, draws, tune, chains, seed, target_accept)
+    tree = sampling.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept)
     post = tree.posterior
     rng = np.random.default_rng([seed, 7])
     mu = post["mu"].values.reshape(-1, 2)

@@ -13,8 +13,8 @@ eds.), CRC Press (as OncoBayes2's ``blrm_exnex`` for two drugs, one stratum, ful
   ``odds(pi_12) = odds(pi_0) exp(eta d_1 / d_1_ref * d_2 / d_2_ref)``, with ``eta ~ Normal(eta_mean, eta_sd)``;
   ``eta > 0`` is synergistic (more toxic than independence), ``eta < 0`` antagonistic.
 
-:func:`combination_posterior` samples it with PyMC + nutpie through :func:`bayespk.design.blrm._compiled` and
-:func:`bayespk.design.blrm._sample` (one compiled model per number of data rows and prior components; data
+:func:`combination_posterior` samples it with PyMC + nutpie through :func:`bayespk.sampling.compile_model` and
+:func:`bayespk.sampling.sample` (one compiled model per number of data rows and prior components; data
 and prior parameters are ``pm.Data``). :func:`combination_ewoc` applies escalation with overdose control on a
 grid of dose combinations: eligible combinations have ``P(pi_12 >= 0.33) < ewoc`` (0.25) and, with
 ``max_step``, each drug's dose at most ``max_step`` times the highest dose of that drug given so far; the
@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit
 
-from bayespk.design.blrm import INTERVALS, BVNMixture, _bvn_mixture_logp, _compiled, _finite, _sample
+from bayespk import sampling
+from bayespk.design.blrm import INTERVALS, BVNMixture, _bvn_mixture_logp, _finite
 from bayespk.design.escalation import DesignError, _check_count
 from bayespk.design.simulation import _check_settings, run_trial_tasks, tally
 
@@ -245,8 +246,8 @@ def combination_posterior(
             raise DesignError(f"{name} = {v!r}: expected a whole number >= 1")
     rows = len(data.n)
     t0 = time.perf_counter()
-    compiled = _compiled(("combination", rows, p1.n_components, p2.n_components),
-                         lambda: _build_combination_model(rows, p1.n_components, p2.n_components))
+    compiled = sampling.compile_model(key=("blrm combination", rows, p1.n_components, p2.n_components),
+                                      build=lambda: _build_combination_model(rows, p1.n_components, p2.n_components))
     on1, on2 = (data.d1 > 0).astype(float), (data.d2 > 0).astype(float)
     x1 = np.where(on1 > 0, np.log(np.where(on1 > 0, data.d1, 1.0) / ref[0]), 0.0)
     x2 = np.where(on2 > 0, np.log(np.where(on2 > 0, data.d2, 1.0) / ref[1]), 0.0)
@@ -255,7 +256,8 @@ def combination_posterior(
     for i, p in ((1, p1), (2, p2)):
         values.update({f"log_w{i}": np.log(np.maximum(p.weights, 1e-300)), f"m{i}": p.means, f"s{i}": p.sds,
                        f"rho{i}": p.corr})
-    tree = _sample(compiled.with_data(**values), draws, tune, chains, seed, target_accept)
+    tree = sampling.sample(compiled, data=values, draws=draws, tune=tune, chains=chains, seed=seed,
+                           target_accept=target_accept)
     post = tree.posterior
     stats = tree.sample_stats
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "target_accept": target_accept,

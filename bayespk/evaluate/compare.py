@@ -19,6 +19,7 @@ import xarray as xr
 
 from bayespk.data.nonmem import id_label
 from bayespk.errors import BayesPKError
+from bayespk.fit import Fit, load
 
 __all__ = ["loo", "compare", "data_difference", "LOO_K_THRESHOLD"]
 
@@ -197,8 +198,6 @@ def compare(fits: dict, *, by: str = "obs") -> pd.DataFrame:
         ``elpd_diff`` (0 for the best, negative for the others) and its SE ``dse``, stacking
         ``weight``, and ``n_bad_k`` (Pareto k > 0.7).
     """
-    from bayespk.fit import Fit, load
-
     if len(fits) < 2:
         raise BayesPKError("compare needs at least two fits")
     loaded = {name: f if isinstance(f, Fit) else load(f) for name, f in fits.items()}

@@ -17,7 +17,8 @@ import pandas as pd
 import pymc as pm
 
 from bayespk.data.nonmem import plot_text
-from bayespk.evaluate.simulation import observation_table, quiet_pymc
+from bayespk.evaluate.simulation import observation_table
+from bayespk.sampling import quiet_pymc
 
 __all__ = ["GOF", "gof", "gof_table", "shrinkage", "eta_covariates", "prior_posterior", "covariate_effects"]
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from bayespk.data.nonmem import COMMENT_ROWS
 from bayespk.errors import BayesPKError
-from bayespk.evaluate.compare import LOO_K_THRESHOLD
+from bayespk.evaluate.compare import LOO_K_THRESHOLD, loo
 from bayespk.evaluate.diagnostics import BFMI_MIN, ESS_PER_CHAIN, RHAT_MAX
 from bayespk.model.describe import equations, prior_table
 
@@ -252,17 +252,17 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
 
     step("LOO")
 
-    def loo() -> str:
+    def loo_section() -> str:
         with warnings.catch_warnings():  # fewer than 25 draws: a BayesPKError, a failure box
             warnings.simplefilter("ignore")
-            lo = fit.loo()
+            lo = loo(fit)
         k = pd.Series(lo.pareto_k.values.ravel() if hasattr(lo.pareto_k, "values") else lo.pareto_k)
         return (_table(pd.DataFrame([{"elpd_loo": float(lo.elpd), "se": float(lo.se), "p_loo": float(lo.p),
                                       "n": int(k.size), f"Pareto k > {LOO_K_THRESHOLD}":
                                       int((k > LOO_K_THRESHOLD).sum())}]))
                 + _pareto_note(fit, k.to_numpy()))
 
-    section("loo", "PSIS-LOO", loo)
+    section("loo", "PSIS-LOO", loo_section)
 
     summary = json.loads(fit.tree.attrs.get("bayespk_data_summary", "{}"))
     meta = (f'<p class="meta">{html.escape(spec.structure)}, {html.escape(spec.error.model)} error; data '

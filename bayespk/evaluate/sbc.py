@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from bayespk.errors import BayesPKError, SpecError
+from bayespk.sampling import quiet_pymc
 
 __all__ = ["sbc", "simulation_estimation", "SBCResult", "SimEstResult", "load_sbc"]
 
@@ -152,7 +153,6 @@ def _simulate(model, values: pd.DataFrame | None, n: int, seed: int) -> tuple[pd
     import pymc as pm
     import xarray as xr
 
-    from bayespk.evaluate.simulation import quiet_pymc
 
     names = model.spec.population_parameters
     pm_model, outputs = _simulation_graph(model)

@@ -11,32 +11,15 @@ predictions for the fitted subjects' own etas are a different check
 
 from __future__ import annotations
 
-import logging
-import warnings
-from contextlib import contextmanager
-
 import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
 
 from bayespk.errors import BayesPKError
+from bayespk.sampling import quiet_pymc
 
 __all__ = ["simulate_replicates", "prior_replicates", "observation_table"]
-
-
-@contextmanager
-def quiet_pymc():
-    """Silence PyMC's informational "Sampling: [...]" log lines and warnings."""
-    logger = logging.getLogger("pymc")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def simulate_replicates(fit, n_rep: int = 200, *, seed: int = 0, new_subjects: bool = True,

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
+import xarray as xr
 
 from bayespk.data.design import Design
 from bayespk.data.nonmem import NONMEM_COLUMNS, Dataset, id_label, read_nonmem
@@ -51,6 +52,7 @@ from bayespk.model.joint_prior import JOINT_DIM, JOINT_NAME
 from bayespk.model.likelihood import error_distribution, likelihood_distribution, observe
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
+from bayespk.rundir import read_fit_tree
 from bayespk.structural import STRUCTURES
 from bayespk.structural._xp import take
 from bayespk.structural.cart import NO_ONSET, CellKinetics
@@ -83,7 +85,7 @@ class PopulationModel:
     --------
     >>> import bayespk as bpk
     >>> model = bpk.PopulationModel("models/theophylline_1cmt_oral.toml")  # doctest: +SKIP
-    >>> fit = model.fit(draws=500)  # doctest: +SKIP
+    >>> fit = bpk.fit(model, draws=500)  # doctest: +SKIP
     """
 
     def __init__(self, spec: Spec | dict | str | Path, data: Dataset | pd.DataFrame | str | Path | None = None,
@@ -178,11 +180,8 @@ class PopulationModel:
         self.pd_design = self._design(grid=None, pd=True)
         if self.pd is not None and self.pd.needs_ode:
             self._ode = self._ode_setup()
-        if pk_fit is None and self.spec.pk_fit is not None:
-            from bayespk.fit import load
-
-            path = Path(self.spec.pk_fit)
-            pk_fit = load(path / "fit.nc" if path.is_dir() else path)
+        if pk_fit is None and self.spec.pk_fit is not None:  # a fit.nc file or a run directory
+            pk_fit = read_fit_tree(self.spec.pk_fit)
         self.pk_fit = pk_fit
 
     def _ode_setup(self) -> dict:
@@ -826,7 +825,9 @@ class PopulationModel:
 
     def _pk_posterior_medians(self, model: pm.Model) -> dict:
         """Posterior medians of the PK fit's free variables that this model shares (sequential PK/PD)."""
-        post = self.pk_fit.posterior
+        post = self.pk_fit.posterior  # a Fit's Dataset, or the posterior node of a stored fit's DataTree
+        if isinstance(post, xr.DataTree):
+            post = post.to_dataset()
         pd_names = set(self.spec.pd_parameters)
         fixed = {}
         for rv in model.free_RVs:
@@ -938,23 +939,6 @@ class PopulationModel:
         y = np.where(cens != 0, d.obs_limit, d.obs_dv)
         return pm.Censored(name, dist, lower=shared("lower", lower), upper=shared("upper", upper),
                            observed=shared("observed", y), dims=dims)
-
-    # ------------------------------------------------------------------ fit
-    def prior_predictive(self, **kwargs):
-        """Prior predictive check before fitting: a VPC with replicates drawn from the priors.
-
-        Takes the options of :func:`bayespk.evaluate.vpc.vpc`; returns a VPC
-        (unpacks as ``figure, table``).
-        """
-        from bayespk.evaluate.vpc import vpc
-
-        return vpc(self, **kwargs)
-
-    def fit(self, **sampler):
-        """Sample the posterior; see :func:`bayespk.fit.fit` for the options."""
-        from bayespk.fit import fit
-
-        return fit(self, **sampler)
 
     def __repr__(self) -> str:
         s = self.data.summary

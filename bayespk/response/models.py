@@ -77,7 +77,6 @@ subjects), which is what a plug-in of posterior means ignores. Compare both
 
 from __future__ import annotations
 
-import logging
 import time as _time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -88,6 +87,7 @@ import pymc as pm
 import xarray as xr
 from scipy.special import expit
 
+from bayespk import sampling
 from bayespk.errors import ConvergenceWarning, DataError, SpecError
 from bayespk.evaluate.diagnostics import check_convergence, convergence
 from bayespk.response.data import Prepared, prepare
@@ -97,7 +97,6 @@ __all__ = ["CURVE_COLUMNS", "SUMMARY_COLUMNS", "ResponseFit", "fit_response"]
 SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "r_hat", "ess_bulk", "frac_between"]
 CURVE_COLUMNS = ["exposure", "quantity", "mean", "q5", "median", "q95"]
 PRIOR_SCALE = 2.5
-_COMPILED: dict = {}
 
 
 def fit_response(
@@ -218,23 +217,13 @@ def fit_response(
     seeds = rng.integers(0, 2**31 - 1, size=k)
 
     t0 = _time.perf_counter()
-    compiled = _compiled(design)
+    compiled = sampling.compile_model(key=("exposure-response", design["key"]), build=lambda: _build(design))
     t_compile = _time.perf_counter() - t0
-    import nutpie
-
     posts, diags = [], []
     for i, d in enumerate(picked):
         values = dict(design["data"], x=prep.log_exposure[d] - design["x_ref"])
-        tree = nutpie.sample(
-            compiled.with_data(**values),
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=int(seeds[i]),
-            target_accept=target_accept,
-            progress_bar=progress,
-            save_warmup=False,
-        )
+        tree = sampling.sample(compiled, data=values, draws=draws, tune=tune, chains=chains, seed=int(seeds[i]),
+                               target_accept=target_accept, progress=progress)
         diags.append(convergence(tree, design["free"]))
         post = tree["posterior"].to_dataset()[design["free"]]
         posts.append(post.assign_coords(chain=np.arange(i * chains, (i + 1) * chains)))
@@ -736,22 +725,6 @@ def _build(design: dict) -> pm.Model:
             cum_h = pm.math.exp(shape * log_ratio + eta)
             pm.Potential("weibull_ph", pm.math.sum(event * log_h - cum_h))
     return model
-
-
-def _compiled(design: dict):
-    """nutpie's compiled model for this design's shape: built once per process, reused via ``with_data``."""
-    import nutpie
-
-    key = design["key"]
-    if key not in _COMPILED:
-        logger = logging.getLogger("pymc")
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            _COMPILED[key] = nutpie.compile_pymc_model(_build(design))
-        finally:
-            logger.setLevel(level)
-    return _COMPILED[key]
 
 
 def _natural(post: xr.Dataset, design: dict) -> xr.Dataset:

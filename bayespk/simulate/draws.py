@@ -26,6 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from bayespk.errors import SpecError
+from bayespk.sampling import quiet_pymc
 
 __all__ = ["fit_from_draws", "population_variables", "prior_fit"]
 
@@ -173,7 +174,6 @@ def prior_fit(spec, data=None, n_draws: int = 1000, seed: int = 0, *, covariates
     """
     import pymc as pm
 
-    from bayespk.evaluate.simulation import quiet_pymc
     from bayespk.model.population import PopulationModel
 
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:

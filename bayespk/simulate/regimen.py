@@ -71,6 +71,7 @@ import xarray as xr
 
 from bayespk.errors import BayesPKError, SpecError
 from bayespk.progress import Progress, printer
+from bayespk.sampling import quiet_pymc
 from bayespk.simulate.exposure import (
     METRICS,
     exposure_overlap,
@@ -1298,7 +1299,6 @@ def _predict(spec, ds, grid, pop: xr.Dataset, z_index: np.ndarray, z_store: dict
     """
     import pymc as pm
 
-    from bayespk.evaluate.simulation import quiet_pymc
     from bayespk.model.population import PopulationModel
 
     pmm, design = PopulationModel(spec, ds).build_prediction(grid=grid)
