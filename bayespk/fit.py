@@ -485,7 +485,7 @@ def backend(spec, model) -> str:
     """The nutpie backend a fit uses: the spec's, or for ``auto`` JAX where an ODE model is solved by diffrax."""
     if spec.sampler.backend != "auto":
         return spec.sampler.backend
-    return "jax" if getattr(model, "ode", False) else "numba"
+    return model.predictor.backend
 
 
 def _sample_pymc(pm_model, model, spec, progress, caught, ticker: Progress | None = None, say=None) -> _Sampled:

@@ -61,7 +61,7 @@ def quiet_pymc():
 
 def new_seed(seed: int | None = None) -> int:
     """``seed`` as an int, or a fresh one from the operating system's entropy."""
-    return int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    return int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
 
 
 def compile_model(model=None, *, key: Hashable | None = None, build: Callable[[], Any] | None = None,

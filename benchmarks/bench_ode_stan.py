@@ -622,6 +622,7 @@ def time_bayespk_logp_grad(pm_model, point: dict, seconds: float) -> dict:
 
 def run_bayespk(csv: Path, settings: dict, point: dict, logp_seconds: float,
                 expected_logp: float | None) -> dict:
+    from bayespk.fit import fit as bayespk_fit
     from bayespk.model.population import PopulationModel
 
     spec = load_spec()
@@ -631,8 +632,8 @@ def run_bayespk(csv: Path, settings: dict, point: dict, logp_seconds: float,
     pop.spec = pop.spec.with_sampler(log_likelihood="none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on short smoke chains
-        fit = pop.fit(draws=settings["draws"], tune=settings["tune"], chains=settings["chains"],
-                      seed=settings["seed"], target_accept=settings["target_accept"], progress=False)
+        fit = bayespk_fit(pop, draws=settings["draws"], tune=settings["tune"], chains=settings["chains"],
+                          seed=settings["seed"], target_accept=settings["target_accept"], progress=False)
     wall_s = time.perf_counter() - t0
     diag = fit.diagnostics()
     compile_s = diag["compile_seconds"]

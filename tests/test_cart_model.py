@@ -121,7 +121,7 @@ def test_data_rules(cohort):
 def test_onsets_are_first_administrations(cohort):
     model = bpk.PopulationModel(_spec(), cohort.data)
     pats = cohort.patients.set_index("ID").reindex(model.design.subject_ids)
-    on = model._onsets
+    on = model.predictor.onsets
     np.testing.assert_allclose(np.where(on[:, 0] < 1e8, on[:, 0], np.nan), pats.TOCI_DAY.to_numpy())
     np.testing.assert_allclose(np.where(on[:, 1] < 1e8, on[:, 1], np.nan), pats.CORT_DAY.to_numpy())
 

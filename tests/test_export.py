@@ -10,6 +10,7 @@ from conftest import MODELS, tiny_fit
 import bayespk as bpk
 from bayespk.cli import main
 from bayespk.evaluate.export import ESTIMATE, SDTAB_COLUMNS, SE, export_nonmem
+from bayespk.evaluate.gof import gof_table
 
 THEO = MODELS / "theophylline_1cmt_oral.toml"
 DRAWS = 40  # = every draw of the tiny fit (2 chains x 20): PRED/IPRED medians over all of them
@@ -198,3 +199,32 @@ def test_ext_correlated_omegas_and_combined_error():
     assert ext["OMEGA(2,1)"][0] == pytest.approx(float(np.median(cov)), rel=1e-10)
     assert ext["SIGMA(2,1)"].tolist() == [0, 0] and ext["OMEGA(3,1)"].tolist() == [0, 0]
     assert ext["SIGMA(2,2)"][0] == pytest.approx(float(np.median(post["sigma_prop"].values ** 2)), rel=1e-10)
+
+
+def test_pkpd_fit_exports_both_outputs_in_data_order(tmp_path):
+    """A PK/PD fit: the PD observations are sdtab rows too (DVID 2, their own PRED/IPRED and [pd_error]
+    residuals), PK and PD rows in the order of the data's records."""
+    run = tiny_fit(MODELS / "pkpd_emax_simulated.toml", tmp_path / "pkpd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["export", str(run), "--format", "nonmem", *QUICK]) == 0
+    sd = read_nm(run / "nonmem" / "sdtab")
+    fit = bpk.load(run)
+    records = fit.model.data.table
+    observed = records[(records.EVID == 0) & (records.MDV == 0)]
+    assert len(sd) == fit.model.design.n_obs + fit.model.pd_design.n_obs == len(observed)
+    # one row per observation record, in the data's order
+    np.testing.assert_array_equal(sd.ID, observed.ID.to_numpy())
+    np.testing.assert_array_equal(sd.TIME, observed.TIME.to_numpy(float))
+    np.testing.assert_array_equal(sd.DVID, observed.DVID.to_numpy(int))
+    np.testing.assert_allclose(sd.DV, observed.DV.to_numpy(float), rtol=1e-8)
+    assert set(sd.DVID) == {1, 2}
+    for dvid, pd_obs in ((1, False), (2, True)):
+        rows = sd[sd.DVID == dvid]
+        want = gof_table(fit, draws=DRAWS, pd_obs=pd_obs)
+        np.testing.assert_allclose(rows.PRED, want.PRED, rtol=1e-7)
+        np.testing.assert_allclose(rows.IPRED, want.IPRED, rtol=1e-7)
+        np.testing.assert_allclose(rows.IWRES, want.IWRES, rtol=1e-6)
+        assert np.isfinite(rows.EPRED).all() and np.isfinite(rows.NPDE).all()
+    # the PD rows' scale is the effect's, not the concentration's
+    assert sd[sd.DVID == 2].EPRED.median() > 5 * sd[sd.DVID == 1].EPRED.median()

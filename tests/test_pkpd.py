@@ -52,8 +52,8 @@ def spec(pd_model, pd_params, **model):
 def pd_prediction(model: PopulationModel, values: dict) -> np.ndarray:
     """The PD response at the PD observations for typical-value parameters ``values``."""
     with pm.Model(coords=model.coords) as pmm:
-        params = model.individual_parameters(*model._designs())
-        e = model.predict_pd(params[1][0], *[p[0] for p in params[2:]])
+        params = model.individual_parameters(model.pd_design, *model.predictor.points)
+        e = model.predictor.predict(params[0][0], [p[0] for p in params[1:]], model.pd_design, "DV_PD")
     (e,) = pmm.replace_rvs_by_values([e])
     names = list(values)
     inputs = [pmm.rvs_to_values[pmm[n]] for n in names]

@@ -92,7 +92,7 @@ def ck_metric_draws(fit, *, draws: int | None = 200, auc_end: float = 28.0, lloq
     if lloq is None:
         limits = fit.model.data.table.LLOQ[_reference_rows(fit)].dropna()
         lloq = float(limits.median()) if len(limits) else np.nan
-    out = _metrics(structure, p, fit.model._onsets, mult, auc_end=auc_end, lloq=lloq, horizon=horizon)
+    out = _metrics(structure, p, fit.model.predictor.onsets, mult, auc_end=auc_end, lloq=lloq, horizon=horizon)
     coords = {"draw": np.arange(p["CMAX"].shape[0]), "ID": ind.ID.values}
     return xr.Dataset({m: (("draw", "ID"), v) for m, v in out.items()}, coords=coords)
 

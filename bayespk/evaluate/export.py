@@ -3,12 +3,16 @@
 Files written into ``out_dir``:
 
 ``sdtab`` and ``sdtab.csv``
-    One row per PK observation in the likelihood (the ``DV`` observations, in
-    the fit's order): ``ID`` (as in the data), ``TIME``, ``TAD`` (time after
-    the subject's last dose, ADDL repeats included; ``TIME`` before any dose),
-    ``DV``, ``MDV`` (0), ``DVID`` (1), ``CENS`` (0; 1 BLQ; -1 right-censored),
-    ``BLQ`` (1 where CENS = 1), ``PRED``, ``IPRED``, ``RES``, ``IWRES``,
-    ``EPRED``, ``ECWRES``, ``NPDE`` (without ``npde=False``).
+    One row per observation in the likelihood, in the order of the data's
+    rows: ``ID`` (as in the data), ``TIME``, ``TAD`` (time after the
+    subject's last dose, ADDL repeats included; ``TIME`` before any dose),
+    ``DV``, ``MDV`` (0), ``DVID`` (1: a PK observation ``DV``; a PD
+    observation ``DV_PD`` of a PK/PD fit: the value its rows have in ``[model]
+    pd_observations`` where that column is ``DVID``, else 2), ``CENS`` (0; 1
+    BLQ; -1 right-censored), ``BLQ`` (1 where CENS = 1), ``PRED``, ``IPRED``,
+    ``RES``, ``IWRES``, ``EPRED``, ``ECWRES``, ``NPDE`` (without
+    ``npde=False``). The PD rows have the residuals of ``[pd_error]`` and
+    their own replicates and NPDE (as ``bayespk vpc --pd``).
 ``patab`` and ``patab.csv``
     One row per subject: ``ID``, ``ETA_<P>`` for every parameter with IIV,
     the individual parameters ``<P>``, then the covariates of the data.
@@ -58,7 +62,7 @@ averaging of the two middle draws when their number is even).
 The whitespace tables follow NONMEM's ``$TABLE`` output: a ``TABLE NO.  1``
 line, a header line, then one line per row, numbers in ``E`` format with 8
 decimals; integer IDs print as integers and text IDs as written (quoted when
-they hold whitespace). PD observations of PK/PD fits are not exported.
+they hold whitespace).
 """
 
 from __future__ import annotations
@@ -127,32 +131,49 @@ def export_nonmem(fit, out_dir: str | Path, *, draws: int | None = 400, n_sim: i
 # ------------------------------------------------------------------ tables
 def sdtab_table(fit, *, draws: int | None = 400, n_sim: int = 500, npde: bool = True,
                 seed: int = 0) -> pd.DataFrame:
-    """The sdtab as a DataFrame (one row per PK observation, columns :data:`SDTAB_COLUMNS`)."""
+    """The sdtab as a DataFrame (one row per observation, columns :data:`SDTAB_COLUMNS`): the PK
+    observations, and the PD observations of a PK/PD fit, in the order of the data's rows."""
+    model = fit.model
+    in_likelihood = model.design.n_obs and model.pk_fit is None  # a sequential PK/PD fit: the PD observations
+    parts = [_observation_rows(fit, False, draws, n_sim, npde, seed)] if in_likelihood else []
+    if model.has_pd:
+        parts.append(_observation_rows(fit, True, draws, n_sim, npde, seed))
+    table = pd.concat(parts, ignore_index=True)
+    return table.sort_values("_row", kind="stable").drop(columns="_row").reset_index(drop=True)
+
+
+def _observation_rows(fit, pd_obs: bool, draws, n_sim, npde, seed) -> pd.DataFrame:
+    """The sdtab rows of the PK (``pd_obs`` False) or PD observations, with their data row (``_row``)."""
     import matplotlib.pyplot as plt
 
     from bayespk.evaluate.gof import gof_table
     from bayespk.evaluate.npde import npde as compute_npde
     from bayespk.evaluate.simulation import simulate_replicates
 
-    g = gof_table(fit, draws=draws)  # ID, TIME, DV, CENS, PRED, IPRED, IWRES (posterior medians)
+    model = fit.model
+    design = model.pd_design if pd_obs else model.design
+    g = gof_table(fit, draws=draws, pd_obs=pd_obs)  # ID, TIME, DV, CENS, PRED, IPRED, IWRES (posterior medians)
     cens = g.CENS.to_numpy(int)
     dv = g.DV.to_numpy(float)
-    reps = simulate_replicates(fit, n_sim, seed=seed)
+    reps = simulate_replicates(fit, n_sim, seed=seed, pd=pd_obs)
     sim = np.asarray(reps["DV_sim"].values, dtype=float)
     epred = sim.mean(axis=0)
     esd = sim.std(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ecwres = np.where((cens == 0) & (esd > 0), (dv - epred) / esd, np.nan)
+    column, value = fit.spec.pd_observations if pd_obs else ("DVID", 1)
+    dvid = (int(value) if float(value).is_integer() else value) if column == "DVID" else 2
     table = pd.DataFrame({
-        "ID": g.ID.to_numpy(), "TIME": g.TIME.to_numpy(float), "TAD": fit.model.design.last_dose()[0],
-        "DV": dv, "MDV": 0, "DVID": 1, "CENS": cens, "BLQ": (cens == 1).astype(int),
-        "PRED": g.PRED.to_numpy(float), "IPRED": g.IPRED.to_numpy(float), "RES": dv - g.PRED.to_numpy(float),
-        "IWRES": g.IWRES.to_numpy(float), "EPRED": epred, "ECWRES": ecwres,
+        "ID": g.ID.to_numpy(), "TIME": g.TIME.to_numpy(float), "TAD": design.last_dose()[0],
+        "DV": dv, "MDV": 0, "DVID": dvid, "CENS": cens,
+        "BLQ": (cens == 1).astype(int), "PRED": g.PRED.to_numpy(float), "IPRED": g.IPRED.to_numpy(float),
+        "RES": dv - g.PRED.to_numpy(float), "IWRES": g.IWRES.to_numpy(float), "EPRED": epred, "ECWRES": ecwres,
     })  # fmt: skip
     if npde:
-        result = compute_npde(fit, replicates=reps, seed=seed)
+        result = compute_npde(fit, replicates=reps, seed=seed, pd_obs=pd_obs)
         plt.close(result.figure)
         table["NPDE"] = result.table.npde.to_numpy(float)
+    table["_row"] = design.obs_row
     return table
 
 

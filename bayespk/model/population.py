@@ -46,19 +46,15 @@ import xarray as xr
 
 from bayespk.data.design import Design
 from bayespk.data.nonmem import NONMEM_COLUMNS, Dataset, id_label, read_nonmem
-from bayespk.data.schedule import Schedule
 from bayespk.errors import DataError, SpecError
 from bayespk.model.joint_prior import JOINT_DIM, JOINT_NAME
 from bayespk.model.likelihood import error_distribution, likelihood_distribution, observe
+from bayespk.model.predictors import predictor
 from bayespk.model.priors import Prior
 from bayespk.model.spec import DEFAULT_NU, ERROR_MODELS, CovariateSpec, Spec
 from bayespk.rundir import read_fit_tree
 from bayespk.structural import STRUCTURES
 from bayespk.structural._xp import take
-from bayespk.structural.cart import NO_ONSET, CellKinetics
-from bayespk.structural.cart_ode import FIT_GRID, CellKineticsODE, ck_ode_nodes
-from bayespk.structural.diffeq import ODEModel, ode_predictions
-from bayespk.structural.ode import OdeGrid, integrate
 from bayespk.structural.pd import PD_MODELS
 
 __all__ = ["PopulationModel"]
@@ -111,34 +107,22 @@ class PopulationModel:
         _check_column_names(data)
         self.data = data
         self.user = self.spec.user.model if self.spec.user is not None else None
-        self.ode = isinstance(self.user, ODEModel)
         self.structure = STRUCTURES[self.spec.structure] if self.user is None else None
-        self.cell_kinetics = isinstance(self.structure, (CellKinetics, CellKineticsODE))
-        self.ck_ode = isinstance(self.structure, CellKineticsODE)
         self.pd = PD_MODELS[self.spec.pd] if self.spec.pd else None
         # observations of a second kind (PD), with their own error model: a built-in PD model or a pd_output
-        self.has_pd = self.pd is not None or (self.ode and self.user.pd_output is not None)
+        self.has_pd = self.pd is not None or getattr(self.user, "pd_output", None) is not None
         self._pd_rows = self._pd_observation_rows()
         self.design = self._design(grid=None)
         self._pd_setup(pk_fit)
         self._covariates = self._covariate_design()
         self._occasions = self._occasion_design()
-        self._infusion, self._onsets = self._cell_infusions()
-        self._ck_subjects, self._tumor = self._ck_ode_setup()
         self._assays = {name: self._assay_design(err) for name, err in (("DV", self.spec.error),
                                                                           ("DV_PD", self.spec.pd_error))
                         if err is not None and err.by is not None}
         self._columns = self._user_columns()
-        self._schedules: dict[int, tuple] = {}
-        self._ode_ops: dict = {}  # the solver operation per schedule, reused by every graph built on it
-        self._records = self._record_points() if self.ode else None
-        if self.ode:
-            # dose CMTs and records checked now, before anything is built
-            self._schedule(*(d for d in (self.design, self.pd_design) if d is not None))
+        self.predictor = predictor(self)  # the structural part, whatever the kind (checks the data against it)
         self.spec = self._resolve(self.spec)
         self._check_error_model()
-        if self.user is None:
-            self._check_dosing_parameters()
 
     # ------------------------------------------------------------------ setup
     def _design(self, grid, grid_subjects=None, pd: bool = False) -> Design:
@@ -149,6 +133,11 @@ class PopulationModel:
             keep = design.obs_cens == 0
             design = _subset(design, keep)
         return design
+
+    @property
+    def cell_kinetics(self) -> bool:
+        """A CAR-T cellular-kinetics model (time counts from the cell infusion)."""
+        return self.predictor.cell_kinetics
 
     # ------------------------------------------------------------------ PD
     @property
@@ -173,48 +162,14 @@ class PopulationModel:
         return rows
 
     def _pd_setup(self, pk_fit) -> None:
-        """PD observations, the ODE grid and driver points (models with states), the sequential PK fit."""
-        self.pd_design = self._ode = self.pk_fit = None
+        """PD observations and the sequential PK fit."""
+        self.pd_design = self.pk_fit = None
         if not self.has_pd:
             return
         self.pd_design = self._design(grid=None, pd=True)
-        if self.pd is not None and self.pd.needs_ode:
-            self._ode = self._ode_setup()
         if pk_fit is None and self.spec.pk_fit is not None:  # a fit.nc file or a run directory
             pk_fit = read_fit_tree(self.spec.pk_fit)
         self.pk_fit = pk_fit
-
-    def _ode_setup(self) -> dict:
-        """Grid through every PD observation, dose and infusion end; driver points for RK4."""
-        t = self.data.table
-        if (t.SS[t.EVID.isin([1, 4])] > 0).any():
-            raise DataError(f"column SS: the PD model {self.spec.pd} integrates its states from baseline at the first "
-                            "record, so steady-state dose records cannot be used with it; give the doses explicitly "
-                            "(ADDL)")
-        d, ids = self.pd_design, self.design.subject_ids
-        t0 = float(t.TIME.min())
-        required = []
-        for k, i in enumerate(ids):
-            obs = d.obs_time[d.obs_subject == k]
-            doses = t[(t.ID == i) & t.EVID.isin([1, 4])]
-            until = obs.max() if len(obs) else t0
-            times = [obs]
-            for _, r in doses.iterrows():
-                starts = r.TIME + r.II * np.arange(int(r.ADDL) + 1)
-                starts = starts[starts <= until]
-                times.append(starts)
-                if r.RATE > 0 and r.AMT > 0:
-                    ends = starts + r.AMT / r.RATE
-                    times.append(ends[ends <= until])
-            required.append(np.concatenate(times))
-        grid = OdeGrid.build(required, max_step=self.spec.ode_step, t0=t0)
-        times = grid.driver_times  # (S, N, 3): step start, midpoint, end (limit from the left)
-        ids_flat = np.repeat(ids, times.shape[1] * 3)
-        left = np.tile([False, False, True], times.shape[0] * times.shape[1])
-        drivers = Design.at(self.data, self.structure, ids_flat, times.reshape(-1), left=left)
-        subjects = Design.at(self.data, self.structure, ids, np.full(len(ids), t0))
-        node = grid.index(d.obs_subject, d.obs_time)
-        return {"grid": grid, "drivers": drivers, "subjects": subjects, "node": node}
 
     def _covariate_design(self) -> dict[str, dict]:
         """Per covariate effect: values on every record, per-subject baseline (and levels if categorical)."""
@@ -267,74 +222,6 @@ class PopulationModel:
                             f"on {', '.join(with_iov)} cannot be told apart from IIV")
         return {"records": codes, "labels": labels}
 
-    def _cell_infusions(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """CAR-T structures: per subject, the infusion time and the time of each treatment's first
-        administration after it (``NO_ONSET`` if never given); checks the one-infusion layout."""
-        if not self.cell_kinetics:
-            return None, None
-        t = self.data.table
-        doses = t[t.EVID.isin([1, 4])]
-        again = doses.duplicated("ID")
-        if again.any():
-            r = doses[again].iloc[0]
-            raise DataError(f"row {int(r.ROW)}: a second dose record for ID {id_label(doses.ID[again].iloc[0])}; "
-                            f"{self.structure.name} models the kinetics after one cell infusion (the first dose "
-                            "record), so give each patient exactly one")
-        repeated = (doses.ADDL > 0) | (doses.SS > 0)
-        if repeated.any():
-            r = doses[repeated].iloc[0]
-            raise DataError(f"row {int(r.ROW)}, column {'ADDL' if r.ADDL > 0 else 'SS'}: a cell infusion is a single "
-                            f"dose; {self.structure.name} does not use ADDL or SS")
-        infusion = doses.set_index("ID").TIME.reindex(self.design.subject_ids)
-        if infusion.isna().any():
-            raise DataError(f"ID {id_label(infusion.index[infusion.isna()][0])}: no dose record; "
-                            f"{self.structure.name} counts time from the cell infusion (EVID 1 record)")
-        onsets = np.full((len(infusion), len(self.spec.treatments)), NO_ONSET)
-        for k, tr in enumerate(self.spec.treatments):
-            if tr.column not in t.columns:
-                raise DataError(f"column {tr.column}: [[treatments]] reads administrations from rows with "
-                                f"{tr.column} > 0, but the dataset has no such column")
-            x = pd.to_numeric(t[tr.column], errors="coerce")
-            bad = t[tr.column].notna() & x.isna()
-            if bad.any():
-                r = t[bad].iloc[0]
-                raise DataError(f"row {int(r.ROW)}, column {tr.column}: {r[tr.column]!r} is not a number "
-                                "(> 0 marks an administration)")
-            first = t.TIME[x > 0].groupby(t.ID[x > 0]).min()
-            onsets[:, k] = (first.reindex(infusion.index) - infusion).fillna(NO_ONSET).to_numpy(float)
-        return infusion.to_numpy(float), onsets
-
-    def _ck_ode_setup(self):
-        """Mechanistic CAR-T: the per-subject design (parameters at the infusion) and B0 per subject."""
-        if not self.ck_ode:
-            return None, None
-        ids = self.design.subject_ids
-        subjects = Design.at(self.data, self.structure, ids, self._infusion)
-        if self.spec.tumor is None:
-            return subjects, np.ones(len(ids))
-        column, reference = self.spec.tumor
-        tb = self.data.subject_covariate(column, needed_for="[model] tumor").reindex(ids)
-        x = pd.to_numeric(tb, errors="coerce").to_numpy(float)
-        if not np.all(x > 0):
-            k = int(np.argmax(~(x > 0)))
-            raise DataError(f"column {column}: baseline tumor burden {tb.iloc[k]!r} of ID {id_label(ids[k])} is not "
-                            "a number > 0 ([model] tumor gives B0 = burden / reference)")
-        return subjects, x / reference
-
-    def _ck_ode_level(self, p: dict, design: Design):
-        """Mechanistic CAR-T level at the design's points from per-subject parameters ``p``."""
-        s = self.structure
-        t_rel = design.obs_time - self._infusion[design.obs_subject]
-        t_end = max(float(t_rel.max()), 0.0)
-        fine = ck_ode_nodes(t_end, FIT_GRID["fine_until"], FIT_GRID["fine_step"])
-        required = [np.r_[t_rel[(design.obs_subject == k) & (t_rel >= 0)], fine] for k in range(design.n_subjects)]
-        grid = OdeGrid.build(required, max_step=FIT_GRID["max_step"], t0=0.0)
-        node = grid.index(design.obs_subject, np.maximum(t_rel, 0.0))
-        rates = {k: v for k, v in p.items() if k in s.parameters or k in s.constants}
-        covariates = {"B0": self._tumor} | ({"N0": p["N0"]} if "N0" in p else {})
-        states = integrate(s.rhs, s.initial(rates, covariates), grid.h, None, rates)
-        return pt.where(t_rel >= 0, s.output(states[design.obs_subject, node]), 0.0)
-
     # ------------------------------------------------------------------ user-written models
     def _user_columns(self) -> dict[str, np.ndarray]:
         """Values on every record of the data columns that equations and relations read.
@@ -354,9 +241,8 @@ class PopulationModel:
                 raise DataError(f"model {self.user.name}: reads {name!r}, which is neither a parameter of the "
                                 f"spec ({', '.join(spec.parameters)}) nor a column of the data")
             exprs.append((_Column(name), f"the model {self.user.name}"))
-        quantities = set(spec.parameters) | set(getattr(self.user, "states", ())) | {"t"}
-        if not self.ode:  # algebraic models (and relations of built-in structures) know the last dose
-            quantities |= {"TAD", "DOSE"}
+        # the model's own quantities; algebraic models (and relations of built-in structures) know the last dose
+        quantities = set(spec.parameters) | set(getattr(self.user, "quantities", ("TAD", "DOSE"))) | {"t"}
         quantities |= set((spec.user.raw.get("derived") or {}) if spec.user is not None else ())
         out = {}
         for expr, what in exprs:
@@ -373,54 +259,6 @@ class PopulationModel:
                                     f"{expr.key} = \"{expr.source}\" needs")
                 out[name] = x.to_numpy(float)
         return out
-
-    def _record_points(self) -> "_Points":
-        """Every record of every subject (padded to the most records), for parameters per record."""
-        positions = self.data.table.groupby("ID", sort=False).indices
-        ids = self.design.subject_ids
-        width = max(len(positions[i]) for i in ids)
-        records = np.array([np.pad(positions[i], (0, width - len(positions[i])), mode="edge") for i in ids])
-        return _Points(np.repeat(np.arange(len(ids)), width), records.ravel(), records)
-
-    def _schedule(self, *designs: Design) -> Schedule:
-        """The ODE event schedule through the points of ``designs`` (one after the other; built once)."""
-        key = tuple(id(d) for d in designs)
-        if key not in self._schedules:
-            cat = lambda f: np.concatenate([f(d) for d in designs])  # noqa: E731
-            order = cat(lambda d: np.where(d.obs_strict, d.obs_record.astype(float), np.inf))
-            m = self.user
-            sched = Schedule.build(self.data, designs[0].subject_ids, m.dose_state, m.default_cmt,
-                                   cat(lambda d: d.obs_subject), cat(lambda d: d.obs_time), order,
-                                   what=f"the ODE model (states {', '.join(m.states)})")
-            self._schedules[key] = (designs, sched)  # the designs are kept so that their ids stay unique
-        return self._schedules[key][1]
-
-    def _solve(self, params: dict, *designs: Design, pd_from: int | None = None):
-        """ODE model: predictions at the points of ``designs`` (one after the other) from per-record
-        parameters, and the solver's ok flag. One solution gives them all: the points of ``designs[pd_from:]``
-        get the model's ``pd_output`` (default: none)."""
-        m = self.user
-        sched = self._schedule(*designs)
-        n = [d.n_obs for d in designs]
-        second = None if pd_from is None else np.arange(sum(n)) >= sum(n[:pd_from])
-        names = tuple(n for n in m.parameters if n in self.spec.parameters)
-        n_s, n_r = self._records.records.shape
-        values = pt.stack([pt.as_tensor(params[n]) * pt.ones(n_s * n_r) for n in names], axis=-1)
-        covs = [n for n in m.parameters if n not in self.spec.parameters]
-        records = self._records.records
-        cov = (np.stack([self._columns[c][records] for c in covs], axis=-1) if covs
-               else np.zeros((n_s, n_r, 0)))
-        return ode_predictions(m, sched, names, values.reshape((n_s, n_r, len(names))), cov, second,
-                               ops=self._ode_ops)
-
-    def _algebraic(self, params: dict, design: Design):
-        """Algebraic model: the prediction at ``design``'s points from per-observation parameters."""
-        ns = dict(params)
-        for name, x in self._columns.items():
-            ns[name] = x[design.obs_record]
-        ns["t"] = design.obs_time
-        ns["TAD"], ns["DOSE"] = design.last_dose()  # t itself and 0 before any dose
-        return self.user.evaluate(ns) * pt.ones(design.n_obs)
 
     def _assay_design(self, err) -> dict:
         """Level code of every record's assay (column ``err.by``), its labels and reference."""
@@ -492,25 +330,6 @@ class PopulationModel:
                                 f"error needs; flag it BLQ or use additive/combined error")
 
     # ------------------------------------------------------------------ build
-    def _check_dosing_parameters(self) -> None:
-        """Optional dosing parameters and the records that need them must come together."""
-        t = self.data.table
-        doses = t[t.EVID.isin([1, 4])]
-        depot = self.design.into_depot.any() if self.design.n_obs else False
-        needs = {"D1": (doses.RATE == -2, "RATE = -2 (modeled duration)"),
-                 "R1": (doses.RATE == -1, "RATE = -1 (modeled rate)")}
-        for name, (rows, what) in needs.items():
-            if rows.any() and name not in self.spec.parameters:
-                raise SpecError(f"row {int(doses.ROW[rows].iloc[0])}, column RATE: {what} needs parameter {name} "
-                                f"in [parameters.{name}]")
-            if name in self.spec.parameters and not rows.any():
-                raise SpecError(f"[parameters.{name}]: no dose record has {what}, so {name} cannot be estimated")
-        for name in ("TLAG", "F"):
-            if name in self.spec.parameters and not depot and name not in self.structure.parameters:
-                raise SpecError(f"[parameters.{name}]: no dose goes into the depot (CMT "
-                                f"{self.structure.depot_cmt}), so {name} cannot be estimated")
-
-    # ------------------------------------------------------------------ build
     @property
     def coords(self) -> dict:
         coords = {"ID": self.design.subject_ids, "obs": np.arange(self.design.n_obs)}
@@ -553,7 +372,7 @@ class PopulationModel:
         etas = self._etas()
         log_pop, kappas, typicals = {}, {}, {}
         first = self._first_records()
-        unit = self.structure.unit_parameters if self.cell_kinetics else ()
+        unit = self.predictor.unit_parameters
         shared = self._shared_factors()
 
         def typical(name):  # created once, in spec order unless a relation needs another one first
@@ -711,61 +530,10 @@ class PopulationModel:
             pm.Potential(f"{c.name}_positive", pt.switch(pt.all(factor > 0), 0.0, -np.inf))
         return c.log_factor(x, pt.as_tensor(theta))
 
-    def predict(self, params: dict, design: Design, pd: bool = False):
-        """Concentrations (CAR-T: cellular levels) at the design's observations from per-observation parameters
-        (mechanistic CAR-T: per-subject parameters, from :attr:`_ck_subjects`; ODE models: per record).
-        ``pd``: the ODE model's ``pd_output`` instead."""
-        if self.ode:
-            return self._solve(params, design, pd_from=0 if pd else None)[0]
-        if self.user is not None:
-            return self._algebraic(params, design)
-        if self.ck_ode:
-            return self._ck_ode_level(params, design)
-        if self.cell_kinetics:
-            t = np.where(design.mask[:, 0], design.dt[:, 0], -1.0)  # days since the infusion; < 0 before it
-            onsets = self._onsets[design.obs_subject]
-            multipliers = [params[tr.name] for tr in self.spec.treatments]
-            return self.structure.level(t, params, list(onsets.T), multipliers)
-        used = self.structure.parameters + self.structure.optional_parameters  # not relation-only parameters
-        return design.concentrations(self.structure, {k: params[k] for k in self.pk_parameters if k in used})
-
     def _in_assay_units(self, f, params: dict, design: Design, name: str = "DV"):
         """Predictions ``f`` in each observation's assay units (times its assay's scale factor)."""
         codes = self._assay_codes(name, design)
         return f if codes is None else f * params[f"_scale_{name}"][codes]
-
-    def predict_pd(self, at_obs: dict, drivers: dict | None = None, subjects: dict | None = None):
-        """PD response at the PD observations.
-
-        ``at_obs``: parameters per PD observation; for models with states also
-        per ODE driver point and per subject (from :meth:`individual_parameters`
-        on ``self._ode["drivers"]`` and ``self._ode["subjects"]``).
-        """
-        d = self.pd_design
-        c = self.predict(at_obs, d)
-        pd_params = self.spec.pd_parameters
-        if not self.pd.needs_ode:
-            return self.pd.output(None, c, {k: at_obs[k] for k in pd_params})
-        ode = self._ode
-        grid = ode["grid"]
-        driver = self.predict(drivers, ode["drivers"]).reshape((grid.n_subjects, grid.n_steps, 3))
-        p = {k: subjects[k] for k in pd_params}
-        states = integrate(self.pd.rhs, self.pd.initial(p), grid.h, driver, p)
-        y = states[d.obs_subject, ode["node"]]
-        return self.pd.output(y, c, {k: v[d.obs_subject] for k, v in p.items()})
-
-    def _designs(self) -> list[Design]:
-        """Every design the likelihood evaluates parameters on: PK, PD observations, ODE points."""
-        out = [self.design]
-        if self.has_pd:
-            out.append(self.pd_design)
-            if self._ode is not None:
-                out += [self._ode["drivers"], self._ode["subjects"]]
-        if self.ck_ode:
-            out.append(self._ck_subjects)
-        if self.ode:
-            out.append(self._records)
-        return out
 
     def build(self) -> pm.Model:
         """The PyMC model with the likelihood of the observations (PK, and PD when present).
@@ -776,25 +544,21 @@ class PopulationModel:
         observations enter the likelihood.
         """
         sequential = self.pd is not None and self.pk_fit is not None
+        outputs = {"DV": (self.design, self.spec.error, "obs")}
+        if self.has_pd:
+            outputs["DV_PD"] = (self.pd_design, self.spec.pd_error, "pd_obs")
+        designs = {name: o[0] for name, o in outputs.items()}
+        if not self.design.n_obs or sequential:  # no PK likelihood
+            outputs.pop("DV")
         with pm.Model(coords=self.coords) as model:
-            params = self.individual_parameters(*self._designs())
-            self._modeled_infusions_end_in_time(params[0][0])
-            if self.ode:  # per-record parameters; one solution for both outputs
-                solved, ok = self._solve(params[-1][0], self.design, *[self.pd_design] * self.has_pd, pd_from=1)
-                # a failed solve (step limit, non-finite state) rejects the proposal instead of stopping
-                pm.Potential("ode_solver_failed", pt.switch(ok > 0.5, 0.0, -np.inf))
-            if self.design.n_obs and not sequential:
-                if self.ode:
-                    f = solved[:self.design.n_obs]
-                else:  # mechanistic CAR-T: per subject
-                    f = self.predict(params[-1][0] if self.ck_ode else params[0][0], self.design)
-                f = self._in_assay_units(f, params[0][0], self.design)
-                self._likelihood(f, self.design, self.spec.error, "DV", "obs")
-            if self.has_pd:
-                e = (solved[self.design.n_obs:] if self.ode
-                     else self.predict_pd(params[1][0], *[p[0] for p in params[2:]]))
-                e = self._in_assay_units(e, params[1][0], self.pd_design, "DV_PD")
-                self._likelihood(e, self.pd_design, self.spec.pd_error, "DV_PD", "pd_obs")
+            params = self.individual_parameters(*designs.values(), *self.predictor.points)
+            at = {name: params[k][0] for k, name in enumerate(designs)}
+            points = [p[0] for p in params[len(designs):]]
+            self._modeled_infusions_end_in_time(at["DV"])
+            predicted = self.predictor.predict_outputs(at, points, {name: designs[name] for name in outputs})
+            for name, (d, err, dims) in outputs.items():
+                f = self._in_assay_units(predicted[name], at[name], d, name)
+                self._likelihood(f, d, err, name, dims)
         if sequential:
             model = pm.do(model, self._pk_posterior_medians(model))
         return model
@@ -861,24 +625,16 @@ class PopulationModel:
         if pd and not self.has_pd:
             raise SpecError("predictions of the PD observations (pd=True) need a PD model: [model] pd, or a "
                             "pd_output of a model written as equations")
-        if pd and grid is not None and not self.ode:
+        if pd and grid is not None and not self.predictor.pd_on_grid:
             raise SpecError(f"predictions of the PD model {self.spec.pd} on a time grid are not available; pd=True "
                             "evaluates it at the PD observations (grid=None)")
         d = (self._design(grid=grid, grid_subjects=grid_subjects, pd=pd) if grid is not None
              else self.pd_design if pd else self.design)
         name, err = ("DV_PD", self.spec.pd_error) if pd else ("DV", self.spec.error)
         with pm.Model(coords=self.coords | {"obs": np.arange(d.n_obs)}) as model:
-            if pd and not self.ode:  # a built-in PD model: its drivers and states as in build()
-                extra = [self._ode["drivers"], self._ode["subjects"]] if self._ode is not None else []
-                params = self.individual_parameters(d, *extra)
-                individual, population = params[0]
-                ipred = self.predict_pd(*[p[0] for p in params])
-                pred = self.predict_pd(*[p[1] for p in params])
-            else:
-                extra = [self._ck_subjects] if self.ck_ode else [self._records] if self.ode else []
-                ((individual, population), *per_subject) = self.individual_parameters(d, *extra)
-                at_i, at_p = per_subject[0] if extra else (individual, population)
-                ipred, pred = self.predict(at_i, d, pd), self.predict(at_p, d, pd)
+            ((individual, population), *at_points) = self.individual_parameters(d, *self.predictor.points)
+            ipred = self.predictor.predict(individual, [p[0] for p in at_points], d, name)
+            pred = self.predictor.predict(population, [p[1] for p in at_points], d, name)
             ipred = self._in_assay_units(ipred, individual, d, name)
             pm.Deterministic("IPRED", ipred, dims="obs")
             pm.Deterministic("PRED", self._in_assay_units(pred, population, d, name), dims="obs")
@@ -998,15 +754,6 @@ class _Column:
     @property
     def source(self):
         return self.name
-
-
-@dataclass
-class _Points:
-    """Points to evaluate individual parameters at: subject and record of each (every record of a subject)."""
-
-    obs_subject: np.ndarray
-    obs_record: np.ndarray
-    records: np.ndarray  # (n_subjects, n_records) positions in the table
 
 
 def _subset(d: Design, keep: np.ndarray) -> Design:

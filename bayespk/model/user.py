@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from bayespk.errors import SpecError
 from bayespk.model.expressions import Expression, evaluation_order, parse
@@ -64,6 +65,8 @@ class AlgebraicModel:
     prediction: object
     parameters: tuple[str, ...]
     name: str = "algebraic"
+    #: names of model quantities its equation may use besides parameters, covariates and ``t``
+    quantities: ClassVar[tuple[str, ...]] = ("TAD", "DOSE")
 
     def evaluate(self, namespace: dict):
         if isinstance(self.prediction, Expression):

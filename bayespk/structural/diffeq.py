@@ -129,6 +129,11 @@ class ODEModel:
         object.__setattr__(self, "doses", doses)
 
     @property
+    def quantities(self) -> tuple[str, ...]:
+        """Names of model quantities its equations may use besides parameters, covariates and ``t``."""
+        return self.states
+
+    @property
     def dose_state(self) -> dict[int, int]:
         """CMT -> index of the state it enters."""
         return {int(c): self.states.index(s) for c, s in self.doses.items()}
