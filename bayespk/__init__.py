@@ -79,14 +79,19 @@ _lazy_package(__name__, {
     "SpecError": "bayespk.errors:SpecError",
     "Target": "bayespk.simulate.exposure:Target",
     "compare": "bayespk.evaluate.compare:compare",
+    "covariate_effects": "bayespk.evaluate.gof:covariate_effects",
     "datasets": "bayespk.data.bundled",
     "dose_table": "bayespk.simulate.doses:dose_table",
+    "eta_covariates": "bayespk.evaluate.gof:eta_covariates",
     "fit": "bayespk.fit:fit",
     "gof": "bayespk.evaluate.gof:gof",
     "load": "bayespk.fit:load",
     "loo": "bayespk.evaluate.compare:loo",
     "npde": "bayespk.evaluate.npde:npde",
+    "plot_individual": "bayespk.evaluate.plots:plot_individual",
+    "prior_posterior": "bayespk.evaluate.gof:prior_posterior",
     "read_nonmem": "bayespk.data.nonmem:read_nonmem",
+    "shrinkage": "bayespk.diagnostics:shrinkage",
     "simulate_regimens": "bayespk.simulate.regimen:simulate_regimens",
     "vpc": "bayespk.evaluate.vpc:vpc",
     # subpackages, reachable as attributes without an import of their own (``bpk.data.nonmem``), as before
@@ -96,6 +101,7 @@ _lazy_package(__name__, {
 
 __all__ = [
     "AlgebraicModel", "BayesPKError", "ConvergenceWarning", "DataError", "Dataset", "Fit", "ODEModel",
-    "PopulationModel", "Prior", "Regimen", "Solver", "Spec", "SpecError", "Target", "compare", "datasets",
-    "dose_table", "fit", "gof", "load", "loo", "npde", "read_nonmem", "simulate_regimens", "vpc",
+    "PopulationModel", "Prior", "Regimen", "Solver", "Spec", "SpecError", "Target", "compare", "covariate_effects",
+    "datasets", "dose_table", "eta_covariates", "fit", "gof", "load", "loo", "npde", "plot_individual",
+    "prior_posterior", "read_nonmem", "shrinkage", "simulate_regimens", "vpc",
 ]  # fmt: skip

@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_prior_parser(sub)  # bayespk prior map | robustify | show
 
-    from bayespk.nca import add_parser as add_nca_parser
+    from bayespk.nca_cli import add_parser as add_nca_parser
 
     add_nca_parser(sub)  # bayespk nca CSV
 
@@ -258,7 +258,7 @@ def _prior(args) -> int:
 
 
 def _nca(args) -> int:
-    from bayespk.nca import cli
+    from bayespk.nca_cli import cli
 
     return cli(args)
 
@@ -425,12 +425,14 @@ def _vpc(args) -> int:
         except ValueError:
             raise BayesPKError(f"--bins {bins!r}: expected auto, a number, or comma-separated edges") from None
         bins = int(parts[0]) if len(parts) == 1 else parts
+    from bayespk.evaluate.vpc import vpc
+
     labels = _strat_labels(args.strat_labels)
     fit = load_run(args.run_dir)
     with step(f"VPC: simulating {args.n_rep} replicates of the study with new subjects"):
-        result = fit.vpc(n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound,
-                         strat=args.strat, strat_labels=labels, x=args.x, bins=bins, binning=args.binning,
-                         log_y=args.log_y, seed=args.seed, pd_obs=args.pd)
+        result = vpc(fit, n_rep=args.n_rep, pred_corr=args.pred_corr, lower_bound=args.lower_bound,
+                     strat=args.strat, strat_labels=labels, x=args.x, bins=bins, binning=args.binning,
+                     log_y=args.log_y, seed=args.seed, pd_obs=args.pd)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.figure.savefig(out / "vpc.png", dpi=110, bbox_inches="tight")
@@ -537,7 +539,7 @@ def _export(args) -> int:
 
 
 def _print_run(table, diag: dict) -> None:
-    from bayespk.evaluate.diagnostics import format_parameter_table
+    from bayespk.diagnostics import format_parameter_table
 
     print(format_parameter_table(table))
     print(

@@ -32,8 +32,8 @@ import xarray as xr
 
 from bayespk import compile_cache, sampling
 from bayespk.data.nonmem import id_label
+from bayespk.diagnostics import check_convergence, convergence, shrinkage, summary_table
 from bayespk.errors import BayesPKError, DataError
-from bayespk.evaluate.diagnostics import check_convergence, convergence, summary_table
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
 from bayespk.progress import Progress, is_terminal
@@ -581,7 +581,7 @@ def _choose_centering(short_run, pm_model, model: PopulationModel, s, say=None) 
 
 def centering_weights(posterior: xr.Dataset, names) -> dict[str, float]:
     """``(1 - shrinkage_P)**2 = (SD_i(E[eta_P,i | y]) / median(omega_P))**2`` per parameter ``P`` of
-    ``names`` (the eta shrinkage of :func:`bayespk.evaluate.gof.shrinkage`), in [0, 1], 2 decimals.
+    ``names`` (the eta shrinkage of :func:`bayespk.diagnostics.shrinkage`), in [0, 1], 2 decimals.
 
     ``posterior`` holds ``eta_P`` (chain, draw, ID) and ``omega_P``; a
     parameter whose draws are not all finite, or with fewer than 2 subjects, gets 0 (standardized).
@@ -735,10 +735,8 @@ class Fit:
 
         Columns: ``parameter, mean, sd, q5, median, q95, r_hat, ess_bulk, ess_tail``, then ``unit,
         rse_percent, reported_as, reported_median, reported_q5, reported_q95, shrinkage_percent`` (see
-        :func:`~bayespk.evaluate.diagnostics.summary_table`; units from the spec's ``[data] units``).
+        :func:`~bayespk.diagnostics.summary_table`; units from the spec's ``[data] units``).
         """
-        from bayespk.evaluate.gof import shrinkage
-
         return summary_table(self.posterior, self.population_parameters, spec=self.spec, shrinkage=shrinkage(self))
 
     def diagnostics(self) -> dict:
@@ -844,64 +842,6 @@ class Fit:
             per_chain = -(-draws // post.sizes["chain"])
             post = post.isel(draw=slice(None, None, max(1, post.sizes["draw"] // per_chain)))
         return post
-
-    # ----------------------------------------------------------- evaluation
-    def plot_individual(self, ids=None, **kwargs):
-        """Observed points with the posterior median and interval of each subject's curve.
-
-        Returns ``(figure, curves)``; see :func:`bayespk.evaluate.plots.plot_individual`.
-        """
-        from bayespk.evaluate.plots import plot_individual
-
-        return plot_individual(self, ids=ids, **kwargs)
-
-    def vpc(self, **kwargs):
-        """Visual predictive check (``pred_corr=True``: pcVPC); see :func:`bayespk.evaluate.vpc.vpc`.
-
-        Returns a VPC that unpacks as ``figure, table``.
-        """
-        from bayespk.evaluate.vpc import vpc
-
-        return vpc(self, **kwargs)
-
-    def npde(self, **kwargs):
-        """Normalised prediction distribution errors; see :func:`bayespk.evaluate.npde.npde`."""
-        from bayespk.evaluate.npde import npde
-
-        return npde(self, **kwargs)
-
-    def gof(self, **kwargs):
-        """Goodness-of-fit panels and table; see :func:`bayespk.evaluate.gof.gof`."""
-        from bayespk.evaluate.gof import gof
-
-        return gof(self, **kwargs)
-
-    def shrinkage(self) -> pd.DataFrame:
-        """Eta shrinkage per parameter with IIV."""
-        from bayespk.evaluate.gof import shrinkage
-
-        return shrinkage(self)
-
-    def plot_eta_covariates(self, covariates=None):
-        """Posterior-mean etas against covariates; returns ``(figure, table)``."""
-        from bayespk.evaluate.gof import eta_covariates
-
-        return eta_covariates(self, covariates)
-
-    def plot_covariate_effects(self, **kwargs):
-        """Forest plot of covariate and treatment effects; returns ``(figure, table)``.
-
-        See :func:`bayespk.evaluate.gof.covariate_effects`.
-        """
-        from bayespk.evaluate.gof import covariate_effects
-
-        return covariate_effects(self, **kwargs)
-
-    def plot_prior_posterior(self, **kwargs):
-        """Prior vs posterior of every population parameter; returns ``(figure, table)``."""
-        from bayespk.evaluate.gof import prior_posterior
-
-        return prior_posterior(self, **kwargs)
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

@@ -12,8 +12,8 @@ calls (different seeds):
 
 * ``simulate_replicates(fit, n_rep)``: building the prediction model and drawing the replicates
   (new subjects, one posterior draw each);
-* ``fit.vpc(n_rep=n_rep)``: the whole VPC (replicates, binning, percentiles, figure);
-* ``fit.vpc(n_rep=n_rep, pred_corr=True)``: the prediction-corrected VPC;
+* ``bpk.vpc(fit, n_rep=n_rep)``: the whole VPC (replicates, binning, percentiles, figure);
+* ``bpk.vpc(fit, n_rep=n_rep, pred_corr=True)``: the prediction-corrected VPC;
 * ``vpc(fit, replicates=reps)``: a VPC from replicates already simulated (binning, percentiles,
   figure only).
 
@@ -156,8 +156,8 @@ def run(args) -> dict:
     # in this order: the first simulate_replicates call is the first prediction-model compile of the process
     operations = {
         f"simulate_replicates(fit, {n})": simulate,
-        f"fit.vpc(n_rep={n})": lambda s: fit.vpc(n_rep=n, seed=s),
-        f"fit.vpc(n_rep={n}, pred_corr=True)": lambda s: fit.vpc(n_rep=n, pred_corr=True, seed=s),
+        f"bpk.vpc(fit, n_rep={n})": lambda s: bpk.vpc(fit, n_rep=n, seed=s),
+        f"bpk.vpc(fit, n_rep={n}, pred_corr=True)": lambda s: bpk.vpc(fit, n_rep=n, pred_corr=True, seed=s),
         "vpc(fit, replicates=reps)": lambda s: vpc(fit, replicates=keep["reps"]),
     }
     results = []

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bayespk as bpk
 from bayespk.cli import main
 from bayespk.data import bundled
 from bayespk.data.nonmem import id_label, plot_text, read_nonmem
@@ -410,7 +411,6 @@ def test_covariate_columns_that_are_not_identifiers_work(tmp_path, column):
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")  # 20 draws do not converge
 def test_exact_ids_and_math_text_levels_survive_a_fit(tmp_path):
     """17-digit IDs and a level that is invalid matplotlib math text: fit, save, load, plot."""
-    import bayespk as bpk
 
     rows = [f"{r},{'$x^$' if k % 2 else 'b'}" for k, sid in enumerate(BIG_IDS[:4])
             for r in profile_rows(sid, conc=tuple(c * (1 + 0.1 * k) for c in (8.0, 6.0, 4.0, 2.5, 1.5)))]
@@ -422,8 +422,8 @@ def test_exact_ids_and_math_text_levels_survive_a_fit(tmp_path):
     again = bpk.load(tmp_path / "run")
     assert again.posterior.ID.values.tolist() == BIG_IDS[:4]
     assert list(again.model.design.subject_ids) == BIG_IDS[:4]
-    figures = [again.plot_individual()[0], again.plot_eta_covariates()[0], again.plot_covariate_effects()[0],
-               again.vpc(n_rep=10, strat="GRP").figure]
+    figures = [bpk.plot_individual(again)[0], bpk.eta_covariates(again)[0], bpk.covariate_effects(again)[0],
+               bpk.vpc(again, n_rep=10, strat="GRP").figure]
     for fig in figures:
         fig.canvas.draw()
         plt.close(fig)

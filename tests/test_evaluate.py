@@ -13,8 +13,9 @@ import pytest
 from conftest import MODELS, ROOT
 
 import bayespk as bpk
+from bayespk.diagnostics import shrinkage
 from bayespk.evaluate import compare as compare_module
-from bayespk.evaluate.gof import eta_covariates, gof_table, shrinkage
+from bayespk.evaluate.gof import eta_covariates, gof_table
 from bayespk.fit import Fit
 
 PHENO = MODELS / "phenobarbital_1cmt_iv.toml"
@@ -44,7 +45,7 @@ def pheno_no_apgar():
 
 @pytest.fixture(scope="module")
 def gof_result(pheno):
-    return pheno.gof()
+    return bpk.gof(pheno)
 
 
 # ------------------------------------------------------------------ goodness of fit
@@ -116,7 +117,7 @@ def test_gof_table_function_equals_the_method(pheno, gof_result):
 
 # ------------------------------------------------------------------ shrinkage
 def test_shrinkage_matches_the_formula(pheno, gof_result):
-    sh = pheno.shrinkage()
+    sh = bpk.shrinkage(pheno)
     assert list(sh.parameter) == ["CL", "V"]
     post = pheno.posterior
     for _, row in sh.iterrows():
@@ -136,7 +137,7 @@ def test_shrinkage_matches_the_formula(pheno, gof_result):
 
 # ------------------------------------------------------------------ eta vs covariates
 def test_eta_covariates_one_row_per_subject(pheno):
-    fig, table = pheno.plot_eta_covariates()
+    fig, table = bpk.eta_covariates(pheno)
     assert len(table) == 59 and table.ID.is_unique
     for col in ("ID", "WT", "APGR", "APGRLOW", "eta_CL", "eta_V"):
         assert col in table.columns
@@ -151,7 +152,7 @@ def test_eta_covariates_one_row_per_subject(pheno):
 
 # ------------------------------------------------------------------ prior vs posterior
 def test_prior_posterior_narrows_the_typical_values(pheno):
-    fig, table = pheno.plot_prior_posterior(draws=1000)
+    fig, table = bpk.prior_posterior(pheno, draws=1000)
     t = table.set_index("parameter")
     assert set(pheno.spec.population_parameters) <= {p.split("[")[0] for p in t.index}
     for p in ("CL", "V"):

@@ -13,7 +13,7 @@ from conftest import MODELS
 
 import bayespk as bpk
 from bayespk.cli import main
-from bayespk.evaluate.diagnostics import REPORTED_COLUMNS, SUMMARY_COLUMNS
+from bayespk.diagnostics import REPORTED_COLUMNS, SUMMARY_COLUMNS
 
 THEO = MODELS / "theophylline_1cmt_oral.toml"
 SHORT = dict(draws=150, tune=200, chains=2, seed=7, progress=False)
@@ -86,7 +86,7 @@ def test_predictions_after_load(run_dir):
     ipred = pred["IPRED"].median(("chain", "draw")).values
     pred_ = pred["PRED"].median(("chain", "draw")).values
     assert np.mean((dv - ipred) ** 2) < np.mean((dv - pred_) ** 2)
-    fig, curves = fit.plot_individual(ids=[1, 2], draws=20, n_grid=30)
+    fig, curves = bpk.plot_individual(fit, ids=[1, 2], draws=20, n_grid=30)
     assert set(curves.ID) == {1, 2}  # only the subjects asked for
     assert (curves.lower <= curves["median"] + 1e-12).all() and (curves["median"] <= curves.upper + 1e-12).all()
 

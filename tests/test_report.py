@@ -169,7 +169,7 @@ def test_theophylline_pcvpc_excludes_the_pred_zero_observations(theo_run):
     fit = bpk.load(theo_run)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pc = fit.vpc(n_rep=30, pred_corr=True)
+        pc = bpk.vpc(fit, n_rep=30, pred_corr=True)
     assert pc.settings["n_excluded"] == len(expected) == len(pc.excluded)
     assert sorted(zip(pc.excluded.ID, pc.excluded.TIME)) == sorted(zip(expected.ID, expected.TIME))
     assert (pc.excluded.PRED == 0).all()
@@ -196,12 +196,12 @@ def test_cli_report_of_theophylline_includes_the_pcvpc(theo_run, capsys):
 def test_cli_report_no_pred_corr_omits_the_pcvpc_and_a_failing_section_is_boxed(theo_run, tmp_path, capsys,
                                                                                   monkeypatch):
     from bayespk.errors import BayesPKError
-    from bayespk.evaluate import npde as npde_module
+    from bayespk.evaluate import report as report_module
 
     def boom(*args, **kwargs):
         raise BayesPKError("boom")
 
-    monkeypatch.setattr(npde_module, "npde", boom)
+    monkeypatch.setattr(report_module, "npde", boom)
     rc, out, err = _report_cli(capsys, theo_run, "--no-pred-corr", "--out", str(tmp_path / "r.html"))
     assert rc == 0, err
     assert err == "bayespk report: warning: section 'Normalised prediction distribution errors' failed: boom\n"
@@ -395,7 +395,6 @@ def test_flagged_diagnostics_are_explained(theo_run, monkeypatch):
 
     from bayespk.evaluate import gof as gof_module
     from bayespk.evaluate import report as report_module
-    from bayespk.fit import Fit
 
     fit = bpk.load(theo_run)
     real_shrinkage = gof_module.shrinkage
@@ -410,8 +409,8 @@ def test_flagged_diagnostics_are_explained(theo_run, monkeypatch):
     k = np.zeros(n_obs)
     k[[4, 9, 17]] = [0.75, 1.2, 0.71]
     monkeypatch.setattr(gof_module, "shrinkage", high_shrinkage)
-    monkeypatch.setattr(Fit, "loo", lambda self, by="obs": SimpleNamespace(elpd=-150.0, se=10.0, p=20.0,
-                                                                            pareto_k=k))
+    monkeypatch.setattr(report_module, "loo", lambda fit, by="obs": SimpleNamespace(elpd=-150.0, se=10.0, p=20.0,
+                                                                                    pareto_k=k))
     text = report_module.render_report(fit, n_rep=10, n_sim=20, warn=lambda t, m: None)
     gof = _section(text, "gof")
     note = re.search(r'<p class="note" id="shrinkage-note">(.*?)</p>', gof).group(1)
@@ -427,8 +426,8 @@ def test_flagged_diagnostics_are_explained(theo_run, monkeypatch):
     assert "Draw more samples" in explained or "Run longer chains" in explained
     # and without the flags, no notes
     monkeypatch.setattr(gof_module, "shrinkage", real_shrinkage)
-    monkeypatch.setattr(Fit, "loo", lambda self, by="obs": SimpleNamespace(elpd=-150.0, se=10.0, p=20.0,
-                                                                            pareto_k=np.zeros(n_obs)))
+    monkeypatch.setattr(report_module, "loo", lambda fit, by="obs": SimpleNamespace(elpd=-150.0, se=10.0, p=20.0,
+                                                                                    pareto_k=np.zeros(n_obs)))
     assert report_module._pareto_note(fit, np.zeros(n_obs)) == ""
     assert report_module._shrinkage_note(real_shrinkage(fit).assign(shrinkage=0.1)) == ""
     assert report_module._convergence_explained({**diag, "divergences": 0, "max_r_hat": 1.0, "min_ess_bulk": 1e4,
@@ -498,7 +497,6 @@ def test_prior_posterior_tick_labels_do_not_overlap():
 
 def test_a_failing_section_does_not_show_the_data_folder(theo_run, monkeypatch):
     from bayespk.errors import BayesPKError
-    from bayespk.evaluate import npde as npde_module
     from bayespk.evaluate import report as report_module
 
     fit = bpk.load(theo_run)
@@ -506,7 +504,7 @@ def test_a_failing_section_does_not_show_the_data_folder(theo_run, monkeypatch):
     def boom(*args, **kwargs):
         raise BayesPKError(f"{fit.spec.data.path}: something in row 3")
 
-    monkeypatch.setattr(npde_module, "npde", boom)
+    monkeypatch.setattr(report_module, "npde", boom)
     messages = []
     text = report_module.render_report(fit, n_rep=10, n_sim=20, pred_corr=False,
                                        warn=lambda t, m: messages.append(m))
@@ -550,16 +548,16 @@ def test_cli_report_vpc_options_x_tad_and_strata(pheno_tiny, tmp_path, capsys, m
     """``report --x TAD --strat APGRLOW --strat-labels ...``: the VPC and the pcVPC bin and plot time after dose
     (axis "time after dose (h)", the spec's time unit), one panel per stratum titled with the labels, and the
     caption under each says which x was used."""
-    from bayespk.evaluate import vpc as vpc_module
+    from bayespk.evaluate import report as report_module
 
     made = []
-    real_vpc = vpc_module.vpc
+    real_vpc = report_module.vpc
 
     def recording_vpc(*args, **kwargs):
         made.append(real_vpc(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(vpc_module, "vpc", recording_vpc)
+    monkeypatch.setattr(report_module, "vpc", recording_vpc)
     rc, out, err = _report_cli(capsys, pheno_tiny, "--x", "TAD", "--strat", "APGRLOW", "--strat-labels",
                                "0=APGR >= 5;1=APGR < 5", "--out", str(tmp_path / "r.html"))
     assert rc == 0, err

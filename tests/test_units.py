@@ -14,9 +14,8 @@ import pytest
 from conftest import MODELS, tiny_fit
 
 import bayespk as bpk
+from bayespk.diagnostics import REPORTED_COLUMNS, SUMMARY_COLUMNS, format_parameter_table, shrinkage
 from bayespk.errors import SpecError
-from bayespk.evaluate.diagnostics import REPORTED_COLUMNS, SUMMARY_COLUMNS, format_parameter_table
-from bayespk.evaluate.gof import shrinkage
 from bayespk.evaluate.simulation import simulate_replicates
 from bayespk.fit import Fit
 from bayespk.model.spec import Spec
@@ -192,39 +191,39 @@ def test_vpc_axis_labels(pheno):
     _, fit = pheno
     reps = simulate_replicates(fit, 20, seed=1)
     for f, x, y in ((fit, "time (h)", "DV (ug/mL)"), (_without_units(fit), "time", "DV")):
-        result = f.vpc(replicates=reps)
+        result = bpk.vpc(f, replicates=reps)
         assert any(a.get_xlabel() == x for a in result.figure.axes)
         assert result.figure.axes[0].get_ylabel() == y
-    tad = fit.vpc(replicates=reps, x="TAD", pred_corr=True)
+    tad = bpk.vpc(fit, replicates=reps, x="TAD", pred_corr=True)
     assert tad.figure.axes[0].get_ylabel() == "prediction-corrected DV (ug/mL)"
     assert any(a.get_xlabel() == "time after dose (h)" for a in tad.figure.axes)
-    wt = fit.vpc(replicates=reps, x="WT")
+    wt = bpk.vpc(fit, replicates=reps, x="WT")
     assert any(a.get_xlabel() == "WT (kg)" for a in wt.figure.axes)
 
 
 def test_gof_and_individual_axis_labels(pheno):
     _, fit = pheno
-    fig, _ = fit.gof(draws=20)
+    fig, _ = bpk.gof(fit, draws=20)
     axes = fig.axes
     assert [a.get_xlabel() for a in axes] == ["PRED (posterior median, ug/mL)", "IPRED (posterior median, ug/mL)",
                                               "TIME (h)", "IPRED (ug/mL)"]
     assert axes[0].get_ylabel() == "DV (ug/mL)"
-    fig, _ = _without_units(fit).gof(draws=20)
+    fig, _ = bpk.gof(_without_units(fit), draws=20)
     assert [a.get_xlabel() for a in fig.axes] == ["PRED (posterior median)", "IPRED (posterior median)", "TIME",
                                                   "IPRED"]
     ids = list(fit.model.design.subject_ids[:2])
-    fig, _ = fit.plot_individual(ids=ids, draws=10, n_grid=20)
+    fig, _ = bpk.plot_individual(fit, ids=ids, draws=10, n_grid=20)
     assert fig._supxlabel.get_text() == "time (h)" and fig._supylabel.get_text() == "concentration (ug/mL)"
-    fig, _ = _without_units(fit).plot_individual(ids=ids, draws=10, n_grid=20)
+    fig, _ = bpk.plot_individual(_without_units(fit), ids=ids, draws=10, n_grid=20)
     assert fig._supxlabel.get_text() == "time" and fig._supylabel.get_text() == "concentration"
 
 
 def test_npde_and_prior_posterior_labels(pheno):
     _, fit = pheno
     reps = simulate_replicates(fit, 20, seed=1)
-    result = fit.npde(replicates=reps)
+    result = bpk.npde(fit, replicates=reps)
     assert result.figure.axes[2].get_xlabel() == "time (h)"
     assert result.figure.axes[3].get_xlabel() == "PRED (typical subject, ug/mL)"
-    fig, _ = fit.plot_prior_posterior(draws=50)
+    fig, _ = bpk.prior_posterior(fit, draws=50)
     titles = [a.get_title() for a in fig.axes if a.get_visible()]
     assert "CL (L/kg/h)" in titles and "omega_CL" in titles

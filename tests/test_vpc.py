@@ -463,7 +463,7 @@ def misspecified_fit():
 
 @pytest.fixture(scope="module")
 def misspecified_vpc(misspecified_fit):
-    return misspecified_fit.vpc(n_rep=N_REP, seed=3)
+    return bpk.vpc(misspecified_fit, n_rep=N_REP, seed=3)
 
 
 BLQ_LLOQ = 0.13
@@ -477,7 +477,7 @@ def blq_data():
 
 @pytest.fixture(scope="module")
 def blq_vpc(blq_data):
-    return _fit(ORAL_SPEC, blq_data).vpc(n_rep=N_REP, seed=3)
+    return bpk.vpc(_fit(ORAL_SPEC, blq_data), n_rep=N_REP, seed=3)
 
 
 # ---------------------------------------------------------------- calibration vs misspecification
@@ -507,8 +507,8 @@ def test_calibrated_pcvpc_and_reproducibility(calibrated_fit, calibrated_reps, c
     raw_width = (calibrated_vpc.table.obs_p95 - calibrated_vpc.table.obs_p5) / calibrated_vpc.table.obs_p50
     pc_width = (pc.table.obs_p95 - pc.table.obs_p5) / pc.table.obs_p50
     assert (pc_width < raw_width).all()
-    # fit.vpc(n_rep, seed) is vpc() of simulate_replicates(fit, n_rep, seed)
-    again = calibrated_fit.vpc(n_rep=N_REP, seed=3)
+    # bpk.vpc(fit, n_rep, seed) is vpc() of simulate_replicates(fit, n_rep, seed)
+    again = bpk.vpc(calibrated_fit, n_rep=N_REP, seed=3)
     pd.testing.assert_frame_equal(again.table, calibrated_vpc.table)
     assert again.settings["kind"] == "posterior" and again.settings["n_rep"] == N_REP
     fig, table = again  # unpacks as figure, table

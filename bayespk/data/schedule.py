@@ -29,13 +29,16 @@ import pandas as pd
 
 from bayespk.data.nonmem import Dataset
 from bayespk.errors import DataError
+from bayespk.structural.events import (
+    BOLUS,
+    INFUSION_END,
+    INFUSION_START,
+    POINT,
+    RECORD,
+)
 
 __all__ = ["Schedule"]
 
-# node kinds
-RECORD, BOLUS, INFUSION_START, INFUSION_END, POINT = 0, 1, 2, 3, 4
-# rate codes of an infusion start
-FIXED_RATE, MODELED_RATE, MODELED_DURATION = 0, -1, -2
 _LATE = 1e15  # order of ADDL repeats: after every record at the same time
 
 

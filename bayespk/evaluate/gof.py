@@ -17,10 +17,11 @@ import pandas as pd
 import pymc as pm
 
 from bayespk.data.nonmem import plot_text
+from bayespk.diagnostics import shrinkage
 from bayespk.evaluate.simulation import observation_table
 from bayespk.sampling import quiet_pymc
 
-__all__ = ["GOF", "gof", "gof_table", "shrinkage", "eta_covariates", "prior_posterior", "covariate_effects"]
+__all__ = ["GOF", "gof", "gof_table", "eta_covariates", "prior_posterior", "covariate_effects"]
 
 
 @dataclass
@@ -112,21 +113,6 @@ def _trend(ax, x, y, n: int = 8) -> None:
     order = np.argsort(x)
     chunks = np.array_split(order, n)
     ax.plot([np.median(x[c]) for c in chunks], [np.median(y[c]) for c in chunks], color="C3", lw=1.5)
-
-
-def shrinkage(fit) -> pd.DataFrame:
-    """Eta shrinkage per parameter with IIV: ``1 - SD(E[eta_i]) / median(omega)`` (parameters whose omega
-    was not sampled, such as the PK of a sequential PK/PD fit, fixed at an earlier fit, have none)."""
-    rows = []
-    post = fit.posterior
-    for p, ps in fit.spec.parameters.items():
-        if ps.iiv is None or f"omega_{p}" not in post or f"eta_{p}" not in post:
-            continue
-        eta_mean = post[f"eta_{p}"].mean(("chain", "draw")).values
-        omega = float(post[f"omega_{p}"].median())
-        rows.append({"parameter": p, "omega": omega, "sd_eta_mean": float(np.std(eta_mean, ddof=1)),
-                     "shrinkage": 1 - float(np.std(eta_mean, ddof=1)) / omega})
-    return pd.DataFrame(rows)
 
 
 def eta_covariates(fit, covariates: list[str] | None = None):

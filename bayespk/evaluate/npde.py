@@ -78,7 +78,7 @@ SINGULAR_TOL = 1e-6  # smallest allowed diag of the Cholesky factor of the corre
 class NPDE:
     """NPDE of a fit: the figure, the tidy per-observation table and the tests.
 
-    Unpacks as ``figure, table = fit.npde()``.
+    Unpacks as ``figure, table = npde(fit)``.
 
     Attributes
     ----------

@@ -34,13 +34,18 @@ import os
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from bayespk.data.nonmem import COMMENT_ROWS
+from bayespk.diagnostics import BFMI_MIN, ESS_PER_CHAIN, RHAT_MAX
 from bayespk.errors import BayesPKError
 from bayespk.evaluate.compare import LOO_K_THRESHOLD, loo
-from bayespk.evaluate.diagnostics import BFMI_MIN, ESS_PER_CHAIN, RHAT_MAX
+from bayespk.evaluate.gof import eta_covariates, gof, prior_posterior
+from bayespk.evaluate.npde import npde
+from bayespk.evaluate.plots import plot_individual
+from bayespk.evaluate.vpc import vpc
 from bayespk.model.describe import equations, prior_table
 
 __all__ = ["write_report", "render_report", "ReportSectionWarning"]
@@ -174,10 +179,10 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
             raise replicates["error"]
         return replicates["value"]
 
-    axes = dict(x=x, strat=strat, strat_labels=strat_labels)  # the x axis and strata of both VPCs
+    axes: dict[str, Any] = dict(x=x, strat=strat, strat_labels=strat_labels)  # the x axis and strata of both VPCs
 
     def plain_vpc() -> str:
-        v = fit.vpc(replicates=reps(), **axes)
+        v = vpc(fit, replicates=reps(), **axes)
         return ("<p>Observed percentiles (lines) against the 90% interval of the same percentiles over "
                 f"{n_rep} replicates of the study simulated with new subjects (bands).</p>"
                 + _vpc_axes(v.settings, "vpc") + _png(v.figure))
@@ -188,7 +193,7 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
         step("prediction-corrected VPC")
 
         def pcvpc() -> str:
-            pc = fit.vpc(replicates=reps(), pred_corr=True, lower_bound=lower_bound, **axes)
+            pc = vpc(fit, replicates=reps(), pred_corr=True, lower_bound=lower_bound, **axes)
             note = pc.settings.get("exclusion_note")
             return ("<p>Observed and simulated values scaled to the median typical-subject prediction (PRED) of "
                     f"their bin (Bergstrand et al. 2011, lower bound {lower_bound:g}). An observation with PRED "
@@ -202,24 +207,24 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
 
     step("goodness of fit")
 
-    def gof() -> str:
-        g = fit.gof()
-        fig_ind, _ = fit.plot_individual(ids=list(fit.model.design.subject_ids[:12]))
+    def gof_section() -> str:
+        g = gof(fit)
+        fig_ind, _ = plot_individual(fit, ids=list(fit.model.design.subject_ids[:12]))
         return (_png(g.figure) + "<h3>Eta shrinkage</h3>" + _table(g.shrinkage) + _shrinkage_note(g.shrinkage)
                 + "<h3>Individual fits (first 12 subjects)</h3>" + _png(fig_ind))
 
-    section("gof", "Goodness of fit", gof)
+    section("gof", "Goodness of fit", gof_section)
 
     step(f"NPDE ({n_sim} simulations)")
 
-    def npde() -> str:
-        n = fit.npde(n_sim=n_sim, seed=seed)
+    def npde_section() -> str:
+        n = npde(fit, n_sim=n_sim, seed=seed)
         tests = n.tests.rename_axis("test").reset_index()
         return ("<p>Should be N(0, 1): mean and variance tests, Shapiro-Wilk normality, and the global "
                 "test (3 x the smallest p-value). Trends against time or prediction show misfit that "
                 "the global tests can miss.</p>" + _png(n.figure) + _table(tests))
 
-    section("npde", "Normalised prediction distribution errors", npde)
+    section("npde", "Normalised prediction distribution errors", npde_section)
 
     if fit.model.has_pd:
         step("PD observations: VPC, goodness of fit, NPDE")
@@ -228,9 +233,9 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
             from bayespk.evaluate.simulation import simulate_replicates
 
             pd_reps = simulate_replicates(fit, max(n_rep, n_sim), seed=seed, pd=True)  # one set for VPC and NPDE
-            v = fit.vpc(replicates=pd_reps.isel(rep=slice(0, n_rep)), pd_obs=True, **axes)
-            g = fit.gof(pd_obs=True)
-            n = fit.npde(replicates=pd_reps.isel(rep=slice(0, n_sim)), seed=seed, pd_obs=True)
+            v = vpc(fit, replicates=pd_reps.isel(rep=slice(0, n_rep)), pd_obs=True, **axes)
+            g = gof(fit, pd_obs=True)
+            n = npde(fit, replicates=pd_reps.isel(rep=slice(0, n_sim)), seed=seed, pd_obs=True)
             tests = n.tests.rename_axis("test").reset_index()
             return ("<p>The PD observations (residual error <code>[pd_error]</code>), checked as the "
                     "concentrations above: the VPC of the same replicates' PD values, the goodness-of-fit "
@@ -241,10 +246,10 @@ def render_report(fit, *, n_rep: int = 200, n_sim: int = 500, seed: int = 0, pre
         section("pd", "PD observations", pd_checks)
 
     step("covariates and priors")
-    section("covariates", "Etas vs covariates", lambda: _png(fit.plot_eta_covariates()[0]))
+    section("covariates", "Etas vs covariates", lambda: _png(eta_covariates(fit)[0]))
 
     def priors() -> str:
-        fig_pp, pp = fit.plot_prior_posterior()
+        fig_pp, pp = prior_posterior(fit)
         _thin_ticks(fig_pp)
         return _png(fig_pp) + _table(pp)
 

@@ -54,6 +54,7 @@ its median and a 90% interval.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,10 +75,10 @@ X_LABELS = {"TIME": "time", "TAD": "time after dose"}  # axis labels of x; any o
 class VPC:
     """A VPC: the figure, the tidy per-bin table and the observation points.
 
-    Unpacks as ``figure, table = fit.vpc()``.
+    Unpacks as ``figure, table = vpc(fit)``.
     """
 
-    figure: object
+    figure: Any  # matplotlib Figure
     table: pd.DataFrame
     points: pd.DataFrame
     settings: dict = field(default_factory=dict)

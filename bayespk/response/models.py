@@ -88,8 +88,8 @@ import xarray as xr
 from scipy.special import expit
 
 from bayespk import sampling
+from bayespk.diagnostics import check_convergence, convergence
 from bayespk.errors import ConvergenceWarning, DataError, SpecError
-from bayespk.evaluate.diagnostics import check_convergence, convergence
 from bayespk.response.data import Prepared, prepare
 
 __all__ = ["CURVE_COLUMNS", "SUMMARY_COLUMNS", "ResponseFit", "fit_response"]
@@ -755,7 +755,7 @@ def _pooled_diagnostics(posts: list[xr.Dataset], diags: list[dict]) -> dict:
     """
     import arviz as az
 
-    from bayespk.evaluate.diagnostics import ESS_PER_CHAIN, RHAT_MAX
+    from bayespk.diagnostics import ESS_PER_CHAIN, RHAT_MAX
 
     def per_param(fn) -> dict[str, np.ndarray]:
         out = {}

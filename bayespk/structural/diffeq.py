@@ -35,11 +35,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bayespk.data.schedule import BOLUS, INFUSION_END, INFUSION_START, MODELED_DURATION, MODELED_RATE, Schedule
 from bayespk.errors import SpecError
+from bayespk.structural.events import BOLUS, INFUSION_END, INFUSION_START, MODELED_DURATION, MODELED_RATE
+
+if TYPE_CHECKING:  # the solver reads a schedule; bayespk.data builds it
+    from bayespk.data.schedule import Schedule
 
 __all__ = ["ODEModel", "Solver", "SOLVERS", "ode_predictions", "solve_outputs"]
 

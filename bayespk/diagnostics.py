@@ -16,8 +16,8 @@ import xarray as xr
 
 from bayespk.errors import ConvergenceWarning
 
-__all__ = ["summary_table", "format_parameter_table", "convergence", "check_convergence", "SUMMARY_COLUMNS",
-           "REPORTED_COLUMNS", "RHAT_MAX", "ESS_PER_CHAIN"]
+__all__ = ["summary_table", "format_parameter_table", "convergence", "check_convergence", "shrinkage",
+           "SUMMARY_COLUMNS", "REPORTED_COLUMNS", "RHAT_MAX", "ESS_PER_CHAIN"]
 
 SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "r_hat", "ess_bulk", "ess_tail"]
 #: Appended to SUMMARY_COLUMNS: the unit, the relative uncertainty and the scale a pharmacometrician reads
@@ -44,7 +44,7 @@ def summary_table(posterior: xr.Dataset, names: list[str], spec=None, shrinkage:
     ``%`` for ``sigma_prop``; all ``value`` without a spec), ``reported_median``,
     ``reported_q5``, ``reported_q95`` (quantiles of the transformed draws) and
     ``shrinkage_percent`` on the omega rows (from ``shrinkage``, the table of
-    :func:`bayespk.evaluate.gof.shrinkage`).
+    :func:`shrinkage`).
     """
     from bayespk.units import parameter_units, reported_scale, to_reported
 
@@ -192,3 +192,18 @@ def check_convergence(diag: dict, warn: bool = True) -> list[str]:
     if warn and problems:
         warnings.warn("convergence check failed:\n  " + "\n  ".join(problems), ConvergenceWarning, stacklevel=3)
     return problems
+
+
+def shrinkage(fit) -> pd.DataFrame:
+    """Eta shrinkage per parameter with IIV: ``1 - SD(E[eta_i]) / median(omega)`` (parameters whose omega
+    was not sampled, such as the PK of a sequential PK/PD fit, fixed at an earlier fit, have none)."""
+    rows = []
+    post = fit.posterior
+    for p, ps in fit.spec.parameters.items():
+        if ps.iiv is None or f"omega_{p}" not in post or f"eta_{p}" not in post:
+            continue
+        eta_mean = post[f"eta_{p}"].mean(("chain", "draw")).values
+        omega = float(post[f"omega_{p}"].median())
+        rows.append({"parameter": p, "omega": omega, "sd_eta_mean": float(np.std(eta_mean, ddof=1)),
+                     "shrinkage": 1 - float(np.std(eta_mean, ddof=1)) / omega})
+    return pd.DataFrame(rows)
