@@ -244,7 +244,7 @@ def _log_likelihood(tree: xr.DataTree, pm_model: pm.Model) -> xr.Dataset:
     Compiled by JAX (``LOG_LIKELIHOOD_MODE``): measured on the theophylline fit with empty caches, XLA
     compiles this function in about 1 s where numba takes 4.7-5.2 s, and no process caches either of
     them usefully; each call costs about 50 us more (0.2-0.3 s over 4000 draws). The values agree with
-    numba's to 1e-12 on every bundled model (tests/test_fit.py).
+    numba's to 1e-12 on every bundled model (tests/inference/test_fit.py).
     """
     from pymc.backends.arviz import apply_function_over_dataset, coords_and_dims_for_inferencedata
     from pymc.model.transform.conditioning import remove_value_transforms

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_covsearch.py --part stepwise --stop-at 19:20   # no replicate started after
     .venv/bin/python benchmarks/bench_covsearch.py --part horseshoe --scenario two   # V_SEX true as well
 
-The study is the one of tests/test_covsearch_horseshoe.py: 40 subjects, 100 mg
+The study is the one of tests/evaluate/test_covsearch_horseshoe.py: 40 subjects, 100 mg
 IV, 4 samples each, CL = 2 (WT/70)^0.75 exp(eta_CL) (omega 0.2), V = 20
 exp(eta_V) (omega 0.15), 10% proportional error; WT log-normal around 70 kg
 (SD of log 0.3), and three covariates with no effect: AGE (uniform 20-80, power

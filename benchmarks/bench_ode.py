@@ -278,7 +278,7 @@ def markdown(report: dict) -> str:
             "ms per logp+grad: median over 5 batches (each >= 0.5 s) of one call of the compiled function returning "
             "the log-density and its gradient with respect to every free variable, at the initial point; compile s: "
             "`pytensor.function` creation + first call (with the user's PyTensor cache). Accuracy of the RK4 "
-            "solution at these step sizes (tests/test_pd.py, same PK, KA = 1/h, vs solve_ivp): max relative "
+            "solution at these step sizes (tests/structural/test_pd.py, same PK, KA = 1/h, vs solve_ivp): max relative "
             "error of the IDR response about 5e-4 (drivers) / 8e-4 (coupled) at max_step 0.5 h, 4e-6 / 6e-6 "
             "at 0.125 h."
         ),

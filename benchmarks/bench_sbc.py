@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_sbc.py --family pkpd_direct_emax      # one family (results are merged)
     .venv/bin/python benchmarks/bench_sbc.py --family blq_m3 blq_m1 --n 40  # the BLQ pair only
 
-The families and their designs are those of tests/test_sbc_families.py (proper, moderately informative
+The families and their designs are those of tests/evaluate/test_sbc_families.py (proper, moderately informative
 priors; small designs): a closed-form one-compartment oral popPK model (12 subjects x 7 samples), the
 user-written Michaelis-Menten ODE model of models/mm_1cmt_oral.toml (6 subjects, 2 per dose level), CAR-T
 piecewise kinetics (Stein 2019; qPCR samples of 15 patients, M3 censoring below 35 copies/ug) and a
@@ -115,7 +115,7 @@ def run_family(family: str, work: Path, workers: int, n: int | None = None, seed
 
 def _markdown(results: dict) -> str:
     lines = ["# Simulation-based calibration by model family", "",
-             "Produced by `benchmarks/bench_sbc.py` (families and designs: `tests/test_sbc_families.py`). "
+             "Produced by `benchmarks/bench_sbc.py` (families and designs: `tests/evaluate/test_sbc_families.py`). "
              "A parameter passes when the chi-square test of its ranks over 10 bins gives p > 0.01 and the ECDF "
              "of its fractional ranks stays inside the simultaneous 95% band.", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared); Python {platform.python_version()}.",

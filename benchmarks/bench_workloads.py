@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_workloads.py --part kfold # phenobarbital with/without Apgar: K-fold and LOO
 
 SBC scaling: the same 40-replicate simulation-based calibration (the small
-one-compartment IV study of tests/test_sbc.py, 2 chains x 200 draws after 200
+one-compartment IV study of tests/evaluate/test_sbc.py, 2 chains x 200 draws after 200
 per replicate) on a LocalCluster of 1 and of 2 worker processes, and on a
 cluster of 4 single-threaded worker processes started as separate processes
 (``dask scheduler`` / ``dask worker``) and reached by its address, the path

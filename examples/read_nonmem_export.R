@@ -7,7 +7,7 @@
 # writes them: read.table(skip = 1, header = TRUE). colClasses keeps text IDs as written ("001" stays
 # "001"; an ID holding a space is quoted in the file), check.names = FALSE keeps run.ext's names such as
 # OMEGA(1,1). The script prints what it read (one "name<TAB>value" line each) and stops with an error
-# naming the file and the column when a required column is missing. tests/test_export_r.py runs it.
+# naming the file and the column when a required column is missing. tests/evaluate/test_export_r.py runs it.
 #
 # With the tables read, e.g. ggplot2:
 #   ggplot(sdtab, aes(PRED, DV)) + geom_point() + geom_abline()

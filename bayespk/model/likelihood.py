@@ -16,7 +16,7 @@ log-density + gradient, the compiled callback nutpie runs): 225-290 us with
 ``pm.Censored``, 110 us with this module's split; the fit of that study went
 from 76 s to 36 s (README, "Speed").
 
-The values are pm.Censored's, row by row (``tests/test_likelihood_features.py``
+The values are pm.Censored's, row by row (``tests/model/test_likelihood_features.py``
 compares them). Where the censoring pattern is not fixed when the model is built
 (observations held as ``pm.Data`` so that one compiled model serves many data
 sets), ``pm.Censored`` is kept.

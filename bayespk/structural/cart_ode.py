@@ -104,7 +104,7 @@ positive); ``M`` is linear in itself and starts at 0, so it stays as is.
 *not* a jump: the infusion enters through ``C0`` (the data layer's CMT 1 dose
 row at ``t = 0`` only marks the start, as for the piecewise model).
 
-Step size (``tests/test_cart_ode.py``, against LSODA at rtol 1e-10, days
+Step size (``tests/structural/test_cart_ode.py``, against LSODA at rtol 1e-10, days
 0.04-730, three parameter sets up to ~3/day expansion): a uniform
 ``max_step`` of 0.125 day keeps the levels within 1e-6 (relative); 0.25 day
 gives ~1e-5, 0.5 day ~2e-4. The graded grid of :func:`ck_ode_nodes` (0.125
@@ -310,7 +310,7 @@ def ck_ode_nodes(t_end: float, fine_until: float = 60.0, fine_step: float = 0.12
     (2 days) for the slow memory phase: a graded grid, fine where the kinetics
     are fast (expansion, peak, contraction). With the defaults the levels are
     within 1e-6 (relative) of a tight reference solution for the parameter
-    sets of ``tests/test_cart_ode.py``, in ~800 steps to day 730 instead of
+    sets of ``tests/structural/test_cart_ode.py``, in ~800 steps to day 730 instead of
     ~5800 with a uniform ``max_step = 0.125``.
 
     Examples

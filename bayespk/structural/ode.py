@@ -30,7 +30,7 @@ RK4 step from node ``t_i`` (state after its jump) over ``h_i``, with
     y(t_{i+1}) = y + h/6 (k1 + 2 k2 + 2 k3 + k4)   (then the jump at t_{i+1} is added)
 
 The global error is O(max_step^4): halving ``max_step`` divides it by ~16
-(measured in ``tests/test_ode.py``). Drivers are given, not computed: the caller
+(measured in ``tests/structural/test_ode.py``). Drivers are given, not computed: the caller
 evaluates them at :attr:`OdeGrid.driver_times` (step start, midpoint, end),
 typically from a closed-form concentration (:func:`closed_form_drivers`). A
 driver at a step's end is the limit *from the left* (a bolus given at that node
