@@ -92,7 +92,7 @@ _lazy_package(__name__, {
     "prior_posterior": "bayespk.evaluate.gof:prior_posterior",
     "read_nonmem": "bayespk.data.nonmem:read_nonmem",
     "shrinkage": "bayespk.diagnostics:shrinkage",
-    "simulate_regimens": "bayespk.simulate.regimen:simulate_regimens",
+    "simulate_regimens": "bayespk.simulate.simulation:simulate_regimens",
     "vpc": "bayespk.evaluate.vpc:vpc",
     # subpackages, reachable as attributes without an import of their own (``bpk.data.nonmem``), as before
     **{sub: f"bayespk.{sub}" for sub in ("borrowing", "data", "evaluate", "model", "parallel", "response", "simulate",

@@ -133,7 +133,8 @@ def run(args) -> int:
 
     from bayespk.cli_common import SEED_MAX, check_range, load_run
     from bayespk.simulate.exposure import Target, metric_name
-    from bayespk.simulate.regimen import Regimen, read_regimen_file, simulate_regimens
+    from bayespk.simulate.regimen import Regimen, read_regimen_file
+    from bayespk.simulate.simulation import simulate_regimens
 
     # everything the user typed is checked before the run is loaded
     regimens = [Regimen.parse(s) for s in args.regimen]

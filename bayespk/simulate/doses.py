@@ -20,7 +20,7 @@ How the exposures are simulated
 *PK models* (built-in closed-form structures and models written as
 equations, ODE or algebraic): the regimen template is copied with each
 candidate dose (``Regimen(..., per="WT")`` for mg/kg) and all of them are
-simulated by :func:`~bayespk.simulate.regimen.simulate_regimens` in one call:
+simulated by :func:`~bayespk.simulate.simulation.simulate_regimens` in one call:
 ``n_draws`` posterior draws, each with new etas for every virtual patient;
 the same patients, etas and draws under every dose (common random numbers, so
 the curves over dose are smooth and monotone where exposure is). Exposure
@@ -246,7 +246,9 @@ LINEAR_SS = ("AUC_ss", "Cmax_ss", "Cmin_ss", "Ctrough_ss")  # proportional to th
 
 def _pk_simulation(fit, doses, regimen, metrics, *, population, n_subjects, covariates, n_draws, seed, simulate,
                    scale_ss):
-    from bayespk.simulate.regimen import Regimen, RegimenSimulation, simulate_regimens
+    from bayespk.simulate.regimen import Regimen
+    from bayespk.simulate.result import RegimenSimulation
+    from bayespk.simulate.simulation import simulate_regimens
 
     if regimen is None:
         raise SpecError("regimen: give the regimen template whose dose is replaced by each candidate, e.g. "
@@ -292,7 +294,7 @@ def _known_linear(fit) -> bool:
 
 def _ck_simulation(fit, doses, *, n_subjects, covariates, by, bins, n_draws, seed, dose_column):
     from bayespk.evaluate.cellkinetics import virtual_exposures
-    from bayespk.simulate.regimen import RegimenSimulation
+    from bayespk.simulate.result import RegimenSimulation
 
     if covariates is not None and not isinstance(covariates, Mapping):
         raise SpecError("covariates: for a CAR-T fit, a dict {column: value} of covariates fixed in every virtual "
@@ -393,7 +395,7 @@ def dose_table(
         Virtual patients (per band for CAR-T).
     covariates : dict or DataFrame, optional
         Covariates of the virtual population (see
-        :func:`~bayespk.simulate.regimen.virtual_subjects`), e.g.
+        :func:`~bayespk.simulate.population.virtual_subjects`), e.g.
         ``{"WT": ("uniform", 13, 30)}`` or a table of covariate rows. CAR-T:
         ``{column: value}`` fixed in every virtual patient.
     by, bins
@@ -431,7 +433,7 @@ def dose_table(
     label : str
         Name of the table (e.g. the prior used) in plots and side-by-side comparisons.
     simulate : mapping, optional
-        More keywords for :func:`~bayespk.simulate.regimen.simulate_regimens`
+        More keywords for :func:`~bayespk.simulate.simulation.simulate_regimens`
         (e.g. ``threshold`` for T_above targets, ``resolution``, ``ss_method``).
     scale_ss : bool
         When every metric used is a steady-state concentration or AUC

@@ -1,6 +1,6 @@
 """Fits that are not posteriors: population parameters given as draws, or drawn from the spec's priors.
 
-Everything that simulates from a fit (:func:`~bayespk.simulate.regimen.simulate_regimens`,
+Everything that simulates from a fit (:func:`~bayespk.simulate.simulation.simulate_regimens`,
 dose tables) reads the posterior's population-level draws: typical values,
 omegas, covariate coefficients, residual SDs. :func:`fit_from_draws` builds a
 :class:`~bayespk.fit.Fit` whose posterior holds draws the caller gives (fixed
@@ -143,7 +143,7 @@ def prior_fit(spec, data=None, n_draws: int = 1000, seed: int = 0, *, covariates
     """A Fit whose posterior holds draws from the spec's priors of the population-level variables.
 
     For a prior predictive check of exposures: push it through
-    :func:`~bayespk.simulate.regimen.simulate_regimens` (e.g. with
+    :func:`~bayespk.simulate.simulation.simulate_regimens` (e.g. with
     ``population="virtual"`` and children from
     :func:`~bayespk.simulate.population.pediatric_population`). No data are
     sampled or used beyond their covariates.

@@ -1,6 +1,6 @@
 """Exposure metrics of simulated concentration curves, target attainment and exposure overlap.
 
-Everything here is numpy on arrays (no PyMC): :mod:`bayespk.simulate.regimen`
+Everything here is numpy on arrays (no PyMC): :mod:`bayespk.simulate.simulation`
 produces the curves, this module turns them into numbers and tables.
 
 Metrics (per simulated subject and posterior draw)

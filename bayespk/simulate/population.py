@@ -1,7 +1,7 @@
 """Populations to simulate: the fitted subjects, virtual ones from covariate distributions, and children.
 
 :func:`fitted_subjects` and :func:`virtual_subjects` give the covariate rows
-:func:`~bayespk.simulate.regimen.simulate_regimens` simulates.
+:func:`~bayespk.simulate.simulation.simulate_regimens` simulates.
 :func:`pediatric_population` draws children: age uniform in a range,
 postmenstrual age (PMA) from postnatal age and gestational age at birth, sex,
 and body weight for age and sex by the LMS method (Cole 1990, Eur J Clin Nutr

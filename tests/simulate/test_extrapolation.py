@@ -23,7 +23,7 @@ from bayespk.borrowing.pk_priors import sigmoid_maturation
 from bayespk.errors import SpecError
 from bayespk.simulate.draws import fit_from_draws, population_variables, prior_fit
 from bayespk.simulate.population import growth_reference, lms_quantile, pediatric_population
-from bayespk.simulate.regimen import simulate_regimens
+from bayespk.simulate.simulation import simulate_regimens
 
 TM50, HILL = 47.7, 3.4  # Rhodin et al. 2009
 
