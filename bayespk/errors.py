@@ -6,6 +6,8 @@ Anything else escaping is a bug in bayespk.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 
 class BayesPKError(Exception):
     """Base class of all errors caused by user input (data, spec, options)."""
@@ -21,3 +23,24 @@ class SpecError(BayesPKError, ValueError):
 
 class ConvergenceWarning(UserWarning):
     """The sampler's diagnostics (divergences, R-hat, ESS, BFMI) are poor."""
+
+
+class Moved:
+    """A class attribute for a method that was removed: reading it raises AttributeError saying what to use.
+
+    >>> class Fit:
+    ...     vpc = Moved("bpk.vpc(fit, ...)")
+    >>> Fit().vpc()
+    Traceback (most recent call last):
+    AttributeError: Fit.vpc is gone: use bpk.vpc(fit, ...)
+    """
+
+    def __init__(self, use: str):
+        self.use = use
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> NoReturn:
+        raise AttributeError(f"{getattr(owner, '__name__', '?')}.{self.name} is gone: use {self.use}")

@@ -33,7 +33,7 @@ import xarray as xr
 from bayespk import compile_cache, sampling
 from bayespk.data.nonmem import id_label
 from bayespk.diagnostics import check_convergence, convergence, shrinkage, summary_table
-from bayespk.errors import BayesPKError, DataError
+from bayespk.errors import BayesPKError, DataError, Moved
 from bayespk.model.population import PopulationModel
 from bayespk.model.spec import Spec
 from bayespk.progress import Progress, is_terminal
@@ -702,6 +702,17 @@ class Fit:
     tree : xarray.DataTree
     spec : Spec
     """
+
+    # checks that were methods and are functions taking a fit: reading one says which
+    vpc = Moved("bpk.vpc(fit, ...)")
+    npde = Moved("bpk.npde(fit, ...)")
+    gof = Moved("bpk.gof(fit, ...)")
+    loo = Moved("bpk.loo(fit, ...)")
+    plot_individual = Moved("bpk.plot_individual(fit, ...)")
+    shrinkage = Moved("bpk.shrinkage(fit)")
+    plot_eta_covariates = Moved("bpk.eta_covariates(fit, ...)")
+    plot_covariate_effects = Moved("bpk.covariate_effects(fit, ...)")
+    plot_prior_posterior = Moved("bpk.prior_posterior(fit, ...)")
 
     def __init__(self, tree: xr.DataTree, spec: Spec, model: PopulationModel | None = None):
         self.tree = tree

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from bayespk.errors import DataError, SpecError
+from bayespk.errors import DataError, Moved, SpecError
 
 __all__ = [
     "FAMILIES",
@@ -323,6 +323,10 @@ class Mixture:
                             np.concatenate([self._p1, vague._p1]), np.concatenate([self._p2, vague._p2]))
         out.info = {"robust": {"weight": float(weight), "mean": float(mean), "n": 1.0 if n is None else float(n)}}
         return out
+
+    # the functions of bayespk.borrowing (as bb) that took over these methods: reading one says which
+    posterior = Moved("bb.posterior(prior, r=..., n=...)")
+    ess = Moved("bb.ess(prior, method=...)")
 
     # ------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

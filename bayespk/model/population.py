@@ -46,7 +46,7 @@ import xarray as xr
 
 from bayespk.data.design import Design
 from bayespk.data.nonmem import NONMEM_COLUMNS, Dataset, id_label, read_nonmem
-from bayespk.errors import DataError, SpecError
+from bayespk.errors import DataError, Moved, SpecError
 from bayespk.model.joint_prior import JOINT_DIM, JOINT_NAME
 from bayespk.model.likelihood import error_distribution, likelihood_distribution, observe
 from bayespk.model.predictors import predictor
@@ -83,6 +83,10 @@ class PopulationModel:
     >>> model = bpk.PopulationModel("models/theophylline_1cmt_oral.toml")  # doctest: +SKIP
     >>> fit = bpk.fit(model, draws=500)  # doctest: +SKIP
     """
+
+    # fitting and checking are functions that take a model: reading one of these says which
+    fit = Moved("bpk.fit(model, ...)")
+    prior_predictive = Moved("bpk.vpc(model, ...), the prior predictive check")
 
     def __init__(self, spec: Spec | dict | str | Path, data: Dataset | pd.DataFrame | str | Path | None = None,
                  pk_fit=None, structural=None, observations_as_data: bool = False):

@@ -57,3 +57,20 @@ def test_an_old_run_through_the_command_line(tmp_path, capsys):
     assert "CL" in capsys.readouterr().out
     assert main(["vpc", str(RUNS / "theophylline"), "--out", str(tmp_path / "vpc"), "--n-rep", "5"]) == 0
     assert (tmp_path / "vpc" / "vpc.png").stat().st_size > 0
+
+
+def test_methods_that_became_functions_say_what_to_use():
+    """Code written for the earlier release calls methods that are functions now: the error names the function."""
+    import bayespk.borrowing as bb
+
+    fit = bpk.load(RUNS / "theophylline")
+    for call, use in ((lambda: fit.vpc(n_rep=5), r"bpk\.vpc\(fit"), (lambda: fit.loo(), r"bpk\.loo\(fit"),
+                      (lambda: fit.plot_eta_covariates(), r"bpk\.eta_covariates\(fit"),
+                      (lambda: fit.model.fit(), r"bpk\.fit\(model"),
+                      (lambda: fit.model.prior_predictive(), r"bpk\.vpc\(model"),
+                      (lambda: bb.BetaMixture([1.0], [2.0], [3.0]).posterior(r=1, n=2), r"bb\.posterior\(prior"),
+                      (lambda: bb.BetaMixture([1.0], [2.0], [3.0]).ess(), r"bb\.ess\(prior")):
+        with pytest.raises(AttributeError, match=r"is gone: use " + use):
+            call()
+    assert not hasattr(fit, "vpc")
+    assert fit.summary().shape[0] == len(fit.population_parameters)  # what a Fit still answers
