@@ -35,6 +35,7 @@ BetaMixture(...)
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -328,9 +329,14 @@ def compiled_map_model(family: str, n_studies: int, tau_prior: Prior, beta_prior
     The model holds the data as shared variables (see :func:`build_map_model`):
     sample it with ``data=data_updates(...)``.
     """
-    key = ("map", family, n_studies, tau_prior, beta_prior, tuple(float(s) for s in coef_sds), bool(centred))
-    model = build_map_model(family, n_studies, tau_prior, beta_prior, coef_sds, centred)
-    return model, sampling.compile_model(model, key=key)
+    args = (family, n_studies, tau_prior, beta_prior, tuple(float(s) for s in coef_sds), bool(centred))
+    model = _built_map_model(*args)  # the model compiled under this key: built once, as it is compiled once
+    return model, sampling.compile_model(model, key=("map", *args))
+
+
+@functools.lru_cache(maxsize=None)
+def _built_map_model(*args) -> Any:
+    return build_map_model(*args)
 
 
 def data_updates(family: str, data: pd.DataFrame, x_centred: np.ndarray | None = None) -> dict[str, np.ndarray]:
